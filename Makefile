@@ -1,0 +1,25 @@
+# Two commands set everything up on a fresh machine (see README.md):
+#   make demo   installs into .venv and runs the main job on an embedded default
+#   make test   installs into .venv and runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= all
+
+.PHONY: install demo test test-all bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[$(EXTRAS)]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/transferzoo demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

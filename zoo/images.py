@@ -1,0 +1,56 @@
+"""Safe image decoding shared by everything that reads user images: EXIF orientation applied,
+every mode converted to RGB, decompression bombs refused, failures reported per file."""
+from __future__ import annotations
+
+import os
+import warnings
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+# 64 Mpx: far above any photo worth classifying, far below what exhausts memory when decoded.
+MAX_PIXELS = 64_000_000
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB for every mode: palette and alpha images are composited on white (not on black, which
+    is what a bare convert('RGB') of a transparent PNG gives), CMYK/L/I;16 converted."""
+    if img.mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA"):
+        img = img.convert("RGBA")
+        bg = Image.new("RGB", img.size, (255, 255, 255))
+        bg.paste(img, mask=img.getchannel("A"))
+        return bg
+    if img.mode == "I;16" or img.mode == "I":
+        img = img.point(lambda v: v / 256).convert("L")
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def load_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode an image fully (so truncation is caught here, not later in a worker)."""
+    path = os.fspath(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise ImageError(path, f"{w}x{h} pixels exceeds the limit of {max_pixels} (decompression bomb?)")
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return to_rgb(img)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(path, f"refused: {e}") from None
+    except UnidentifiedImageError:
+        raise ImageError(path, "not an image (unrecognised format)") from None
+    except FileNotFoundError:
+        raise ImageError(path, "no such file") from None
+    except IsADirectoryError:
+        raise ImageError(path, "is a directory, not an image") from None
+    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
+        raise ImageError(path, f"cannot decode ({e})") from None
