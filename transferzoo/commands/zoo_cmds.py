@@ -78,7 +78,7 @@ def cmd_inspect(args) -> int:
 
 def cmd_predict(args) -> int:
     if args.model.endswith(".onnx"):
-        from export.predict import predict_onnx  # provided by export/
+        from serve.predict import predict_onnx  # torch-free: preprocessing from the file's metadata
 
         results = predict_onnx(args.model, args.images, top_k=args.top_k)
     else:
