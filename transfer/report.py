@@ -1,0 +1,95 @@
+"""The human side of a run directory: confusion.png (matplotlib, Agg) and report.md."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """Rows: true class; columns: predicted class."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    return cm
+
+
+def confusion_png(cm, labels: list[str], title: str = "confusion matrix (val)") -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    cm = np.asarray(cm)
+    n = len(labels)
+    size = min(16.0, max(4.0, 0.45 * n + 2.5))
+    fig = Figure(figsize=(size, size * 0.85))
+    ax = fig.add_subplot(1, 1, 1)
+    rows = cm.sum(axis=1, keepdims=True).clip(min=1)
+    im = ax.imshow(cm / rows, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xticklabels(labels, rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center", fontsize=8)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7,
+                        color="white" if cm[i, j] / rows[i, 0] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def report_md(summary: dict, plan: dict | None, splits_summary: dict, labels: list[str]) -> str:
+    lines = [f"# Training run: {summary.get('model', '?')}, strategy `{summary.get('strategy', '?')}`", ""]
+    lines += ["## Result", "", "| metric | value |", "| --- | --- |"]
+    for k, v in summary.items():
+        if k in ("confusion", "per_class") or isinstance(v, (dict, list)):
+            continue
+        lines.append(f"| {k} | {_fmt(v)} |")
+    lines.append("")
+    pc = summary.get("per_class")
+    if pc:
+        lines += ["## Per class (val)", "", "| class | images | accuracy (recall) |", "| --- | --- | --- |"]
+        for name in labels:
+            r = pc.get(name, {})
+            lines.append(f"| {name} | {r.get('support', '')} | {_fmt(r.get('recall', ''))} |")
+        lines.append("")
+    if "confusion" in summary:
+        lines += ["## Confusion matrix (val)", "", "![confusion matrix](confusion.png)", ""]
+    lines += ["## Data", "", f"- root: `{splits_summary.get('root')}`",
+              f"- {splits_summary.get('num_classes')} classes, {splits_summary.get('num_train')} train / "
+              f"{splits_summary.get('num_val')} val / {splits_summary.get('num_test', 0)} test images"
+              + (" (given split)" if splits_summary.get("given_split") else " (stratified split)"),
+              f"- imbalance (largest / smallest train class): {splits_summary.get('imbalance')}"]
+    skipped = splits_summary.get("skipped") or []
+    if skipped:
+        lines.append(f"- skipped {len(skipped)} file(s):")
+        lines += [f"  - `{s['path']}`: {s['reason']}" for s in skipped[:50]]
+    for w in splits_summary.get("warnings") or []:
+        lines.append(f"- warning: {w}")
+    lines.append("")
+    if plan:
+        lines += ["## Plan", "", f"- strategy: **{plan.get('strategy')}**"]
+        if plan.get("reasons"):
+            lines += [f"- {r}" for r in plan["reasons"]]
+        ev = plan.get("evidence") or {}
+        if ev:
+            lines += ["", "Evidence:", "", "```json"]
+            import json
+
+            lines.append(json.dumps(ev, indent=2, default=str))
+            lines.append("```")
+        lines.append("")
+    return "\n".join(lines)

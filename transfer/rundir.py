@@ -1,0 +1,158 @@
+"""Write a run directory (format `transferzoo-run/1`, see transfer/RUN_DIR.md). Used by every
+strategy; export reads the result from files alone.
+
+Every file is written atomically (temp file in the same directory + os.replace), and run.json is
+written last: a directory with a run.json is a complete run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+import zoo.assembly as za
+
+from .data import DataSplits, Sample
+
+FORMAT = "transferzoo-run/1"
+REQUIRED_SUMMARY = ("strategy", "model", "val_accuracy", "num_classes", "num_train", "num_val", "wall_seconds")
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def atomic_json(path, obj) -> Path:
+    return atomic_write(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if is_dataclass(o):
+        return asdict(o)
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+def weights_provenance(model: torch.nn.Module) -> dict:
+    """{"name", "source", "location", "sha256"} of the pretrained weights the backbone started from."""
+    backbone = getattr(model, "backbone", model)
+    cfg = getattr(backbone, "pretrained_cfg", None) or {}
+    tz = dict(cfg.get("transferzoo") or {})
+    return {"name": tz.get("name"), "source": tz.get("source"), "location": tz.get("location"), "sha256": tz.get("sha256")}
+
+
+def _tsv(samples: list[Sample], root: Path) -> str:
+    return "".join(f"{os.path.relpath(s.path, root)}\t{s.label}\n" for s in samples)
+
+
+def _safetensors_bytes(model: torch.nn.Module) -> bytes:
+    from safetensors.torch import save
+
+    # contiguous, de-aliased copies: safetensors refuses shared storage
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    return save(state, metadata={"format": "pt"})
+
+
+def write_run(
+    run_dir,
+    *,
+    spec: za.ModelSpec,
+    model: torch.nn.Module,
+    labels,
+    preprocessing,
+    weights: dict,
+    summary: dict,
+    config: dict,
+    plan: dict | None,
+    splits: DataSplits,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
+    """Write everything RUN_DIR.md lists. `summary` must hold at least REQUIRED_SUMMARY; if it has
+    "confusion" (val confusion matrix, rows = true class) confusion.png is drawn from it.
+    `extra_files` (relative path -> bytes) are written too and may override confusion.png/report.md
+    (part 2 passes metrics.jsonl, curves.png). Returns the run directory."""
+    from .report import confusion_png, report_md
+
+    missing = [k for k in REQUIRED_SUMMARY if k not in summary]
+    assert not missing, f"summary lacks {missing}"
+    assert isinstance(model, za.TransferModel), "the trained model must be a zoo.assembly.TransferModel"
+    labels = [str(l) for l in labels]
+    assert len(labels) == spec.num_classes, (len(labels), spec.num_classes)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stale = run_dir / "run.json"
+    if stale.exists():  # rewriting a run: mark it incomplete until the new run.json lands
+        stale.unlink()
+    pre = preprocessing.to_dict() if hasattr(preprocessing, "to_dict") else dict(preprocessing)
+    cfg = asdict(config) if is_dataclass(config) else dict(config)
+
+    atomic_write(run_dir / "model.safetensors", _safetensors_bytes(model))
+    atomic_write(run_dir / "config.yaml", yaml.safe_dump(json.loads(json.dumps(cfg, default=_json_default)), sort_keys=False))
+    atomic_json(run_dir / "labels.json", labels)
+    split_files = {}
+    for name in ("train", "val", "test"):
+        samples = splits.split(name)
+        if samples or name != "test":
+            atomic_write(run_dir / "splits" / f"{name}.tsv", _tsv(samples, splits.root))
+            split_files[name] = f"splits/{name}.tsv"
+    atomic_json(run_dir / "plan.json", plan if plan is not None else {"strategy": summary["strategy"], "planned": False})
+    atomic_json(run_dir / "metrics.json", summary)
+    extra_files = dict(extra_files or {})
+    if "confusion.png" not in extra_files and summary.get("confusion") is not None:
+        extra_files["confusion.png"] = confusion_png(summary["confusion"], labels)
+    if "report.md" not in extra_files:
+        extra_files["report.md"] = report_md(summary, plan, splits.summary(), labels).encode("utf-8")
+    for rel, data in extra_files.items():
+        target = (run_dir / rel).resolve()
+        assert run_dir.resolve() in target.parents, f"extra file {rel!r} escapes the run directory"
+        atomic_write(target, data)
+    run = {
+        "format": FORMAT,
+        "spec": spec.to_dict(),
+        "labels": labels,
+        "preprocessing": pre,
+        "weights": dict(weights),
+        "summary": summary,
+        "data_root": str(splits.root),
+        "splits": split_files,
+    }
+    atomic_json(run_dir / "run.json", run)
+    return run_dir
+
+
+def load_model(run_dir) -> tuple[za.TransferModel, dict]:
+    """Rebuild the trained model from a run directory (as export does) -> (model in eval mode, run.json)."""
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    run = json.loads((run_dir / "run.json").read_text())
+    model = za.build(za.ModelSpec.from_dict(run["spec"]), pretrained=False)
+    model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+    return model.eval(), run
