@@ -72,7 +72,8 @@ def _conv_row(name: str, m: nn.Conv2d, x: torch.Tensor, y: torch.Tensor) -> Laye
     k = m.out_channels
     params = kh * kw * (d_in // m.groups) * k + (k if m.bias is not None else 0)
     fmt = lambda a, b: f"{a}" if a == b else f"{a}x{b}"  # noqa: E731
-    pad = fmt(*ph) if ph[0] == ph[1] else f"{ph[0]}/{ph[1]}"
+    side = lambda q: f"{q[0]}" if q[0] == q[1] else f"{q[0]}/{q[1]}"  # noqa: E731  before/after
+    pad = side(ph) if ph == pw else f"{side(ph)}x{side(pw)}"
     kind = "conv" if m.groups == 1 else ("dwconv" if m.groups == d_in == k else "gconv")
     return LayerRow(name, kind, K=k, F=fmt(kh, kw), S=fmt(sh, sw), P=pad, groups=m.groups,
                     out=f"{ow} x {oh} x {k}", params=params)
