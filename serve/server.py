@@ -1,0 +1,43 @@
+"""Run the app under uvicorn: load the models first (errors before binding), print where it
+listens (port 0 picks a free one), and on SIGTERM/SIGINT turn readiness off, let in-flight
+requests finish, stop the batchers, exit."""
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from .app import ServerState, create_app, load_models
+from .config import ServerConfig
+
+log = logging.getLogger("serve")
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, state: ServerState):
+        super().__init__(config)
+        self.state = state
+
+    def handle_exit(self, sig, frame) -> None:
+        self.state.draining = True  # /v2/health/ready answers 503 from now on
+        super().handle_exit(sig, frame)
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.should_exit:
+            return
+        host, port = self.servers[0].sockets[0].getsockname()[:2]
+        models = ", ".join(f"{n} ({m.inputs[0].datatype} {m.inputs[0].shape})" for n, m in self.state.models.items())
+        print(f"transferzoo serve: listening on http://{host}:{port} (models: {models})", flush=True)
+
+
+def run(config: ServerConfig) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    state = ServerState(config, load_models(config))
+    app = create_app(state)
+    uv = uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", access_log=False,
+                        timeout_graceful_shutdown=int(config.timeout_s) + 1, server_header=False, lifespan="on")
+    server = _Server(uv, state)
+    server.run()
+    return 0 if server.started else 1

@@ -1,0 +1,119 @@
+"""ONNX files for the serve tests, carrying the metadata of export/ONNX_METADATA.md.
+
+Until export/ lands these are built here with torch.onnx (TorchScript exporter, dynamic batch axis):
+- `lite0`: efficientnet_lite0 with its real ImageNet weights, float32_nchw, 1000 ImageNet labels.
+- `tiny`: a small random-weight conv net (3 classes, 64x64, bilinear), float32_nchw: fast tests.
+- `tiny_u8`: the same net with preprocessing in the graph (uint8_nhwc input).
+The builders are plain functions so bench/ can reuse them; the pytest fixtures cache them per session.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+TINY_LABELS = ["ants", "bees", "wasps"]
+TINY_PRE = {"input_size": [3, 64, 64], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+            "interpolation": "bilinear", "crop_pct": 0.875, "crop_mode": "center"}
+
+
+def _metadata(pre: dict, labels: list[str], input_format: str, source: str) -> dict[str, str]:
+    return {
+        "transferzoo.format": "1",
+        "labels": json.dumps(labels),
+        "input_format": input_format,
+        "output_format": "logits",
+        "input_size": json.dumps(list(pre["input_size"])),
+        "mean": json.dumps(list(pre["mean"])),
+        "std": json.dumps(list(pre["std"])),
+        "interpolation": pre["interpolation"],
+        "crop_pct": str(pre["crop_pct"]),
+        "crop_mode": pre["crop_mode"],
+        "source_model": source,
+        "exporter": "torchscript",
+    }
+
+
+def _export(model, example, path: Path, meta: dict[str, str]) -> Path:
+    import onnx
+    import torch
+
+    tmp = path.with_suffix(".tmp.onnx")
+    with torch.no_grad():
+        torch.onnx.export(model.eval(), (example,), str(tmp), input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False)
+    proto = onnx.load(str(tmp))
+    onnx.helper.set_model_props(proto, meta)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def _tiny_net():
+    import torch
+    import torch.nn as nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, len(TINY_LABELS)),
+    )
+
+
+def build_tiny(path: Path) -> Path:
+    import torch
+
+    return _export(_tiny_net(), torch.zeros(1, 3, 64, 64), path, _metadata(TINY_PRE, TINY_LABELS, "float32_nchw", "tiny-test-net"))
+
+
+def build_tiny_u8(path: Path) -> Path:
+    import torch
+    import torch.nn as nn
+
+    class WithPreprocessing(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+            self.register_buffer("mean", torch.tensor(TINY_PRE["mean"]).view(1, 3, 1, 1) * 255)
+            self.register_buffer("std", torch.tensor(TINY_PRE["std"]).view(1, 3, 1, 1) * 255)
+
+        def forward(self, x):
+            return self.net((x.permute(0, 3, 1, 2).float() - self.mean) / self.std)
+
+    example = torch.zeros(1, 64, 64, 3, dtype=torch.uint8)
+    return _export(WithPreprocessing(_tiny_net()), example, path, _metadata(TINY_PRE, TINY_LABELS, "uint8_nhwc", "tiny-test-net"))
+
+
+def build_lite0(path: Path) -> Path:
+    import torch
+
+    import zoo
+    from zoo.labels import imagenet_labels
+
+    model = zoo.create("efficientnet_lite0")
+    pre = zoo.preprocessing("efficientnet_lite0").to_dict()
+    meta = _metadata(pre, list(imagenet_labels()), "float32_nchw", "efficientnet_lite0.in1k")
+    return _export(model, torch.zeros(1, *pre["input_size"]), path, meta)
+
+
+@pytest.fixture(scope="session")
+def serve_models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("serve_models")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(serve_models_dir) -> Path:
+    return build_tiny(serve_models_dir / "tiny.onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_u8_onnx(serve_models_dir) -> Path:
+    return build_tiny_u8(serve_models_dir / "tiny_u8.onnx")
+
+
+@pytest.fixture(scope="session")
+def lite0_onnx(serve_models_dir) -> Path:
+    return build_lite0(serve_models_dir / "lite0.onnx")
