@@ -1,0 +1,214 @@
+"""The frozen prefix, run once: activations entering the first trained block, cached on disk.
+
+Partial finetuning trains only the top blocks, yet a naive loop runs the whole frozen network on
+every image every epoch. Here the backbone is cut where training starts:
+
+    prefix (frozen, eval mode)  ->  cached activations  ->  suffix (trained) -> head
+
+and the prefix's outputs are stored for a fixed number V of augmented views of every training image
+(plus one eval view of every validation image) in a memory-mapped float16 file. Each epoch then reads
+one view per image from disk (a random one) and runs only the suffix, so an epoch costs a fraction
+of a forward pass of the whole network, and memory holds one batch, not the dataset.
+
+The cut needs the backbone's forward to be the chain of its children (nn.Sequential containers
+flattened): true of timm's CNNs (EfficientNet, MobileNet, ResNet, RegNet, ConvNeXt, DenseNet...).
+`split_backbone` checks the chain against the real forward on a probe input and returns None when
+it differs; the caller then streams images through the whole model instead.
+
+Augmentations are seeded per (image, view), so a cache is reproducible: the same seed gives the same
+file with any number of DataLoader workers, and a resumed run rebuilds exactly what it lost.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+def _chain(module: nn.Module, prefix: str = ""):
+    for name, child in module.named_children():
+        full = f"{prefix}{name}"
+        if isinstance(child, nn.Sequential):
+            yield from _chain(child, full + ".")
+        elif not isinstance(child, nn.Identity):
+            yield full, child
+
+
+class Chain(nn.Module):
+    """A run of backbone modules applied in order (shares the modules, so training them trains the model)."""
+
+    def __init__(self, named: list[tuple[str, nn.Module]], head: nn.Module | None = None):
+        super().__init__()
+        self.names = [n for n, _ in named]
+        self.mods = nn.ModuleList([m for _, m in named])
+        self.head = head
+
+    def forward(self, x):
+        for m in self.mods:
+            x = m(x)
+        return self.head(x) if self.head is not None else x
+
+
+@dataclass
+class Split:
+    prefix: Chain  # frozen
+    suffix: Chain  # trained, ends with the model's head
+    cut: str  # name of the first trained module
+    frozen_norms: tuple[str, ...]
+
+
+def split_backbone(model, probe_size: int = 64) -> Split | None:
+    """Cut `model` (a TransferModel with stages=None) before its first trainable backbone module.
+    None when the backbone is not a plain chain, or when nothing in the backbone is frozen."""
+    backbone = model.backbone
+    named = list(_chain(backbone))
+    first = next((i for i, (_, m) in enumerate(named) if any(p.requires_grad for p in m.parameters())), None)
+    if first is None or first == 0:
+        return None
+    # nothing trainable may hide in the prefix, and the chain must reproduce the real forward
+    if any(p.requires_grad for _, m in named[:first] for p in m.parameters()):
+        return None
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(2, 3, probe_size, probe_size, generator=g)
+            ref = backbone(x)
+            y = x
+            for _, m in named:
+                y = m(y)
+            ok = y.shape == ref.shape and torch.allclose(y, ref, rtol=1e-4, atol=1e-5)
+    except Exception:  # a module that cannot run on its own (needs extra inputs): not a chain
+        ok = False
+    finally:
+        backbone.train(was_training)
+    if not ok:
+        return None
+    prefix, suffix = Chain(named[:first]), Chain(named[first:], head=model.head)
+    return Split(prefix=prefix.eval(), suffix=suffix, cut=named[first][0], frozen_norms=())
+
+
+def seed_everything_for(seed: int, *keys: int) -> None:
+    """Seed python/torch/numpy RNGs from (seed, keys): per-sample augmentation independent of workers."""
+    h = hashlib.blake2b(repr((seed,) + keys).encode(), digest_size=8).digest()
+    s = int.from_bytes(h, "little") & 0x7FFF_FFFF
+    random.seed(s)
+    torch.manual_seed(s)
+    np.random.seed(s)
+
+
+class ViewDataset(torch.utils.data.Dataset):
+    """Item j = view (j % views) of sample (j // views), augmented with a per-(sample, view) seed."""
+
+    def __init__(self, samples, transform, views: int, seed: int, load):
+        self.samples, self.transform, self.views, self.seed, self.load = list(samples), transform, views, seed, load
+
+    def __len__(self):
+        return len(self.samples) * self.views
+
+    def __getitem__(self, j):
+        i, v = divmod(j, self.views)
+        s = self.samples[i]
+        seed_everything_for(self.seed, i, v)
+        return self.transform(self.load(s.path)), s.label
+
+
+def cache_key(**parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class CachedSplit:
+    """A memory-mapped block of prefix activations: rows = sample * views + view."""
+
+    path: Path
+    x: np.memmap  # (N * views, C, H, W) float16
+    y: np.ndarray  # (N,) int64 labels
+    views: int
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batch(self, rows: np.ndarray) -> torch.Tensor:
+        order = np.argsort(rows)  # read in file order, return in the asked order
+        out = np.empty((len(rows),) + self.x.shape[1:], dtype=np.float32)
+        out[order] = self.x[rows[order]]
+        return torch.from_numpy(out)
+
+
+def _open(path: Path, meta: dict, mode: str) -> np.memmap:
+    return np.memmap(path, dtype=np.float16, mode=mode, shape=tuple(meta["shape"]))
+
+
+def build_split_cache(
+    cache_dir: Path, name: str, key: str, prefix: nn.Module, samples, transform, views: int, seed: int,
+    *, batch_size: int, workers: int, load, device: torch.device, amp: bool = False,
+    progress: bool = False, rank: int = 0, world: int = 1, barrier=None,
+) -> CachedSplit:
+    """Compute (or reuse, when `meta.json` says it is complete for `key`) one split's cache.
+    Under DDP every rank computes a contiguous slice of the rows into the same file."""
+    from tqdm import tqdm
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    data_path, meta_path = cache_dir / f"{name}.f16", cache_dir / f"{name}.json"
+    labels = np.asarray([s.label for s in samples], dtype=np.int64)
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") == key and meta.get("complete") and data_path.exists():
+            return CachedSplit(data_path, _open(data_path, meta, "r"), labels, views)
+    ds = ViewDataset(samples, transform, views, seed, load)
+    # output shape: one probe item through the prefix
+    with torch.no_grad():
+        probe = prefix(ds[0][0].unsqueeze(0).to(device)).shape[1:]
+    meta = {"key": key, "shape": [len(ds), *probe], "views": views, "complete": False}
+    if rank == 0:
+        _open(data_path, meta, "w+").flush()
+        tmp = meta_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, meta_path)
+    if barrier:
+        barrier()
+    per = -(-len(ds) // world)
+    lo, hi = rank * per, min(len(ds), (rank + 1) * per)
+    out = _open(data_path, meta, "r+")
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(ds, range(lo, hi)), batch_size=batch_size, shuffle=False, num_workers=workers,
+        pin_memory=device.type == "cuda", persistent_workers=False,
+    )
+    row = lo
+    with torch.inference_mode(), tqdm(total=hi - lo, desc=f"caching {name} activations", unit="img",
+                                     disable=not progress, leave=False) as bar:
+        for xb, _ in loader:
+            xb = xb.to(device, non_blocking=True)
+            if device.type == "cuda":
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                a = prefix(xb)
+            out[row:row + len(a)] = a.float().cpu().numpy().astype(np.float16)
+            row += len(a)
+            bar.update(len(a))
+    out.flush()
+    del out
+    if barrier:
+        barrier()
+    if rank == 0:
+        meta["complete"] = True
+        tmp = meta_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, meta_path)
+    if barrier:
+        barrier()
+    return CachedSplit(data_path, _open(data_path, meta, "r"), labels, views)
+
+
+def remove(cache_dir: Path) -> None:
+    shutil.rmtree(cache_dir, ignore_errors=True)
