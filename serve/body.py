@@ -18,11 +18,10 @@ def _too_large(limit: int, what: str = "request body") -> PayloadTooLarge:
 async def read_raw(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise _too_large(limit)
-        except ValueError:
-            raise BadRequest(f"Content-Length is not a number: {declared[:40]!r}") from None
+        if not declared.strip().isdigit():
+            raise BadRequest(f"Content-Length is not a number: {declared[:40]!r}")
+        if int(declared) > limit:
+            raise _too_large(limit)
     buf = bytearray()
     try:
         async for chunk in request.stream():

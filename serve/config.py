@@ -36,6 +36,7 @@ class ServerConfig:
     max_queue: int = 256  # queued requests per model before 503
     threads: int = 0  # onnxruntime intra-op threads per model (0: onnxruntime's default, all cores)
     timeout_s: float = 30.0  # per request, queue + run (504)
+    drain_s: float = 0.0  # after SIGTERM: seconds of readiness=false while still serving
     api_key_env: str | None = None  # name of the environment variable that holds the bearer token
     limits: Limits = field(default_factory=Limits)
 
@@ -65,6 +66,8 @@ class ServerConfig:
             raise ValueError(f"--threads must be >= 0 (0: all cores), got {self.threads}")
         if not 0 < self.timeout_s <= 3600:
             raise ValueError(f"--timeout-s must be in (0, 3600], got {self.timeout_s}")
+        if not 0 <= self.drain_s <= 600:
+            raise ValueError(f"--drain-s must be in 0..600, got {self.drain_s}")
         if self.api_key_env is not None and not os.environ.get(self.api_key_env):
             raise ValueError(f"--api-key-env {self.api_key_env}: that environment variable is not set or empty")
 

@@ -37,6 +37,21 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
+MAGIC = (  # leading bytes -> PIL format name: a file that claims a format but does not parse is corrupt (400), not foreign (415)
+    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+)
+
+
+def sniff(data: bytes) -> str | None:
+    for magic, fmt in MAGIC:
+        if data.startswith(magic):
+            return fmt
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
 def decode_image(data: bytes, max_pixels: int, formats: tuple[str, ...]) -> Image.Image:
     """Bytes -> fully decoded RGB image, or a ServeError saying why not (415 format, 413 too many
     pixels, 400 corrupt or truncated)."""
@@ -56,7 +71,10 @@ def decode_image(data: bytes, max_pixels: int, formats: tuple[str, ...]) -> Imag
                 return to_rgb(img)
     except (BadRequest, PayloadTooLarge):
         raise
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, SyntaxError) as e:
+        claimed = sniff(data)
+        if claimed in formats:
+            raise BadRequest(f"corrupt {claimed} image ({e})") from None
         raise UnsupportedMediaType(f"not an image in an accepted format ({', '.join(formats)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise PayloadTooLarge(f"image refused: {e}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 
 import uvicorn
 
@@ -20,8 +21,16 @@ class _Server(uvicorn.Server):
         self.state = state
 
     def handle_exit(self, sig, frame) -> None:
-        self.state.draining = True  # /v2/health/ready answers 503 from now on
-        super().handle_exit(sig, frame)
+        drain = self.state.config.drain_s
+        if self.state.draining or drain <= 0:
+            self.state.draining = True
+            super().handle_exit(sig, frame)
+            return
+        # Readiness off now; keep serving for drain_s so load balancers stop sending, then shut down.
+        self.state.draining = True
+        timer = threading.Timer(drain, super().handle_exit, (sig, frame))
+        timer.daemon = True
+        timer.start()
 
     async def startup(self, sockets=None) -> None:
         await super().startup(sockets)

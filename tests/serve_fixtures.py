@@ -117,3 +117,71 @@ def tiny_u8_onnx(serve_models_dir) -> Path:
 @pytest.fixture(scope="session")
 def lite0_onnx(serve_models_dir) -> Path:
     return build_lite0(serve_models_dir / "lite0.onnx")
+
+
+# --- a server started as a user starts it: the CLI in a subprocess, on a free loopback port ----------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class ServerProcess:
+    """`transferzoo serve ARGS --port 0`; the port is read from its 'listening on' line, then
+    /v2/health/ready is polled. stop() sends SIGTERM and returns the exit code."""
+
+    def __init__(self, *args: str, env: dict | None = None, start_timeout: float = 60.0):
+        import re
+        import subprocess
+        import sys
+        import threading
+        import time
+
+        import httpx
+
+        cmd = [sys.executable, "-m", "transferzoo", "serve", *map(str, args), "--port", "0"]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})})
+        self.stderr_lines: list[str] = []
+        threading.Thread(target=lambda: self.stderr_lines.extend(self.proc.stderr), daemon=True).start()
+        self.port = None
+        deadline = time.monotonic() + start_timeout
+        line = self.proc.stdout.readline()  # blocks until the server prints, or exits
+        m = re.search(r"listening on http://[\d.]+:(\d+)", line)
+        if not m:
+            self.proc.wait(10)
+            raise RuntimeError(f"server did not start (rc={self.proc.returncode}): {line}{''.join(self.stderr_lines)}")
+        self.port = int(m.group(1))
+        self.url = f"http://127.0.0.1:{self.port}"
+        headers = {"Authorization": f"Bearer {env['SERVE_TEST_KEY']}"} if env and "SERVE_TEST_KEY" in env else {}
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/v2/health/ready", headers=headers, timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("server never became ready")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> int:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except Exception:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

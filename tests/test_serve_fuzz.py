@@ -1,0 +1,285 @@
+"""Bad input of every kind gets a 4xx with a JSON {"error": ...} body: never a 500, never a dead
+server. After the whole suite the server still answers correctly."""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import struct
+import zlib
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+from serve_fixtures import ServerProcess, serve_models_dir, tiny_onnx, tiny_u8_onnx  # noqa: F401
+
+LIMIT_MB = 1
+LIMIT = LIMIT_MB << 20
+MAX_PIXELS = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def server(tiny_onnx, tiny_u8_onnx):
+    with ServerProcess(tiny_onnx, tiny_u8_onnx, "--max-batch", "16", "--max-body-mb", str(LIMIT_MB),
+                       "--max-image-pixels", str(MAX_PIXELS), "--threads", "1") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+def _photo(fmt: str, size=(96, 80), mode="RGB") -> bytes:
+    from skimage import data
+
+    img = Image.fromarray(data.chelsea()).resize(size).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+JPEG, PNG = _photo("JPEG"), _photo("PNG")
+
+
+def _bomb(fmt: str, size) -> bytes:
+    buf = io.BytesIO()
+    Image.new("1" if fmt != "JPEG" else "L", size).save(buf, format=fmt, **({"compression": "tiff_lzw"} if fmt == "TIFF" else {}))
+    return buf.getvalue()
+
+
+def _jpeg_with_size(w: int, h: int) -> bytes:
+    """A real JPEG whose SOF header claims w x h (a lie about its size)."""
+    data = bytearray(JPEG)
+    i = data.index(b"\xff\xc0")
+    struct.pack_into(">HH", data, i + 5, h, w)
+    return bytes(data)
+
+
+def _png_bad_crc() -> bytes:
+    data = bytearray(PNG)
+    data[29] ^= 0xFF  # inside IHDR's CRC
+    return bytes(data)
+
+
+def _png_corrupt_idat() -> bytes:
+    data = bytearray(PNG)
+    i = data.index(b"IDAT") + 8
+    data[i:i + 64] = b"\x00" * 64
+    return bytes(data)
+
+
+def _multipart(parts: list[tuple[str, bytes, str | None]], boundary="XyZ123") -> tuple[bytes, str]:
+    out = b""
+    for name, content, filename in parts:
+        disp = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        out += f"--{boundary}\r\nContent-Disposition: {disp}\r\n\r\n".encode() + content + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def _other_format(fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+# --- cases: (id, method, path, request kwargs, expected status) -------------------------------------------
+
+CASES: list[tuple] = []
+
+
+def case(cid, status, path="/v2/models/tiny/infer", method="POST", **kw):
+    CASES.append(pytest.param(method, path, kw, status, id=cid))
+
+
+C = "/v2/models/tiny/classify"
+# images: truncated, corrupt, not images, unsupported formats, bombs, bad uploads
+for frac in (0.05, 0.2, 0.5, 0.8, 0.95):
+    case(f"jpeg-truncated-{frac}", 400, C, content=JPEG[: int(len(JPEG) * frac)])
+    case(f"png-truncated-{frac}", 400, C, content=PNG[: int(len(PNG) * frac)])
+case("png-bad-crc", 400, C, content=_png_bad_crc())
+case("png-corrupt-idat", 400, C, content=_png_corrupt_idat())
+case("jpeg-header-only", 400, C, content=JPEG[:200])
+case("jpeg-magic-then-garbage", 400, C, content=b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
+case("png-magic-then-garbage", 400, C, content=b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)
+case("gif-magic-then-garbage", 400, C, content=b"GIF89a" + b"\xff" * 50)
+case("random-bytes", 415, C, content=np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+case("empty-image", 400, C, content=b"")
+case("text-as-image", 415, C, content=b"hello, this is not an image", headers={"Content-Type": "image/jpeg"})
+case("svg-as-image", 415, C, content=b"<svg xmlns='http://www.w3.org/2000/svg'/>", headers={"Content-Type": "image/svg+xml"})
+case("eps-refused", 415, C, content=b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n")
+for fmt in ("ICO", "PPM", "TGA", "PCX", "SGI"):
+    case(f"format-not-accepted-{fmt}", 415, C, content=_other_format(fmt))
+for fmt, size in (("PNG", (20000, 20000)), ("PNG", (1001, 1000)), ("GIF", (5000, 5000)), ("BMP", (1200, 1000)), ("TIFF", (4000, 4000))):
+    case(f"pixel-bomb-{fmt}-{size[0]}x{size[1]}", 413, C, content=_bomb(fmt, size))
+case("pixel-bomb-jpeg-header-lies", 413, C, content=_jpeg_with_size(60000, 60000))
+case("jpeg-zero-size", 400, C, content=_jpeg_with_size(0, 0))
+case("content-type-json", 415, C, content=JPEG, headers={"Content-Type": "application/json"})
+case("content-type-text", 415, C, content=JPEG, headers={"Content-Type": "text/plain"})
+case("multipart-no-file", 400, C, content=_multipart([("note", b"hi", None)])[0], headers={"Content-Type": _multipart([])[1]})
+case("multipart-bad-boundary", 400, C, content=_multipart([("file", JPEG, "a.jpg")], "AAA")[0],
+     headers={"Content-Type": "multipart/form-data; boundary=BBB"})
+case("multipart-no-boundary", 400, C, content=b"--x\r\n\r\n", headers={"Content-Type": "multipart/form-data"})
+case("multipart-truncated-image", 400, C, content=_multipart([("file", JPEG[:300], "a.jpg")])[0], headers={"Content-Type": _multipart([])[1]})
+case("multipart-too-many-files", 400, C, content=_multipart([("f", JPEG, f"{i}.jpg") for i in range(6)])[0],
+     headers={"Content-Type": _multipart([])[1]})
+for k in ("0", "-1", "abc", "100000", "1.5"):
+    case(f"top_k={k}", 400, C + f"?top_k={k}", content=JPEG)
+case("classify-unknown-model", 404, "/v2/models/nope/classify", content=JPEG)
+case("classify-gzip-bomb", 413, C, content=gzip.compress(b"\x00" * (LIMIT * 3)), headers={"Content-Encoding": "gzip"})
+
+# /infer: malformed JSON
+for i, body in enumerate([b"{", b"[", b"nul", b'{"inputs": [}', b"\xff\xfe\x00", b"", b'{"inputs": [1, 2,]}', b"{'inputs': []}",
+                          b'{"inputs": NaN', b'"\\ud800"']):
+    case(f"malformed-json-{i}", 400, content=body)
+for i, body in enumerate(["123", '"str"', "[]", "null", "true"]):
+    case(f"json-not-object-{i}", 400, content=body.encode())
+
+
+def infer_body(**over):
+    inp = {"name": "input", "datatype": "FP32", "shape": [1, 3, 64, 64], "data": [0.5] * (3 * 64 * 64)}
+    inp.update(over.pop("inp", {}))
+    body = {"inputs": [inp]}
+    body.update(over)
+    return json.dumps(body).encode()
+
+
+case("no-inputs", 400, content=b'{"outputs": []}')
+case("inputs-empty", 400, content=b'{"inputs": []}')
+case("inputs-not-list", 400, content=b'{"inputs": {"name": "input"}}')
+case("input-not-object", 400, content=b'{"inputs": ["input"]}')
+case("input-no-name", 400, content=infer_body(inp={"name": None}))
+case("input-name-number", 400, content=infer_body(inp={"name": 3}))
+case("input-unknown-name", 400, content=infer_body(inp={"name": "image"}))
+for dt in ("FLOAT32", "fp32", "BF16", "STRING", "", "FP32 "):
+    case(f"datatype-unknown-{dt or 'empty'}", 400, content=infer_body(inp={"datatype": dt}))
+case("datatype-number", 400, content=infer_body(inp={"datatype": 32}))
+for dt in ("UINT8", "FP64", "INT64", "FP16", "BYTES", "BOOL"):
+    case(f"datatype-mismatch-{dt}", 400, content=infer_body(inp={"datatype": dt}))
+for i, shape in enumerate([[3, 64, 64], [1, 3, 64], [1, 3, 64, 64, 1], [1, 3, 32, 32], [1, 1, 64, 64], [1, 64, 64, 3], [0, 3, 64, 64],
+                           [-1, 3, 64, 64], [1.0, 3, 64, 64], ["1", 3, 64, 64], [True, 3, 64, 64], "1,3,64,64", None, [1] * 20,
+                           [10**12, 3, 64, 64]]):
+    case(f"bad-shape-{i}", 400, content=infer_body(inp={"shape": shape}))
+case("data-too-short", 400, content=infer_body(inp={"data": [0.5] * 100}))
+case("data-too-long", 400, content=infer_body(inp={"data": [0.5] * (3 * 64 * 64 + 1)}))
+case("data-strings", 400, content=infer_body(inp={"data": ["0.5"] * (3 * 64 * 64)}))
+case("data-nulls", 400, content=infer_body(inp={"data": [None] * (3 * 64 * 64)}))
+case("data-bools", 400, content=infer_body(inp={"data": [True] * (3 * 64 * 64)}))
+case("data-dict", 400, content=infer_body(inp={"data": {"a": 1}}))
+case("data-ragged", 400, content=infer_body(inp={"data": [[0.5] * 10, [0.5] * 11]}))
+case("data-mixed-nesting", 400, content=infer_body(inp={"data": [0.5, [0.5, 0.5]] + [0.5] * 12285}))
+case("data-nan", 400, content=infer_body(inp={"data": [float("nan")] * (3 * 64 * 64)}))
+case("data-infinity", 400, content=infer_body(inp={"data": [float("inf")] + [0.0] * (3 * 64 * 64 - 1)}))
+case("data-missing", 400, content=infer_body(inp={"data": None}).replace(b'"data": null', b'"x": 1'))
+case("data-and-binary", 400, content=infer_body(inp={"parameters": {"binary_data_size": 4}}))
+U8 = "/v2/models/tiny_u8/infer"
+u8 = {"name": "input", "datatype": "UINT8", "shape": [1, 64, 64, 3]}
+case("uint8-out-of-range-high", 400, U8, json={"inputs": [dict(u8, data=[300] * 12288)]})
+case("uint8-negative", 400, U8, json={"inputs": [dict(u8, data=[-1] * 12288)]})
+case("uint8-floats", 400, U8, json={"inputs": [dict(u8, data=[0.5] * 12288)]})
+case("uint8-as-fp32", 400, U8, json={"inputs": [dict(u8, datatype="FP32", data=[0] * 12288)]})
+case("duplicate-input", 400, content=json.dumps({"inputs": [json.loads(infer_body())["inputs"][0]] * 2}).encode())
+case("batch-over-max-batch", 400, json={"inputs": [{"name": "input", "datatype": "FP32", "shape": [17, 3, 64, 64], "data": [0.0] * (17 * 12288)}]})
+case("outputs-unknown", 400, content=infer_body(outputs=[{"name": "probs"}]))
+case("outputs-not-list", 400, content=infer_body(outputs={"name": "logits"}))
+case("outputs-empty", 400, content=infer_body(outputs=[]))
+case("outputs-entry-string", 400, content=infer_body(outputs=["logits"]))
+case("classification-negative", 400, content=infer_body(outputs=[{"name": "logits", "parameters": {"classification": -2}}]))
+case("classification-string", 400, content=infer_body(outputs=[{"name": "logits", "parameters": {"classification": "3"}}]))
+case("binary-data-not-bool", 400, content=infer_body(outputs=[{"name": "logits", "parameters": {"binary_data": "yes"}}]))
+case("parameters-not-object", 400, content=infer_body(parameters=[1, 2]))
+case("binary-data-output-not-bool", 400, content=infer_body(parameters={"binary_data_output": 1}))
+case("timeout-negative", 400, content=infer_body(parameters={"timeout": -5}))
+case("timeout-string", 400, content=infer_body(parameters={"timeout": "1s"}))
+case("id-not-string", 400, content=infer_body(id=12))
+for depth in (40, 1000, 100_000):
+    case(f"deep-json-lists-{depth}", 400, content=b'{"inputs": ' + b"[" * depth + b"]" * depth + b"}")
+    case(f"deep-json-objects-{depth}", 400, content=b'{"inputs": [' + b'{"a":' * depth + b"1" + b"}" * depth + b"]}")
+case("deep-json-in-parameters", 400, content=infer_body(parameters=json.loads("[" * 50 + "]" * 50)))
+
+# binary tensor extension: header lengths and sizes that do not add up
+X = np.zeros((1, 3, 64, 64), np.float32).tobytes()
+
+
+def binary(size=len(X), payload=X, shape=(1, 3, 64, 64), extra=None):
+    inp = {"name": "input", "datatype": "FP32", "shape": list(shape), "parameters": {"binary_data_size": size}}
+    if extra:
+        inp.update(extra)
+    header = json.dumps({"inputs": [inp]}).encode()
+    return header, payload
+
+
+for i, hl in enumerate(["abc", "0", "-5", "99999999", "1.5", ""]):
+    h, p = binary()
+    case(f"header-length-bad-{i}", 400, content=h + p, headers={"Inference-Header-Content-Length": hl})
+h, p = binary()
+case("header-length-cuts-json", 400, content=h + p, headers={"Inference-Header-Content-Length": str(len(h) - 5)})
+case("header-length-into-binary", 400, content=h + p, headers={"Inference-Header-Content-Length": str(len(h) + 8)})
+for cid, (size, payload) in {"size-smaller-than-shape": (len(X) - 4, X[:-4]), "size-larger-than-shape": (len(X) + 4, X + b"\0" * 4),
+                             "payload-short": (len(X), X[:-100]), "payload-long": (len(X), X + b"\0" * 100),
+                             "payload-missing": (len(X), b""), "size-zero": (0, b""), "size-odd": (len(X) - 1, X[:-1])}.items():
+    h, p = binary(size, payload)
+    case(f"binary-{cid}", 400, content=h + p, headers={"Inference-Header-Content-Length": str(len(h))})
+for cid, size in {"negative": -4, "string": "49152", "float": 49152.0, "bool": True, "null": None}.items():
+    h, p = binary(size)
+    case(f"binary-size-{cid}", 400, content=h + p, headers={"Inference-Header-Content-Length": str(len(h))})
+h, p = binary()
+case("binary-without-header-length", 400, content=h + p)
+h, p = binary(shape=(1, 3, 64, 63))
+case("binary-wrong-shape", 400, content=h + p, headers={"Inference-Header-Content-Length": str(len(h))})
+h, p = binary(extra={"datatype": "FP16"}, size=len(X) // 2, payload=X[: len(X) // 2])
+case("binary-wrong-datatype", 400, content=h + p, headers={"Inference-Header-Content-Length": str(len(h))})
+
+# body size, encodings
+case("huge-body", 413, content=b"{" + b" " * (LIMIT + 10) + b"}")
+case("huge-body-chunked", 413, content=iter([b" " * (1 << 16)] * (LIMIT // (1 << 16) + 4)))
+case("huge-binary-tensor", 413, content=b"{}" + b"\0" * (LIMIT + 1), headers={"Inference-Header-Content-Length": "2"})
+case("gzip-bomb", 413, content=gzip.compress(b" " * (LIMIT * 8)), headers={"Content-Encoding": "gzip"})
+case("deflate-bomb", 413, content=zlib.compress(b" " * (LIMIT * 8)), headers={"Content-Encoding": "deflate"})
+case("gzip-corrupt", 400, content=b"\x1f\x8b\x08\x00" + b"\xff" * 40, headers={"Content-Encoding": "gzip"})
+case("gzip-truncated", 400, content=gzip.compress(infer_body())[:200], headers={"Content-Encoding": "gzip"})
+case("gzip-trailing-garbage", 400, content=gzip.compress(infer_body()) + b"junk", headers={"Content-Encoding": "gzip"})
+case("gzip-claimed-not-gzip", 400, content=infer_body(), headers={"Content-Encoding": "gzip"})
+case("encoding-br", 415, content=infer_body(), headers={"Content-Encoding": "br"})
+case("encoding-compress", 415, content=infer_body(), headers={"Content-Encoding": "compress"})
+
+# routes and models
+case("unknown-model-infer", 404, "/v2/models/nope/infer", content=infer_body())
+case("unknown-model-metadata", 404, "/v2/models/nope", method="GET")
+case("unknown-model-ready", 404, "/v2/models/nope/ready", method="GET")
+case("unknown-version-metadata", 404, "/v2/models/tiny/versions/2", method="GET")
+case("unknown-version-infer", 404, "/v2/models/tiny/versions/7/infer", content=infer_body())
+case("path-traversal-model", 404, "/v2/models/..%2F..%2Fetc%2Fpasswd/infer", content=infer_body())
+case("unknown-route", 404, "/v2/nothing/here", method="GET")
+case("get-on-infer", 405, "/v2/models/tiny/infer", method="GET")
+case("delete-model", 405, "/v2/models/tiny", method="DELETE")
+
+
+def test_enough_cases():
+    assert len(CASES) >= 100, len(CASES)
+
+
+@pytest.mark.parametrize("method,path,kw,status", CASES)
+def test_bad_input_is_a_4xx_with_a_json_error(http, method, path, kw, status):
+    r = http.request(method, path, **kw)
+    assert r.status_code == status, (r.status_code, r.text[:300])
+    body = r.json()
+    assert isinstance(body.get("error"), str) and body["error"], body
+
+
+def test_server_still_answers_correctly_after_the_fuzz(server, http, tiny_onnx):
+    import tritonclient.http as th
+
+    assert server.alive()
+    x = np.random.default_rng(1).standard_normal((4, 3, 64, 64)).astype(np.float32)
+    c = th.InferenceServerClient(server.address)
+    inp = th.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    ref = ort.InferenceSession(str(tiny_onnx)).run(None, {"input": x})[0]
+    np.testing.assert_array_equal(c.infer("tiny", [inp]).as_numpy("logits"), ref)
+    assert http.post("/v2/models/tiny/classify", content=JPEG).status_code == 200
+    metrics = http.get("/metrics").text
+    assert 'outcome="error"' not in metrics  # no 5xx was ever counted
