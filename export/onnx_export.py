@@ -1,0 +1,116 @@
+"""torch -> ONNX with either exporter, batch dimension dynamic, H and W fixed.
+
+Two exporters ship with torch: the TorchScript-based tracer (`dynamo=False`) and the
+torch.export-based one (`dynamo=True`). For timm CNNs the tracer is ~10x faster to run and its
+graphs are what onnxruntime fuses best, so `auto` tries it first and falls back to dynamo when it
+fails to export or its graph fails the parity gate (see `export.pipeline`). Families listed in
+`PREFERRED` start with another order. Which one was used is reported and stored in the metadata.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import sys
+import warnings
+
+import onnx
+import torch
+import torch.nn as nn
+
+from .errors import ExportError
+
+EXPORTERS = ("torchscript", "dynamo")
+DEFAULT_OPSET = 18
+OPSET_RANGE = (13, 20)  # 13: per-channel QuantizeLinear; 20: what both exporters handle here
+PREFERRED: dict[str, tuple[str, ...]] = {}  # family -> order, where the default order is not the best
+
+
+def exporter_order(choice: str, family: str) -> tuple[str, ...]:
+    if choice == "auto":
+        return PREFERRED.get(family, EXPORTERS)
+    if choice not in EXPORTERS:
+        raise ValueError(f"exporter must be auto, {' or '.join(EXPORTERS)}; got {choice!r}")
+    return (choice,)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Exporters print progress, IR dumps (from C++, straight to file descriptor 1) and deprecation
+    warnings; send all of it to stderr so stdout stays clean for --json."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def to_onnx(module: nn.Module, example: torch.Tensor, exporter: str, opset: int,
+            input_name: str = "input", output_name: str = "logits") -> onnx.ModelProto:
+    """Export `module` (eval mode) traced at `example`; dimension 0 is dynamic ('batch')."""
+    module = module.eval()
+    with torch.no_grad(), _quiet():
+        if exporter == "torchscript":
+            buf = io.BytesIO()
+            torch.onnx.export(module, (example,), buf, dynamo=False, opset_version=opset,
+                              input_names=[input_name], output_names=[output_name],
+                              dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+                              do_constant_folding=True)
+            return onnx.load_from_string(buf.getvalue())
+        if exporter == "dynamo":
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            prog = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset,
+                                     input_names=[input_name], output_names=[output_name],
+                                     dynamic_shapes=({0: batch},), optimize=True, verbose=False)
+            return prog.model_proto
+    raise ValueError(f"unknown exporter {exporter!r}")
+
+
+_OP_PATTERNS = (
+    r"ONNX export of operator ([\w:.]+)",
+    r"operator ['\"]?([\w:.]+)['\"]? (?:is not supported|not supported)",
+    r"(aten::[\w.]+)",
+    r"(aten\.[\w.]+)",
+    r"OpOverload\(op='([\w.:]+)'",
+)
+
+
+def failing_op(exc: BaseException) -> str | None:
+    """The operator an exporter complained about, from its message (None when it names none)."""
+    text = f"{exc}\n{exc.__cause__ or ''}"
+    for pat in _OP_PATTERNS:
+        m = re.search(pat, text)
+        if m:
+            return m.group(1)
+    return None
+
+
+def explain(model_name: str, opset: int, failures: list[dict]) -> ExportError:
+    """One error for every exporter that failed: the op, the model, and what to try."""
+    ops = sorted({f["op"] for f in failures if f.get("op")})
+    what = f"operator {', '.join(ops)}" if ops else "the model"
+    lines = [f"cannot export {model_name} to ONNX: {what} could not be converted."]
+    for f in failures:
+        lines.append(f"  {f['exporter']} exporter (opset {opset}): {f['error']}")
+    tried = {f["exporter"] for f in failures}
+    hints = []
+    if tried != set(EXPORTERS):
+        other = next(e for e in EXPORTERS if e not in tried)
+        hints.append(f"try the other exporter: --exporter {other}")
+    if opset < OPSET_RANGE[1]:
+        hints.append(f"try a newer opset: --opset {OPSET_RANGE[1]} (newer opsets add operators)")
+    hints.append("replace the custom layer with a standard torch module (timm exportable layers are used already)")
+    lines.append("Hints: " + "; ".join(hints))
+    return ExportError("\n".join(lines))
+
+
+def short_error(exc: BaseException, limit: int = 300) -> str:
+    msg = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {msg[:limit]}{'...' if len(msg) > limit else ''}"
