@@ -199,17 +199,19 @@ class Finetuner:
         if self.split is not None:
             t = time.perf_counter()
             key = pc.cache_key(fp=self.fingerprint, cut=self.split.cut, pre=self.pre.to_dict())
-            common = dict(batch_size=bs, workers=self.workers, load=zoo.load_rgb, device=self.device, amp=self.amp,
+            engine = pc.prefix_engine(self.split.prefix, self.cache_dir, self.pre.input_size, self.device, self.amp,
+                                      "torch" if self.dist.enabled else cfg.prefix_engine)
+            common = dict(batch_size=bs, workers=self.workers, load=zoo.load_rgb, device=self.device,
                           progress=self._progress(), rank=self.dist.rank, world=self.dist.world,
                           barrier=self.dist.barrier if self.dist.enabled else None)
             self.log(f"caching the frozen prefix's activations (entering {self.split.cut}): "
                      f"{len(self.splits.train)} train images x {cfg.views} views + {len(self.splits.val)} val")
-            self.train_cache = pc.build_split_cache(self.cache_dir, "train", key + "t", self.split.prefix,
+            self.train_cache = pc.build_split_cache(self.cache_dir, "train", key + "t", engine,
                                                     self.splits.train, self.train_tf, cfg.views, cfg.seed, **common)
-            self.val_cache = pc.build_split_cache(self.cache_dir, "val", key + "v", self.split.prefix,
+            self.val_cache = pc.build_split_cache(self.cache_dir, "val", key + "v", engine,
                                                   self.splits.val, self.eval_tf, 1, cfg.seed, **common)
             shape = list(self.train_cache.x.shape)
-            self.cache_info = {"cut": self.split.cut, "views": cfg.views, "shape": shape[1:],
+            self.cache_info = {"cut": self.split.cut, "views": cfg.views, "engine": engine.name, "shape": shape[1:],
                                "bytes": int(self.train_cache.x.nbytes + self.val_cache.x.nbytes),
                                "seconds": round(time.perf_counter() - t, 2)}
             self.log(f"prefix cache: {self.cache_info['bytes'] / 2**20:.0f} MiB on disk, {self.cache_info['seconds']:.1f}s")

@@ -66,7 +66,7 @@ def create_schedule(optimizer, cfg: TrainConfig, steps_per_epoch: int, epochs: i
         kw["decay_epochs"] = max(1, total // 10)
         kw["stable_timescale"] = max(1, warmup)
     sched, _ = create_scheduler_v2(
-        optimizer, sched=TIMM_SCHED[cfg.schedule], num_epochs=total, warmup_epochs=warmup,
+        optimizer, sched=TIMM_SCHED[cfg.schedule], num_epochs=total - warmup, warmup_epochs=warmup, warmup_prefix=True,
         warmup_lr=base * 0.01 if warmup else base, min_lr=base * cfg.min_lr_ratio,
         step_on_epochs=False, updates_per_epoch=1, **kw,
     )

@@ -54,6 +54,7 @@ class TrainConfig:
     # prefix cache (partial): frozen layers run once per image and augmented view, never per epoch
     cache_prefix: bool = True
     views: int = 4  # augmented views cached per training image
+    prefix_engine: str = "auto"  # 'auto' (onnxruntime on CPU if it verifies), 'onnxruntime', 'torch'
     # the loop
     patience: int = 0  # early stopping: epochs without val improvement, 0 = off
     divergence_factor: float = 3.0  # stop when the loss exceeds this times the initial loss
@@ -78,6 +79,8 @@ class TrainConfig:
             bad("schedule", f"must be one of {', '.join(SCHEDULES)}")
         if self.init not in INITS:
             bad("init", f"must be one of {', '.join(INITS)}")
+        if self.prefix_engine not in ("auto", "onnxruntime", "torch"):
+            bad("prefix_engine", "must be one of auto, onnxruntime, torch")
         if self.amp not in AMP:
             bad("amp", f"must be one of {', '.join(AMP)}")
         if self.unfreeze is not None and self.unfreeze < 1:

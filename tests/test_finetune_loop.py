@@ -1,0 +1,109 @@
+"""The training loop on real data (scikit-learn's digits, 8x8 scans as 64-d vectors) with a linear
+head: initial-loss check, divergence stop, early stopping, metrics, settings validation."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from transfer.optim import create_optimizer, create_schedule
+from transfer.train_config import TrainConfig
+from transfer.trainloop import LoopData, TrainingDiverged, run
+
+
+class Probe(nn.Module):
+    def __init__(self, scale=0.0):
+        super().__init__()
+        self.backbone = nn.Identity()
+        self.head = nn.Linear(64, 10)
+        nn.init.normal_(self.head.weight, std=scale) if scale else nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x):
+        return self.head(x)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.data / 16.0, dtype=torch.float32)
+    y = torch.tensor(d.target)
+    return (x[:1400], y[:1400]), (x[1400:], y[1400:])
+
+
+def _data(digits, bs=100):
+    (xt, yt), (xv, yv) = digits
+
+    def train(epoch):
+        g = torch.Generator().manual_seed(epoch)
+        order = torch.randperm(len(xt), generator=g)
+        for i in range(0, len(xt), bs):
+            j = order[i:i + bs]
+            yield xt[j], yt[j]
+
+    return LoopData(train=train, val=lambda: iter([(xv, yv)]), steps_per_epoch=math.ceil(len(xt) / bs))
+
+
+def _run(model, cfg, digits, logs=None):
+    data = _data(digits, cfg.batch_size)
+    opt = create_optimizer(model, cfg)
+    sched = create_schedule(opt, cfg, data.steps_per_epoch)
+    return run(module=model, set_train=model.train, state_module=model, optimizer=opt, scheduler=sched, data=data,
+               cfg=cfg, num_classes=10, device=torch.device("cpu"), log=(logs.append if logs is not None else lambda s: None))
+
+
+def test_training_learns_and_logs_every_epoch(digits):
+    cfg = TrainConfig(optimizer="sgd", lr=0.5, epochs=4, warmup_epochs=0, batch_size=100, progress=False)
+    res = _run(Probe(), cfg, digits)
+    assert [h["epoch"] for h in res.history] == [1, 2, 3, 4]
+    assert res.history[-1]["val_accuracy"] > 0.75  # chance is 0.1
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+    assert set(res.history[0]) >= {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
+
+
+def test_initial_loss_is_ln_c_for_a_fresh_head(digits):
+    res = _run(Probe(), TrainConfig(lr=1e-3, epochs=1, warmup_epochs=0, label_smoothing=0.0, progress=False), digits)
+    assert res.checks["initial_loss"] == pytest.approx(math.log(10), abs=1e-3) and res.checks["initial_loss_ok"]
+
+
+def test_a_badly_initialised_head_is_flagged(digits):
+    logs = []
+    res = _run(Probe(scale=3.0), TrainConfig(lr=1e-3, epochs=1, warmup_epochs=0, progress=False), digits, logs)
+    assert not res.checks["initial_loss_ok"] and res.initial_loss > 2 * math.log(10)
+    assert any("far from ln(10)" in m for m in logs)
+
+
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 9.0), ("adam", 5.0)])
+def test_divergence_stops_the_run_with_a_clear_message(digits, optimizer, lr):
+    cfg = TrainConfig(optimizer=optimizer, lr=lr, momentum=0.99, epochs=5, warmup_epochs=0, label_smoothing=0.0,
+                      weight_decay=0.0, progress=False)
+    with pytest.raises(TrainingDiverged, match=r"diverged at epoch \d+, step \d+: .*(initial loss|loss is).*Lower the learning rate"):
+        _run(Probe(), cfg, digits)
+
+
+def test_early_stopping_keeps_the_best_epoch(digits):
+    # a learning rate so small that validation cannot improve after the first epoch
+    cfg = TrainConfig(optimizer="sgd", lr=1e-9, epochs=10, warmup_epochs=0, patience=2, progress=False)
+    model = Probe()
+    res = _run(model, cfg, digits)
+    assert res.stopped == "early_stopping" and len(res.history) < 10
+    assert res.best_epoch == max(res.history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))["epoch"]
+
+
+def test_settings_are_validated_with_actionable_messages():
+    with pytest.raises(ValueError, match="optimizer.*one of"):
+        TrainConfig(optimizer="lion")
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        TrainConfig(epochs=2, warmup_epochs=2)
+    with pytest.raises(ValueError, match="did you mean 'weight_decay'"):
+        TrainConfig.from_dict({"weight_decy": 0.1})
+    with pytest.raises(ValueError, match="expected int"):
+        TrainConfig.from_dict({"epochs": "many"})
+    cfg = TrainConfig.from_dict({"optimizer": "sgd", "epochs": "3"}, lr=None, views=2)
+    assert cfg.epochs == 3 and cfg.views == 2 and cfg.base_lr == 0.01
+    assert TrainConfig(strategy="full").base_lr == pytest.approx(1e-4)
