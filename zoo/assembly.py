@@ -10,6 +10,7 @@ so export can rebuild it from files alone. The state dict keys are `backbone.*` 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -17,7 +18,12 @@ import torch.nn as nn
 
 from .errors import ZooError
 
-ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "gelu": nn.GELU}
+ACTIVATIONS = {
+    "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "gelu": nn.GELU,
+    # the pretrained ImageNet head's log-probabilities as features: Linear(pretrained classifier) ->
+    # LogSoftmax -> Linear (the "imagenet" feature set of transfer's probes)
+    "log_softmax": functools.partial(nn.LogSoftmax, dim=1),
+}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,378 @@
+"""Feature extraction: the frozen backbone run once per image, as fast as this machine allows.
+
+The frozen *feature module* returns, in one forward pass, the global-average-pooled output of every
+feature stage (``stage0``..``stageK``: exactly what ``zoo.assembly.TransferModel(stages=...)``
+computes) and the backbone's pooled pre-logits features (``top``: what ``stages=None`` computes).
+
+Engines, fastest first (``engine="auto"`` picks the first that works):
+- ``onnxruntime``: the feature module exported once with ``torch.onnx.export`` to the feature cache
+  directory; at export its outputs are checked against PyTorch on real images (max abs diff
+  <= 1e-3, relative to the output scale); ORT runs with intra-op threads = cores, full graph
+  optimisation. Several times faster than eager PyTorch on CPU.
+- ``torch``: eager PyTorch under ``inference_mode`` (used when export or the check fails).
+
+Decoding (``zoo.load_rgb``: EXIF, RGB, bomb-safe) and the model's eval transform run in background
+threads (PIL and torch release the GIL), overlapping with inference, in a bounded window: memory
+stays flat whatever the number of images. Features go to the on-disk cache (`featcache`) in chunks.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+import zoo
+
+from .config import FeatureConfig
+from .featcache import FeatureCache
+
+log = logging.getLogger(__name__)
+CHUNK_IMAGES = 1024  # images per cache chunk (rows written to disk at once)
+
+
+def output_dims(model_name: str) -> dict[str, int]:
+    i = zoo.info(model_name)
+    dims = {f"stage{s.index}": s.num_chs for s in i.stages}
+    dims["top"] = i.num_features
+    return dims
+
+
+class FeatureModule(nn.Module):
+    """Pooled stage outputs + pooled pre-logits features of a timm model, in one pass."""
+
+    def __init__(self, model: nn.Module, stage_modules: list[str]):
+        super().__init__()
+        self.model = model
+        self.stage_modules = list(stage_modules)
+        self._taps = [model.get_submodule(n) for n in self.stage_modules]
+
+    def forward(self, x: torch.Tensor):
+        outs: list[torch.Tensor] = []
+        hooks = [m.register_forward_hook(lambda _m, _i, o: outs.append(o.mean(dim=(2, 3)))) for m in self._taps]
+        try:
+            f = self.model.forward_features(x)
+        finally:
+            for h in hooks:
+                h.remove()
+        assert len(outs) == len(self._taps)
+        return (*outs, self.model.forward_head(f, pre_logits=True))
+
+
+def build_feature_module(model_name: str, weights=None) -> tuple[FeatureModule, tuple[np.ndarray, np.ndarray] | None]:
+    """(frozen feature module in eval mode, the pretrained classifier's (W, b) or None)."""
+    model = zoo.create(model_name, pretrained=True, weights=weights).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    clf = None
+    head = model.get_classifier()
+    if isinstance(head, nn.Linear) and head.out_features > 0:
+        clf = (head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy())
+    stage_modules = [s.module for s in zoo.info(model_name).stages]
+    return FeatureModule(model, stage_modules).eval(), clf
+
+
+def weights_identity(model_name: str, weights=None) -> str:
+    """sha256 of the pretrained weights `zoo.create` would load, without loading them."""
+    from zoo import sources
+
+    entry = zoo.get(model_name)
+    if weights is not None:
+        return sources.sha256_file(weights)
+    for pkg in entry.packages:
+        path = sources.package_file(pkg)
+        if path is not None:
+            return pkg.sha256 or sources.sha256_file(path)
+    cached = sources.cached_file(entry)
+    if cached is not None:
+        return sources.sha256_file(cached)
+    return sources.resolve(entry).sha256  # raises WeightsUnavailableError with what to do
+
+
+# -- engines ------------------------------------------------------------------------------------
+class TorchEngine:
+    name = "torch"
+
+    def __init__(self, module: FeatureModule, threads: int):
+        self.module, self.threads = module, threads
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        prev = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                return [o.numpy() for o in self.module(torch.from_numpy(x))]
+        finally:
+            torch.set_num_threads(prev)
+
+
+class OrtEngine:
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: Path, threads: int):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
+
+
+def export_onnx(module: FeatureModule, path: Path, input_size: tuple[int, int, int], n_outputs: int) -> None:
+    """torch.onnx.export (TorchScript exporter: robust for these CNNs, dynamic batch), atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    dummy = torch.zeros(2, *input_size)
+    names = [f"out{i}" for i in range(n_outputs)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (dummy,), str(tmp), dynamo=False, input_names=["input"], output_names=names,
+                          dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}}, opset_version=17)
+    import onnx
+
+    onnx.checker.check_model(str(tmp))
+    os.replace(tmp, path)
+
+
+def check_engines(ort_engine, torch_engine, x: np.ndarray, tol: float = 1e-3) -> float:
+    """Largest |ort - torch| relative to each output's scale; raises if above `tol`."""
+    a, b = ort_engine(x), torch_engine(x)
+    worst = 0.0
+    for oa, ob in zip(a, b):
+        worst = max(worst, float(np.abs(oa - ob).max() / max(1.0, float(np.abs(ob).max()))))
+    if worst > tol:
+        raise RuntimeError(f"onnxruntime features differ from PyTorch by {worst:.2e} (> {tol})")
+    return worst
+
+
+def image_decoder(model_name: str):
+    """path -> float32 CHW array, exactly the model's timm eval transform. The PIL steps (resize,
+    crop) are timm's; ToTensor + Normalize are done in numpy: torch's intra-op threads make those two
+    steps ~6x slower on small tensors when called from several decode threads at once."""
+    tf = zoo.transforms(model_name)
+    steps = list(getattr(tf, "transforms", []))
+    tail = [type(t).__name__ for t in steps[-2:]]
+    if len(steps) < 2 or tail[0] not in ("MaybeToTensor", "ToTensor") or tail[1] != "Normalize":
+        return lambda path: tf(zoo.load_rgb(path)).numpy()
+    pil_steps = steps[:-2]
+    norm = steps[-1]
+    mean = np.asarray(norm.mean, dtype=np.float32).reshape(-1, 1, 1)
+    inv_std = (1.0 / np.asarray(norm.std, dtype=np.float32)).reshape(-1, 1, 1)
+
+    def decode(path: str) -> np.ndarray:
+        img = zoo.load_rgb(path)
+        for t in pil_steps:
+            img = t(img)
+        x = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) * np.float32(1 / 255)
+        return np.ascontiguousarray((x - mean) * inv_std)
+
+    return decode
+
+
+# -- extraction ---------------------------------------------------------------------------------
+@dataclass
+class FeatureSet:
+    """Features of `paths` (rows in order); `ok[i]` is False for an image that failed to decode."""
+
+    paths: list[str]
+    ok: np.ndarray
+    arrays: dict[str, np.ndarray]  # "top", "stage3", "flip:top"... -> [n, dim] (rows of failed images are 0)
+    classifier: tuple[np.ndarray, np.ndarray] | None
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    engine: str = "cache"
+    timings: dict = field(default_factory=dict)
+    cache: dict = field(default_factory=dict)
+
+    def get(self, name: str, view: str = "orig") -> np.ndarray:
+        return self.arrays[name if view == "orig" else f"{view}:{name}"]
+
+
+class Extractor:
+    """Feature extraction for one model + preprocessing, backed by the on-disk cache."""
+
+    def __init__(self, model_name: str, cfg: FeatureConfig | None = None, weights=None, progress: bool | None = None):
+        self.model_name = zoo.get(model_name).name
+        self.cfg = cfg or FeatureConfig()
+        self.weights = weights
+        self.threads = self.cfg.threads or os.cpu_count() or 1
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.pre = zoo.preprocessing(self.model_name)
+        self.dims = output_dims(self.model_name)
+        identity = {"model": self.model_name, "weights_sha256": weights_identity(self.model_name, weights),
+                    "preprocessing": self.pre.to_dict()}
+        self.cache = FeatureCache(self.cfg.resolved_cache_dir(), identity, self.dims, self.cfg.cache_key)
+        self._engine = None
+        self._module = None
+        self.classifier: tuple[np.ndarray, np.ndarray] | None = None
+        clf = self.cache.get_array("classifier")
+        if clf is not None:
+            self.classifier = (clf[:, :-1].copy(), clf[:, -1].copy())
+        self.engine_info: dict = {}
+
+    # the engine is built lazily: a run whose features are all cached never loads the model
+    def _ensure_module(self):
+        if self._module is None:
+            self._module, clf = build_feature_module(self.model_name, self.weights)
+            if clf is not None:
+                self.classifier = clf
+                self.cache.put_array("classifier", np.concatenate([clf[0], clf[1][:, None]], axis=1))
+        return self._module
+
+    def engine(self, sample: np.ndarray | None = None):
+        if self._engine is not None:
+            return self._engine
+        module = self._ensure_module()
+        torch_engine = TorchEngine(module, self.threads)
+        if self.cfg.engine == "torch":
+            self._engine = torch_engine
+            return self._engine
+        onnx_path = self.cache.dir / "features.onnx"
+        check_path = self.cache.dir / "features.onnx.check.json"
+        t0 = time.perf_counter()
+        try:
+            if not (onnx_path.exists() and check_path.exists()):
+                export_onnx(module, onnx_path, self.pre.input_size, len(self.dims))
+                ort_engine = OrtEngine(onnx_path, self.threads)
+                if sample is None:
+                    raise RuntimeError("no real images to check the ONNX export against")
+                worst = check_engines(ort_engine, torch_engine, sample[:4])
+                check_path.write_text(json.dumps({"max_rel_diff": worst, "images": int(min(4, len(sample)))}))
+                self.engine_info = {"exported": True, "max_rel_diff": worst}
+            else:
+                ort_engine = OrtEngine(onnx_path, self.threads)
+                self.engine_info = {"exported": False, **json.loads(check_path.read_text())}
+            self.engine_info["setup_seconds"] = round(time.perf_counter() - t0, 3)
+            self._engine = ort_engine
+        except Exception as e:  # export unsupported, ORT missing, mismatch: eager PyTorch is still correct
+            if self.cfg.engine == "onnxruntime":
+                raise RuntimeError(f"onnxruntime engine unavailable for {self.model_name}: {e}") from e
+            log.warning("onnxruntime engine unavailable (%s); using PyTorch", e)
+            self.engine_info = {"fallback_reason": str(e)}
+            self._engine = torch_engine
+        return self._engine
+
+    def _decoder(self, flip: bool):
+        decode_one = image_decoder(self.model_name)
+
+        def decode(path: str):
+            try:
+                x = decode_one(path)
+            except zoo.ImageError as e:
+                return None, e.reason
+            return (np.stack([x, x[:, :, ::-1]]) if flip else x[None]), None
+
+        return decode
+
+    def extract(self, paths: list[str], flip: bool = False) -> FeatureSet:
+        """Features of every path (computing only what the cache lacks); `flip` adds the
+        horizontally flipped view as "flip:<output>" arrays."""
+        t0 = time.perf_counter()
+        paths = [os.path.abspath(p) for p in paths]
+        views = ["orig"] + (["flip"] if flip else [])
+        keys = self.cache.file_keys(paths, workers=max(2, self.threads))
+        vkeys = {v: [f"{k}|{v}" for k in keys] for v in views}
+        locs = {v: self.cache.lookup(vkeys[v]) for v in views}
+        todo = [i for i in range(len(paths)) if any(locs[v][i] is None for v in views)]
+        t_keys = time.perf_counter() - t0
+        failures: dict[int, str] = {}
+        engine_name = "cache"
+        t_compute = 0.0
+        if todo:
+            t1 = time.perf_counter()
+            failures_out: dict[int, str] = {}
+            engine_name = self._compute([paths[i] for i in todo], [keys[i] for i in todo], flip, failures_out)
+            failures = {todo[j]: r for j, r in failures_out.items()}
+            locs = {v: self.cache.lookup(vkeys[v]) for v in views}
+            t_compute = time.perf_counter() - t1
+        ok = np.array([all(locs[v][i] is not None for v in views) for i in range(len(paths))], dtype=bool)
+        arrays = {}
+        for v in views:
+            good = [locs[v][i] for i in range(len(paths)) if ok[i]]
+            for name, dim in self.dims.items():
+                arr = np.zeros((len(paths), dim), dtype=np.float32)
+                if good:
+                    arr[ok] = self.cache.gather(good, name)
+                arrays[name if v == "orig" else f"{v}:{name}"] = arr
+        return FeatureSet(
+            paths=paths, ok=ok, arrays=arrays, classifier=self.classifier,
+            failures=[(paths[i], r) for i, r in sorted(failures.items())], engine=engine_name,
+            timings={"keys_seconds": round(t_keys, 3), "compute_seconds": round(t_compute, 3),
+                     "total_seconds": round(time.perf_counter() - t0, 3), "computed_images": len(todo),
+                     "cached_images": len(paths) - len(todo), **({"engine": self.engine_info} if todo else {})},
+            cache={"dir": str(self.cache.dir), "key_mode": self.cfg.cache_key},
+        )
+
+    def _compute(self, paths: list[str], keys: list[str], flip: bool, failures: dict[int, str]) -> str:
+        from tqdm.auto import tqdm
+
+        decode = self._decoder(flip)
+        bs = self.cfg.batch_size
+        views = ["orig"] + (["flip"] if flip else [])
+        pending_keys: list[str] = []  # one chunk's worth, flushed to the cache
+        pending: dict[str, list[np.ndarray]] = {n: [] for n in self.dims}
+        names = list(self.dims)
+
+        def flush():
+            if pending_keys:
+                arrays = {n: np.concatenate(pending[n]) for n in names}
+                self.cache.add(list(pending_keys), arrays)
+                pending_keys.clear()
+                for n in names:
+                    pending[n].clear()
+
+        def run_batch(batch: list[tuple[int, np.ndarray]]):
+            x = np.concatenate([b for _, b in batch])  # [n * views, C, H, W]
+            outs = self.engine(x)(x)
+            nv = len(views)
+            for vi, v in enumerate(views):
+                for n, o in zip(names, outs):
+                    pending[n].append(o[vi::nv])
+                pending_keys.extend(f"{keys[i]}|{v}" for i, _ in batch)
+            if len(pending_keys) >= CHUNK_IMAGES * nv:
+                flush()
+
+        workers = max(1, min(4, self.threads))
+        bar = tqdm(total=len(paths), desc=f"features ({self.model_name})", unit="img", disable=not self.progress, leave=False)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            window = []
+            batch: list[tuple[int, np.ndarray]] = []
+            it = iter(range(len(paths)))
+            exhausted = False
+            while True:
+                while not exhausted and len(window) < bs * 3:
+                    i = next(it, None)
+                    if i is None:
+                        exhausted = True
+                        break
+                    window.append((i, pool.submit(decode, paths[i])))
+                if not window:
+                    break
+                i, fut = window.pop(0)
+                x, err = fut.result()
+                bar.update(1)
+                if err is not None:
+                    failures[i] = err
+                else:
+                    batch.append((i, x))
+                if len(batch) >= bs:
+                    run_batch(batch)
+                    batch = []
+            if batch:
+                run_batch(batch)
+        flush()
+        bar.close()
+        return self._engine.name if self._engine is not None else "cache"
