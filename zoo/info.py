@@ -73,7 +73,8 @@ def info(name: str) -> ModelInfo:
         entry=entry,
         preprocessing=preprocessing(name),
         num_params=sum(p.numel() for p in model.parameters()),
-        num_features=int(model.num_features),
+        # MobileNetV3 (and others with a conv head after pooling) have pre-logits wider than num_features
+        num_features=int(getattr(model, "head_hidden_size", None) or model.num_features),
         stages=stages,
         blocks=tuple(str(k) for k in groups),
         fixed_input_size=bool(cfg.fixed_input_size),
