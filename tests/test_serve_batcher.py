@@ -1,0 +1,81 @@
+"""The dynamic batcher on its own: concurrent callers get their own rows back, batches respect
+max_batch (a request that does not fit is carried to the next batch), a full queue is 503, a
+timed-out request is 504 and skipped, and a lone request does not wait for company."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from serve_fixtures import serve_models_dir, tiny_onnx  # noqa: F401
+
+from serve.batcher import Batcher
+from serve.errors import BadRequest, Overloaded, RequestTimeout
+from serve.metrics import Metrics
+from serve.model import Model
+
+
+class SlowModel:
+    """Wraps a Model; records batch sizes; optionally sleeps to hold the worker."""
+
+    def __init__(self, model: Model, delay: float = 0.0):
+        self.m, self.delay, self.batches = model, delay, []
+        self.name, self.batched = model.name, model.batched
+
+    def run(self, feeds):
+        self.batches.append(next(iter(feeds.values())).shape[0])
+        time.sleep(self.delay)
+        return self.m.run(feeds)
+
+
+def _x(rows, seed):
+    return np.random.default_rng(seed).standard_normal((rows, 3, 64, 64)).astype(np.float32)
+
+
+def test_concurrent_callers_get_their_own_rows(tiny_onnx):
+    model = SlowModel(Model(tiny_onnx, threads=1), delay=0.02)
+    ref = ort.InferenceSession(str(tiny_onnx))
+    b = Batcher(model, max_batch=8, max_delay_s=0.005, max_queue=100, metrics=Metrics())
+    b.start()
+    xs = [_x(1 + i % 3, i) for i in range(30)]
+
+    async def go():
+        return await asyncio.gather(*(b.submit({"input": x}, 30) for x in xs))
+
+    outs = asyncio.run(go())
+    b.stop()
+    for x, out in zip(xs, outs):
+        np.testing.assert_allclose(out["logits"], ref.run(None, {"input": x})[0], rtol=1e-5, atol=1e-6)
+    assert sum(model.batches) == sum(x.shape[0] for x in xs)
+    assert max(model.batches) <= 8 and max(model.batches) > 3  # batched, never over the limit
+
+
+def test_limits_queue_timeout_and_no_wait_when_alone(tiny_onnx):
+    model = SlowModel(Model(tiny_onnx, threads=1), delay=0.3)
+    b = Batcher(model, max_batch=4, max_delay_s=0.5, max_queue=2)
+    b.start()
+
+    async def go():
+        with pytest.raises(BadRequest, match="max-batch"):
+            await b.submit({"input": _x(5, 0)}, 5)
+        t0 = time.perf_counter()
+        await b.submit({"input": _x(1, 0)}, 5)  # alone: runs at once, does not sit out max_delay (0.5 s)
+        alone = time.perf_counter() - t0
+        first = asyncio.ensure_future(b.submit({"input": _x(1, 1)}, 5))  # occupies the worker
+        await asyncio.sleep(0.05)
+        queued = [asyncio.ensure_future(b.submit({"input": _x(1, 2)}, 0.1)) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(Overloaded) as e:
+            await b.submit({"input": _x(1, 3)}, 5)
+        assert e.value.headers["Retry-After"]
+        results = await asyncio.gather(first, *queued, return_exceptions=True)
+        return alone, results
+
+    alone, results = asyncio.run(go())
+    b.stop()
+    assert alone < 0.3 + 0.15
+    assert isinstance(results[0], dict)
+    assert all(isinstance(r, RequestTimeout) for r in results[1:])
+    assert model.batches == [1, 1]  # the timed-out requests were skipped, not run
