@@ -180,9 +180,9 @@ def create_app(state: ServerState) -> FastAPI:
                 body = await read_body(request, cfg.limits.max_body_bytes)
                 hlen = parse_header_length(request.headers.get("inference-header-content-length"), len(body))
                 if hlen is None and len(body) > INLINE_JSON_BYTES:
-                    req = await run_in_threadpool(parse_infer_request, body, hlen, model, cfg.limits.max_json_depth)
+                    req = await run_in_threadpool(parse_infer_request, body, hlen, model, cfg.limits.max_json_depth, cfg.limits.max_json_bytes)
                 else:
-                    req = parse_infer_request(body, hlen, model, cfg.limits.max_json_depth)
+                    req = parse_infer_request(body, hlen, model, cfg.limits.max_json_depth, cfg.limits.max_json_bytes)
                 timeout = min(cfg.timeout_s, req.timeout_s or cfg.timeout_s)
                 results = await batcher.submit(req.feeds, timeout, arrival)
             out, json_len = encode_infer_response(model, req, results)

@@ -14,6 +14,7 @@ class Limits:
 
     max_body_bytes: int = 64 * MB  # request body, after decompression too (413)
     max_image_pixels: int = 40_000_000  # decoded image size: width x height (413: decompression bomb)
+    max_json_bytes: int = 16 * MB  # the JSON part of a request (413): JSON numbers cost ~10x their text in memory
     max_json_depth: int = 32  # nesting of the JSON request header (400)
     image_formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # PIL format names (415 else)
 
@@ -22,6 +23,8 @@ class Limits:
             raise ValueError(f"max body size must be at least 1024 bytes, got {self.max_body_bytes}")
         if self.max_image_pixels < 1:
             raise ValueError(f"max image pixels must be >= 1, got {self.max_image_pixels}")
+        if self.max_json_bytes < 1024:
+            raise ValueError(f"max JSON size must be at least 1024 bytes, got {self.max_json_bytes}")
         if not 2 <= self.max_json_depth <= 256:
             raise ValueError(f"max JSON depth must be in 2..256, got {self.max_json_depth}")
 

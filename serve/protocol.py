@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BadRequest
+from .errors import BadRequest, PayloadTooLarge
 from .model import Model
 
 DATATYPES: dict[str, type] = {
@@ -137,8 +137,12 @@ def _check_against_model(name: str, datatype: str, shape: tuple[int, ...], model
     return spec.dtype
 
 
-def parse_infer_request(body: bytes, header_length: int | None, model: Model, max_json_depth: int) -> InferRequest:
+def parse_infer_request(body: bytes, header_length: int | None, model: Model, max_json_depth: int,
+                        max_json_bytes: int = 16 << 20) -> InferRequest:
     header = body if header_length is None else body[:header_length]
+    if len(header) > max_json_bytes:
+        raise PayloadTooLarge(f"JSON part of {len(header)} bytes exceeds {max_json_bytes}: send large tensors as binary data "
+                              "(tritonclient's default; Inference-Header-Content-Length + binary_data_size)")
     binary = memoryview(body)[header_length:] if header_length is not None else memoryview(b"")
     req = _loads(header, max_json_depth)
     if not isinstance(req, dict):

@@ -22,7 +22,7 @@ MAX_PIXELS = 1_000_000
 
 @pytest.fixture(scope="module")
 def server(tiny_onnx, tiny_u8_onnx):
-    with ServerProcess(tiny_onnx, tiny_u8_onnx, "--max-batch", "16", "--max-body-mb", str(LIMIT_MB),
+    with ServerProcess(tiny_onnx, tiny_u8_onnx, "--max-batch", "16", "--max-body-mb", str(LIMIT_MB), "--max-json-mb", "0.5",
                        "--max-image-pixels", str(MAX_PIXELS), "--threads", "1") as s:
         yield s
 
@@ -235,6 +235,8 @@ case("binary-wrong-datatype", 400, content=h + p, headers={"Inference-Header-Con
 
 # body size, encodings
 case("huge-body", 413, content=b"{" + b" " * (LIMIT + 10) + b"}")
+case("json-over-json-limit", 413, json={"inputs": [{"name": "input", "datatype": "FP32", "shape": [8, 3, 64, 64],
+                                                      "data": [0.123456] * (8 * 12288)}]})
 case("huge-body-chunked", 413, content=iter([b" " * (1 << 16)] * (LIMIT // (1 << 16) + 4)))
 case("huge-binary-tensor", 413, content=b"{}" + b"\0" * (LIMIT + 1), headers={"Inference-Header-Content-Length": "2"})
 case("gzip-bomb", 413, content=gzip.compress(b" " * (LIMIT * 8)), headers={"Content-Encoding": "gzip"})

@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drain-s", type=float, default=0.0,
                    help="on SIGTERM, answer not-ready but keep serving this long before shutting down (default 0)")
     p.add_argument("--max-body-mb", type=float, default=64.0, help="request body limit, also after decompression (default 64)")
+    p.add_argument("--max-json-mb", type=float, default=16.0,
+                   help="limit for the JSON part of a request (default 16; large tensors belong in binary data)")
     p.add_argument("--max-image-pixels", type=int, default=40_000_000, help="largest image accepted by /classify (default 40M)")
     p.add_argument("--api-key-env", metavar="VAR", help="require 'Authorization: Bearer <key>' with the key from env var VAR")
     p.set_defaults(func=cmd_serve)
@@ -33,7 +35,8 @@ def cmd_serve(args) -> int:
     from serve.config import Limits, ServerConfig
     from serve.server import run
 
-    limits = Limits(max_body_bytes=int(args.max_body_mb * (1 << 20)), max_image_pixels=args.max_image_pixels)
+    limits = Limits(max_body_bytes=int(args.max_body_mb * (1 << 20)), max_json_bytes=int(args.max_json_mb * (1 << 20)),
+                    max_image_pixels=args.max_image_pixels)
     config = ServerConfig(models=tuple(args.models), host=args.host, port=args.port, max_batch=args.max_batch,
                           max_delay_ms=args.max_delay_ms, max_queue=args.max_queue, threads=args.threads,
                           timeout_s=args.timeout_s, drain_s=args.drain_s, api_key_env=args.api_key_env, limits=limits)
