@@ -63,6 +63,8 @@ class FitResult:
     model: torch.nn.Module | None = None
     spec: object = None
     written: bool = False  # a strategy that wrote the run directory itself sets this
+    probe: object = None  # cached-feature strategies: the fitted transfer.probe.Probe
+    context: FitContext | None = None
 
 
 STRATEGIES: dict[str, Callable[[FitContext], FitResult]] = {}
@@ -226,7 +228,7 @@ def fit_probe_strategy(ctx: FitContext, strategy: str) -> FitResult:
     if s.test:
         yte = np.array([x.label for x in s.test])
         summary["test_accuracy"] = round(float((probe.predict(featsets.build(fs, best, ctx.rows["test"])) == yte).mean()), 6)
-    return FitResult(summary=summary, run_dir=ctx.run_dir, plan=ctx.plan, model=model, spec=mspec)
+    return FitResult(summary=summary, run_dir=ctx.run_dir, plan=ctx.plan, model=model, spec=mspec, probe=probe, context=ctx)
 
 
 @torch.no_grad()
@@ -239,7 +241,7 @@ def parity_check(model: torch.nn.Module, samples: list[Sample], cached_logits: n
 
     decode = image_decoder(model_name)
     x = torch.from_numpy(np.stack([decode(s.path) for s in samples]))
-    with torch_threads(os.cpu_count() or 1):
+    with torch_threads(1):  # 4 images: thread start-up costs more than it saves
         got = model.eval()(x).numpy()
     diff = float(np.abs(got - cached_logits).max())
     scale = max(1.0, float(np.abs(cached_logits).max()))

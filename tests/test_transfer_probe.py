@@ -1,0 +1,115 @@
+"""Probe internals: hand-written losses/penalties vs numerical gradients, L-BFGS fits, CV picks,
+head folding, kNN. Features are sklearn's real digit scans (64 pixels), not random tensors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from transfer.knn import fit_knn, select_knn
+from transfer.probe import (L2Penalty, MulticlassHinge, ProbeSpec, SmoothL1Penalty, SoftmaxCrossEntropy, cross_validate,
+                            fit_probe, penalty, stratified_folds)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small full-batch fits: one thread is fastest (as transfer.fit does for them)."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    X, y = d.data.astype(np.float32), d.target
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(y))
+    tr, va = order[:700], order[700:]
+    return X[tr], y[tr], X[va], y[va]
+
+
+def test_losses_and_penalties_gradcheck():
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(7, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 3, 0, 1, 3])
+    assert torch.autograd.gradcheck(lambda t: SoftmaxCrossEntropy.apply(t, y), (s,))
+    assert torch.autograd.gradcheck(lambda t: MulticlassHinge.apply(t, y), (s,))
+    w = torch.randn(5, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(L2Penalty.apply, (w,))
+    assert torch.autograd.gradcheck(SmoothL1Penalty.apply, (w,))
+    assert torch.autograd.gradcheck(lambda t: penalty(t, "elasticnet", 0.3), (w,))
+
+
+def test_losses_match_reference_values():
+    s = torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, -1.0]], dtype=torch.float64)
+    y = torch.tensor([0, 2])
+    assert torch.allclose(SoftmaxCrossEntropy.apply(s, y), torch.nn.functional.cross_entropy(s, y))
+    # Weston-Watkins by hand: row 0: max(0,1-2+1)+max(0,.1-2+1)=0; row 1: max(0,.5+1+1)+max(0,2.5+1+1)=2.5+4.5
+    assert float(MulticlassHinge.apply(s, y)) == pytest.approx((0 + 7.0) / 2)
+    w = torch.tensor([[3.0, -4.0]], dtype=torch.float64)
+    assert float(L2Penalty.apply(w)) == pytest.approx(12.5)
+    assert float(SmoothL1Penalty.apply(w)) == pytest.approx(7.0 - 2 * 1e-3, abs=1e-5)  # |w| - eps per weight
+
+
+def test_folds_are_stratified_and_disjoint():
+    y = np.array([0] * 10 + [1] * 5 + [2] * 20)
+    parts = stratified_folds(y, 5, seed=1)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(len(y)))
+    for p in parts:
+        assert np.bincount(y[p], minlength=3).tolist() == [2, 1, 4]
+
+
+def test_cv_picks_lowest_log_loss_and_generalises(digits):
+    Xtr, ytr, Xva, yva = digits
+    lambdas = (1e-4, 1e-2, 1.0, 30.0)
+    cv = cross_validate(Xtr, ytr, 10, lambdas, folds=3, repeats=1)
+    assert cv.best_lambda == cv.lambdas[int(np.argmin(cv.log_loss))]
+    assert cv.best_lambda != 30.0  # an absurdly strong penalty underfits: CV must not pick it
+    assert cv.log_loss[-1] > 2 * min(cv.log_loss)
+    p = fit_probe(Xtr, ytr, 10, cv.best_lambda)
+    assert (p.predict(Xva) == yva).mean() > 0.94
+    strong = fit_probe(Xtr, ytr, 10, 30.0)
+    assert (strong.predict(Xva) == yva).mean() < (p.predict(Xva) == yva).mean()
+
+
+@pytest.mark.parametrize("spec", [ProbeSpec(loss="hinge"), ProbeSpec(head="mlp", hidden=64, activation="gelu", max_iter=150),
+                                  ProbeSpec(head="mlp", hidden=32, activation="leaky_relu", max_iter=150),
+                                  ProbeSpec(head="mlp", hidden=32, activation="elu", max_iter=150)])
+def test_other_heads_and_losses_learn(digits, spec):
+    Xtr, ytr, Xva, yva = digits
+    p = fit_probe(Xtr, ytr, 10, 1e-3, spec)
+    assert (p.predict(Xva) == yva).mean() > 0.9
+
+
+def test_l1_is_sparser_than_l2(digits):
+    Xtr, ytr, _, _ = digits
+    l1 = fit_probe(Xtr, ytr, 10, 0.05, ProbeSpec(penalty="l1"))
+    l2 = fit_probe(Xtr, ytr, 10, 0.05, ProbeSpec(penalty="l2"))
+    small = lambda p: float((p.net[0].weight.abs() < 1e-2).float().mean())
+    assert small(l1) > small(l2) + 0.2
+    en = fit_probe(Xtr, ytr, 10, 0.05, ProbeSpec(penalty="elasticnet", l1_ratio=0.5))
+    assert small(l2) < small(en) < small(l1) + 1e-9
+
+
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_folded_head_equals_probe(digits, head):
+    Xtr, ytr, Xva, _ = digits
+    p = fit_probe(Xtr, ytr, 10, 1e-2, ProbeSpec(head=head, hidden=16, max_iter=50))
+    layers = torch.nn.Sequential(*p.head_layers())
+    with torch.no_grad():
+        raw = layers(torch.from_numpy(Xva)).numpy()
+    np.testing.assert_allclose(raw, p.logits(Xva), rtol=1e-4, atol=1e-3)
+
+
+def test_knn_selection_and_accuracy(digits):
+    Xtr, ytr, Xva, yva = digits
+    sel = select_knn(Xtr, ytr, 10, metrics=("l2", "l1"), ks=(1, 3, 5, 9))
+    assert {r["metric"] for r in sel["table"]} == {"l2", "l1"} and len(sel["table"]) == 8
+    assert sel["loo_accuracy"] == max(r["loo_accuracy"] for r in sel["table"])
+    knn = fit_knn(Xtr, ytr, 10, sel["metric"], sel["k"])
+    assert (knn.predict(Xva) == yva).mean() > 0.95
+    # k=1 on the training set itself is a lookup: every point is its own nearest neighbour
+    assert (fit_knn(Xtr, ytr, 10, "l1", 1).predict(Xtr[:50]) == ytr[:50]).all()
