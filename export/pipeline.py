@@ -133,6 +133,8 @@ def export(source: Source, opts: ExportOptions, log=lambda msg: None) -> ExportR
     t0 = time.perf_counter()
     pre = source.preprocessing
     uint8 = opts.with_preprocessing
+    if opts.quantize == "int8" and opts.calibration is None and "train" not in source.splits:
+        calibration_images(source, opts)  # fails now, with its message, not after the fp32 export
     batch = parity_images(source, opts)
     log(f"parity images: {len(batch.names)} from {batch.origin}" + (f" ({len(batch.skipped)} unreadable skipped)" if batch.skipped else ""))
 
