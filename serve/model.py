@@ -148,6 +148,14 @@ class Model:
         self.output_names = [o.name for o in self.outputs]
         # Dynamic batching needs a dynamic leading dimension on every tensor.
         self.batched = all(t.shape and t.shape[0] == -1 for t in self.inputs + self.outputs)
+        pre = self.meta.preprocess
+        if pre is not None:
+            h, w = pre.size
+            want = ("FP32", (-1, 3, h, w)) if pre.input_format == "float32_nchw" else ("UINT8", (-1, h, w, 3))
+            got = self.inputs[0]
+            if got.datatype != want[0] or len(got.shape) != 4 or any(g not in (-1, x) for g, x in zip(got.shape[1:], want[1][1:])):
+                raise ValueError(f"{self.path}: metadata says {pre.input_format} {list(want[1])} but input {got.name!r} is "
+                                 f"{got.datatype} {list(got.shape)}")
         if self.meta.labels is not None and self.outputs[0].shape[-1] not in (-1, len(self.meta.labels)):
             raise ValueError(f"{self.path}: {len(self.meta.labels)} labels but output {self.outputs[0].name!r} has {self.outputs[0].shape[-1]} classes")
 

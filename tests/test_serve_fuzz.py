@@ -15,14 +15,14 @@ import pytest
 from PIL import Image
 from serve_fixtures import ServerProcess, serve_models_dir, tiny_onnx, tiny_u8_onnx  # noqa: F401
 
-LIMIT_MB = 1
+LIMIT_MB = 2
 LIMIT = LIMIT_MB << 20
 MAX_PIXELS = 1_000_000
 
 
 @pytest.fixture(scope="module")
 def server(tiny_onnx, tiny_u8_onnx):
-    with ServerProcess(tiny_onnx, tiny_u8_onnx, "--max-batch", "16", "--max-body-mb", str(LIMIT_MB), "--max-json-mb", "0.5",
+    with ServerProcess(tiny_onnx, tiny_u8_onnx, "--max-batch", "16", "--max-body-mb", str(LIMIT_MB), "--max-json-mb", "0.9",
                        "--max-image-pixels", str(MAX_PIXELS), "--threads", "1") as s:
         yield s
 
@@ -235,8 +235,8 @@ case("binary-wrong-datatype", 400, content=h + p, headers={"Inference-Header-Con
 
 # body size, encodings
 case("huge-body", 413, content=b"{" + b" " * (LIMIT + 10) + b"}")
-case("json-over-json-limit", 413, json={"inputs": [{"name": "input", "datatype": "FP32", "shape": [8, 3, 64, 64],
-                                                      "data": [0.123456] * (8 * 12288)}]})
+case("json-over-json-limit", 413, json={"inputs": [{"name": "input", "datatype": "FP32", "shape": [12, 3, 64, 64],
+                                                      "data": [0.123456] * (12 * 12288)}]})
 case("huge-body-chunked", 413, content=iter([b" " * (1 << 16)] * (LIMIT // (1 << 16) + 4)))
 case("huge-binary-tensor", 413, content=b"{}" + b"\0" * (LIMIT + 1), headers={"Inference-Header-Content-Length": "2"})
 case("gzip-bomb", 413, content=gzip.compress(b" " * (LIMIT * 8)), headers={"Content-Encoding": "gzip"})

@@ -122,3 +122,21 @@ def test_serve_imports_no_torch_timm_or_zoo(tiny_onnx):
             "bad = [m for m in ('torch', 'timm', 'zoo', 'transfer', 'export') if m in sys.modules];"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_model_refuses_metadata_that_contradicts_the_graph(tiny_onnx, tmp_path):
+    import onnx
+
+    from serve.model import Model
+
+    proto = onnx.load(str(tiny_onnx))
+    for key, value, match in [("input_format", "uint8_nhwc", "uint8_nhwc"), ("input_size", "[3, 32, 32]", "float32_nchw"),
+                              ("labels", '["a", "b"]', "2 labels")]:
+        p = onnx.ModelProto()
+        p.CopyFrom(proto)
+        onnx.helper.set_model_props(p, {**{e.key: e.value for e in proto.metadata_props}, key: value})
+        path = tmp_path / f"bad_{key}.onnx"
+        onnx.save(p, str(path))
+        with pytest.raises(ValueError, match=match):
+            Model(path)
+    assert Model(tiny_onnx).meta.labels == ("ants", "bees", "wasps")
