@@ -10,7 +10,7 @@ Targets: server throughput at concurrency 16 >= 80% of the best-batch baseline; 
 at concurrency 1 <= 2 ms. The load generator runs on the same cores as the server (as does
 everything else on a shared machine): the figures are conservative for the server.
 
-    .venv/bin/python bench/bench_serve.py                 # efficientnet_lite0 (built if missing)
+    .venv/bin/python bench/bench_serve.py                 # efficientnet_lite0 (`transferzoo export`ed once to runs/bench/)
     .venv/bin/python bench/bench_serve.py --threads 2 --seconds 8 --json
 """
 from __future__ import annotations
@@ -36,11 +36,12 @@ def model_path(arg: str | None) -> Path:
     if arg:
         return Path(arg)
     path = REPO / "runs" / "bench" / "lite0.onnx"
-    if not path.exists():
-        from serve_fixtures import build_lite0  # torch export, once
+    if not path.exists():  # exported once, as a user would
+        from transferzoo.cli import main as cli
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        build_lite0(path)
+        if cli(["export", "efficientnet_lite0", "--out", str(path)]) != 0:
+            raise SystemExit("export failed")
     return path
 
 
