@@ -106,4 +106,4 @@ def test_settings_are_validated_with_actionable_messages():
         TrainConfig.from_dict({"epochs": "many"})
     cfg = TrainConfig.from_dict({"optimizer": "sgd", "epochs": "3"}, lr=None, views=2)
     assert cfg.epochs == 3 and cfg.views == 2 and cfg.base_lr == 0.01
-    assert TrainConfig(strategy="full").base_lr == pytest.approx(1e-4)
+    assert TrainConfig(strategy="full").base_lr == pytest.approx(1e-3 / 3) and TrainConfig(strategy="full").head_scale == 10

@@ -49,9 +49,13 @@ def test_full_layer_decay_spans_the_network():
     stem = _scale_of(groups, m.backbone.conv_stem.weight)
     n_layers = 1 + 16  # stem, 16 blocks (the last shares its layer with conv_head): timm's fine group_matcher
     assert stem == pytest.approx(0.8 ** (n_layers - 1))
-    opt = create_optimizer(m, TrainConfig(strategy="full", layer_decay=0.8, lr=1e-3))
+    cfg = TrainConfig(strategy="full", layer_decay=0.8, lr=1e-3, warmup_epochs=0)
+    opt = create_optimizer(m, cfg)
+    create_schedule(opt, cfg, steps_per_epoch=10)  # timm's scheduler applies each group's scale once
     lrs = {g["lr"] for g in opt.param_groups}
-    assert max(lrs) == pytest.approx(1e-3) and min(lrs) == pytest.approx(1e-3 * stem)
+    head = next(g["lr"] for g in opt.param_groups if any(p is m.head[-1].weight for p in g["params"]))
+    assert head == pytest.approx(1e-2)  # full: the new head learns 10x faster
+    assert max(lrs - {head}) == pytest.approx(1e-3) and min(lrs) == pytest.approx(1e-3 * stem)
 
 
 @pytest.mark.parametrize("name,cls,extra", [

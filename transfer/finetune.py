@@ -126,7 +126,7 @@ class _SeededImages(torch.utils.data.Dataset):
 
 def _fingerprint(model_name: str, cfg: TrainConfig, splits: DataSplits, world: int) -> str:
     d = cfg.to_dict()
-    for k in ("epochs", "progress", "workers", "checkpoint", "patience"):
+    for k in ("epochs", "progress", "workers", "checkpoint", "patience", "resume"):
         d.pop(k, None)  # may change between a run and its resume
     return pc.cache_key(model=model_name, cfg=d, world=world, classes=splits.classes,
                         train=[(s.path, s.label) for s in splits.train], val=[(s.path, s.label) for s in splits.val])
@@ -147,7 +147,7 @@ class Finetuner:
         self.device = self.dist.device
         self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and self.device.type == "cuda")
         self.workers = cfg.workers if cfg.workers is not None else min(4, os.cpu_count() or 1)
-        self.resume = resume
+        self.resume = resume or cfg.resume
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         import random

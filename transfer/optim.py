@@ -33,7 +33,7 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
         no_decay = [p for p in head.parameters() if p.requires_grad and p.ndim <= 1]
         for params, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
             if params:
-                groups.append({"params": params, "weight_decay": wd, "lr_scale": cfg.head_lr_scale, "group": "head"})
+                groups.append({"params": params, "weight_decay": wd, "lr_scale": cfg.head_scale, "group": "head"})
     if not groups:
         raise ValueError("nothing to train: every parameter is frozen")
     return groups
@@ -45,10 +45,8 @@ def create_optimizer(model: nn.Module, cfg: TrainConfig, lr: float | None = None
     if cfg.optimizer in ("sgd", "nesterov", "rmsprop"):
         kw["momentum"] = cfg.momentum
     groups = param_groups(model, cfg)
-    opt = create_optimizer_v2(groups, opt=TIMM_OPT[cfg.optimizer], lr=lr, weight_decay=cfg.weight_decay, **kw)
-    for g in opt.param_groups:  # the scale applies from step 0, before the scheduler's first update
-        g["lr"] = lr * g.get("lr_scale", 1.0)
-    return opt
+    # every group starts at `lr`: timm's schedulers multiply by each group's `lr_scale` from step 0
+    return create_optimizer_v2(groups, opt=TIMM_OPT[cfg.optimizer], lr=lr, weight_decay=cfg.weight_decay, **kw)
 
 
 def create_schedule(optimizer, cfg: TrainConfig, steps_per_epoch: int, epochs: int | None = None):
@@ -57,7 +55,7 @@ def create_schedule(optimizer, cfg: TrainConfig, steps_per_epoch: int, epochs: i
     total = max(1, epochs * steps_per_epoch)
     warmup = int(round(min(cfg.warmup_epochs, epochs - 1e-9) * steps_per_epoch)) if cfg.warmup_epochs else 0
     warmup = min(warmup, total - 1)
-    base = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_scale", 1.0)
+    base = optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])
     kw = {}
     if cfg.schedule == "linear":
         kw["decay_rate"] = 1.0  # poly power 1

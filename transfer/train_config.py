@@ -25,11 +25,11 @@ class TrainConfig:
     unfreeze: int | None = None  # partial: blocks (timm's coarse groups) trained, from the top; None = the plan's, else 1
     # optimisation
     optimizer: str = "adamw"
-    lr: float | None = None  # None: DEFAULT_LR[optimizer] (partial) or a tenth of it (full)
+    lr: float | None = None  # None: DEFAULT_LR[optimizer] (partial) or a third of it (full)
     weight_decay: float = 0.05
     momentum: float = 0.9  # sgd / nesterov / rmsprop
     layer_decay: float = 0.75  # LR multiplier per layer going down from the top (discriminative LRs)
-    head_lr_scale: float = 1.0  # the new head's LR relative to `lr`
+    head_lr_scale: float | None = None  # the new head's LR relative to `lr`; None: 1 (partial), 10 (full)
     schedule: str = "cosine"
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.01  # the schedule's final LR as a fraction of `lr`
@@ -65,6 +65,7 @@ class TrainConfig:
     workers: int | None = None  # DataLoader worker processes; None = min(4, cpu count)
     amp: str = "auto"  # bf16 autocast: 'auto' (on CUDA only), 'bf16', 'off'
     checkpoint: bool = True  # write checkpoint/ each epoch (for --resume)
+    resume: bool = False  # continue from the run directory's checkpoint/ (after an interruption)
     progress: bool | None = None  # progress bars; None = only when stderr is a TTY
 
     def __post_init__(self):
@@ -95,7 +96,7 @@ class TrainConfig:
             bad("momentum", "must be in [0, 1)")
         if not 0 < self.layer_decay <= 1:
             bad("layer_decay", "must be in (0, 1] (1 = the same LR for every layer)")
-        if self.head_lr_scale <= 0:
+        if self.head_lr_scale is not None and self.head_lr_scale <= 0:
             bad("head_lr_scale", "must be > 0")
         if self.epochs < 1:
             bad("epochs", "must be at least 1")
@@ -134,7 +135,13 @@ class TrainConfig:
         if self.lr is not None:
             return self.lr
         lr = DEFAULT_LR[self.optimizer]
-        return lr / 10 if self.strategy == "full" else lr
+        return lr / 3 if self.strategy == "full" else lr
+
+    @property
+    def head_scale(self) -> float:
+        if self.head_lr_scale is not None:
+            return self.head_lr_scale
+        return 10.0 if self.strategy == "full" else 1.0
 
     @property
     def uses_mixup(self) -> bool:
