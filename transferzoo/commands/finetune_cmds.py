@@ -18,7 +18,7 @@ _FLAGS = {
     "--warmup-epochs": ("warmup_epochs", float, "linear warmup length in epochs (default 1)"),
     "--weight-decay": ("weight_decay", float, "weight decay (default 0.05)"),
     "--layer-decay": ("layer_decay", float, "LR multiplier per layer going down (default 0.75)"),
-    "--batch-size": ("batch_size", int, "batch size (default 64)"),
+    "--train-batch-size": ("batch_size", int, "training batch size (default 64)"),
     "--label-smoothing": ("label_smoothing", float, "label smoothing (default 0.1)"),
     "--dropout": ("dropout", float, "dropout before the new head (default 0.2)"),
     "--drop-path": ("drop_path", float, "stochastic depth rate (default 0)"),
@@ -32,7 +32,7 @@ _FLAGS = {
     "--overfit-check": ("overfit_check", int, "first check the model can overfit N training images"),
     "--init": ("init", str, "new layers' init: xavier | he (default xavier)"),
     "--workers": ("workers", int, "data loader worker processes (default min(4, CPUs))"),
-    "--seed": ("seed", int, "random seed (default 0)"),
+    "--train-seed": ("seed", int, "training seed (default: the split seed, 0)"),
 }
 
 
@@ -40,7 +40,7 @@ def add_finetune_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) ->
     g = p.add_argument_group("finetuning (partial / full)")
     for flag, (dest, typ, help_) in _FLAGS.items():
         if flag not in skip:
-            g.add_argument(flag, dest=f"ft_{dest}", type=typ, default=None, help=help_)
+            g.add_argument(flag, dest=f"ft_{dest}", type=typ, default=None, metavar=dest.upper(), help=help_)
     if "--no-cache-prefix" not in skip:
         g.add_argument("--no-cache-prefix", dest="ft_cache_prefix", action="store_false", default=None,
                        help="partial: run the frozen prefix every epoch instead of caching its activations")
@@ -48,13 +48,20 @@ def add_finetune_args(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) ->
         g.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint/")
 
 
+def finetune_overrides(args) -> dict:
+    """The finetuning flags given on the command line, as TrainConfig fields (for `fit`'s config)."""
+    over = {dest: getattr(args, f"ft_{dest}", None) for _, (dest, _, _) in _FLAGS.items()}
+    over["cache_prefix"] = getattr(args, "ft_cache_prefix", None)
+    if getattr(args, "resume", False):
+        over["resume"] = True
+    return {k: v for k, v in over.items() if v is not None}
+
+
 def train_config_from_args(args, strategy: str, base: dict | None = None):
     """TrainConfig from a YAML `finetune:` mapping (base) overridden by the CLI flags given."""
     from transfer.train_config import TrainConfig
 
-    over = {dest: getattr(args, f"ft_{dest}", None) for _, (dest, _, _) in _FLAGS.items()}
-    over["cache_prefix"] = getattr(args, "ft_cache_prefix", None)
-    return TrainConfig.from_dict(dict(base or {}, strategy=strategy), **over)
+    return TrainConfig.from_dict(dict(base or {}, strategy=strategy), **finetune_overrides(args))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

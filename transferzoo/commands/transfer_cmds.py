@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--l1-ratio", type=float, help="elasticnet: share of L1 (0.5)")
     p.add_argument("--lambdas", type=float, nargs="+", help="penalty strengths tried by CV (default: log grid 1e-4..10)")
     p.add_argument("--flip-augment", action="store_true", default=None, help="also train on horizontally flipped images")
+    from .finetune_cmds import add_finetune_args  # partial / full settings (part 2)
+
+    add_finetune_args(p)
     p.set_defaults(func=cmd_fit)
 
 
@@ -65,6 +68,9 @@ def build_config(args):
         value = getattr(args, flag, None)
         if value is not None:
             replace_path(cfg, path, value)
+    from .finetune_cmds import finetune_overrides  # partial / full flags -> the config's finetune: mapping
+
+    cfg.finetune = dict(cfg.finetune or {}, **finetune_overrides(args))
     return cfg.validate()
 
 
