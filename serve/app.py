@@ -47,7 +47,7 @@ class ServerState:
             self.batchers[name] = Batcher(m, c.max_batch, c.max_delay_ms / 1000, c.max_queue, self.metrics)
 
     def ready(self) -> bool:
-        return not self.draining and all(b._thread.is_alive() for b in self.batchers.values())
+        return not self.draining and all(b.alive() for b in self.batchers.values())
 
 
 def load_models(config: ServerConfig) -> dict[str, Model]:

@@ -85,6 +85,9 @@ class Batcher:
         with self._lock:
             self._arriving += delta
 
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def queued(self) -> int:
         return self._queue.qsize()
 
