@@ -66,4 +66,25 @@ def to_fp16(fp32: onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
 
         tool = "onnxruntime.transformers.float16"
     model = convert_float_to_float16(fp32, keep_io_types=True)
+    toposort(model.graph)  # the converter appends its input Casts at the end of the node list
     return model, tool
+
+
+def toposort(graph: onnx.GraphProto) -> None:
+    """Reorder graph.node so every node comes after the producers of its inputs (stable otherwise)."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise ValueError("graph has a cycle or an input nobody produces: " + pending[0].name)
+        for n in ready:
+            available.update(n.output)
+        ordered += ready
+        ready_ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ready_ids]
+    copies = [onnx.NodeProto() for _ in ordered]
+    for c, n in zip(copies, ordered):
+        c.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(copies)
