@@ -7,7 +7,7 @@ ORDER = 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the main job on bundled sample photos (no data needed)")
+    p = sub.add_parser("demo", help="the whole pipeline on an embedded real dataset (no data needed)")
     p.add_argument("--out", default="runs/demo", help="where the demo writes its files")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
