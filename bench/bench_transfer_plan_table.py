@@ -71,7 +71,7 @@ def main() -> None:
             "size": ev["size"]["level"],
             "CV acc top / imagenet": f"{probes['top']['cv_accuracy']:.3f} / {probes.get('imagenet', {}).get('cv_accuracy', float('nan')):.3f}",
             "best stage (CV acc)": f"{sim['best_stage']} ({probes[sim['best_stage']]['cv_accuracy']:.3f})",
-            "stage - final": f"{sim['stage_minus_final_cv_accuracy']:+.3f}",
+            "stage - final (margin)": f"{sim['stage_minus_final_cv_accuracy']:+.3f} ({sim['stage_margin']:.3f})",
             "ImageNet top-1 prob": conf.get("mean_top1_probability"),
             "similarity": sim["level"],
             "kNN LOO acc": ev["knn"]["loo_accuracy"] if ev.get("knn") else None,

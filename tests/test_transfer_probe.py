@@ -113,3 +113,27 @@ def test_knn_selection_and_accuracy(digits):
     assert (knn.predict(Xva) == yva).mean() > 0.95
     # k=1 on the training set itself is a lookup: every point is its own nearest neighbour
     assert (fit_knn(Xtr, ytr, 10, "l1", 1).predict(Xtr[:50]) == ytr[:50]).all()
+
+
+def test_batched_ce_gradcheck_and_value():
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(3, 5, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    y = torch.randint(0, 4, (3, 5), generator=g)
+    w = torch.tensor([[1.0] * 5, [1.0] * 3 + [0.0] * 2, [1.0] * 4 + [0.0]], dtype=torch.float64)
+    from transfer.probe import BatchedSoftmaxCrossEntropy
+
+    assert torch.autograd.gradcheck(lambda t: BatchedSoftmaxCrossEntropy.apply(t, y, w), (s,))
+    want = sum(torch.nn.functional.cross_entropy(s[i, :int(w[i].sum())], y[i, :int(w[i].sum())]) for i in range(3))
+    assert torch.allclose(BatchedSoftmaxCrossEntropy.apply(s, y, w), want)
+
+
+def test_batched_cv_matches_fold_by_fold(digits):
+    """The default path stacks the folds into one L-BFGS problem; the MLP-free reference path
+    (elasticnet with l1_ratio 0 = pure L2, fitted fold by fold) must give the same CV numbers."""
+    Xtr, ytr, _, _ = digits
+    lambdas = (1e-3, 1e-1, 3.0)
+    fast = cross_validate(Xtr[:300], ytr[:300], 10, lambdas, folds=3, repeats=1)
+    ref = cross_validate(Xtr[:300], ytr[:300], 10, lambdas, ProbeSpec(penalty="elasticnet", l1_ratio=0.0), folds=3, repeats=1)
+    assert fast.best_lambda == ref.best_lambda
+    np.testing.assert_allclose(fast.log_loss, ref.log_loss, rtol=0.03, atol=2e-3)
+    np.testing.assert_allclose(fast.accuracy, ref.accuracy, atol=0.01)

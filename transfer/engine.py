@@ -34,7 +34,7 @@ import torch.nn as nn
 import zoo
 
 from .config import FeatureConfig
-from .featcache import FeatureCache
+from .featcache import FeatureCache, _atomic_bytes
 
 log = logging.getLogger(__name__)
 CHUNK_IMAGES = 1024  # images per cache chunk (rows written to disk at once)
@@ -226,6 +226,10 @@ class Extractor:
             self.classifier = (clf[:, :-1].copy(), clf[:, -1].copy())
         self.engine_info: dict = {}
 
+    def classifier_known(self) -> bool:
+        """The pretrained head is stored in the cache (or the model has none, recorded as such)."""
+        return self.classifier is not None or (self.cache.dir / "no_classifier").exists()
+
     # the engine is built lazily: a run whose features are all cached never loads the model
     def _ensure_module(self):
         if self._module is None:
@@ -233,18 +237,28 @@ class Extractor:
             if clf is not None:
                 self.classifier = clf
                 self.cache.put_array("classifier", np.concatenate([clf[0], clf[1][:, None]], axis=1))
+            else:
+                (self.cache.dir / "no_classifier").touch()
         return self._module
 
     def engine(self, sample: np.ndarray | None = None):
         if self._engine is not None:
             return self._engine
+        onnx_path = self.cache.dir / "features.onnx"
+        check_path = self.cache.dir / "features.onnx.check.json"
+        if self.cfg.engine != "torch" and onnx_path.exists() and check_path.exists() and self.classifier_known():
+            try:  # exported and checked before: the PyTorch model is not even built
+                self._engine = OrtEngine(onnx_path, self.threads)
+                self.engine_info = {"exported": False, **json.loads(check_path.read_text())}
+                return self._engine
+            except Exception as e:  # a damaged file: export again below
+                log.warning("cached ONNX feature model unusable (%s); exporting again", e)
+                check_path.unlink(missing_ok=True)
         module = self._ensure_module()
         torch_engine = TorchEngine(module, self.threads)
         if self.cfg.engine == "torch":
             self._engine = torch_engine
             return self._engine
-        onnx_path = self.cache.dir / "features.onnx"
-        check_path = self.cache.dir / "features.onnx.check.json"
         t0 = time.perf_counter()
         try:
             if not (onnx_path.exists() and check_path.exists()):
@@ -253,7 +267,7 @@ class Extractor:
                 if sample is None:
                     raise RuntimeError("no real images to check the ONNX export against")
                 worst = check_engines(ort_engine, torch_engine, sample[:4])
-                check_path.write_text(json.dumps({"max_rel_diff": worst, "images": int(min(4, len(sample)))}))
+                _atomic_bytes(check_path, json.dumps({"max_rel_diff": worst, "images": int(min(4, len(sample)))}).encode())
                 self.engine_info = {"exported": True, "max_rel_diff": worst}
             else:
                 ort_engine = OrtEngine(onnx_path, self.threads)

@@ -15,8 +15,9 @@ Similarity, two measurements on the frozen pretrained network:
   1. Stage probes: cross-validated accuracy of a linear probe on each stage's pooled features vs the
      final features (``top``, and the pretrained head's log-probabilities ``imagenet``). ImageNet
      features specialise towards the top; when an earlier stage beats the final features by more
-     than STAGE_MARGIN (0.01 accuracy), the top layers are tuned to something this data is not:
-     ``different``.
+     than the margin, the top layers are tuned to something this data is not: ``different``.
+     margin = max(STAGE_MARGIN (0.01), one binomial standard error of the final CV accuracy,
+     sqrt(p (1 - p) / n) over the n images probed): with 35 images a 1-image difference is noise.
   2. The pretrained ImageNet head's confidence: the mean top-1 softmax probability over the
      training images. Below CONFIDENCE_MIN (0.2; chance over 1000 classes is 0.001, photos of
      ImageNet-like objects give 0.5-0.8) the images look like nothing ImageNet knows: ``different``.
@@ -139,11 +140,13 @@ def make_plan(splits: DataSplits, fs: FeatureSet, train_rows: np.ndarray, cfg: F
     best_stage = max(stages, key=lambda n: probes[n]["cv_accuracy"])
     gap = probes[best_stage]["cv_accuracy"] - probes[best_final]["cv_accuracy"]
     conf = imagenet_confidence(fs, rows)
-    stage_says = gap > STAGE_MARGIN
+    p_final, n_probe = probes[best_final]["cv_accuracy"], len(rows)
+    margin = max(STAGE_MARGIN, math.sqrt(max(p_final * (1 - p_final), 1e-12) / n_probe))
+    stage_says = gap > margin
     conf_says = conf is not None and conf["mean_top1_probability"] < CONFIDENCE_MIN
     different = stage_says or conf_says
     sim = {"level": "different" if different else "similar", "best_final": best_final, "best_stage": best_stage,
-           "stage_minus_final_cv_accuracy": round(gap, 4), "by_stage_probes": "different" if stage_says else "similar",
+           "stage_minus_final_cv_accuracy": round(gap, 4), "stage_margin": round(margin, 4), "by_stage_probes": "different" if stage_says else "similar",
            "imagenet_head": conf, "by_confidence": None if conf is None else ("different" if conf_says else "similar")}
     # kNN baseline (leave-one-out on the training images, top features)
     Xk = featsets.build(fs, "top", rows)
@@ -160,7 +163,7 @@ def make_plan(splits: DataSplits, fs: FeatureSet, train_rows: np.ndarray, cfg: F
         f"size: median {size['median_per_class']:g} training images per class -> {size['level']} "
         f"(a lot from {LOT_PER_CLASS}, very much from {VERY_MUCH_PER_CLASS})",
         f"stage probes: best earlier stage {best_stage} CV accuracy {probes[best_stage]['cv_accuracy']:.3f} vs final "
-        f"{best_final} {probes[best_final]['cv_accuracy']:.3f} (gap {gap:+.3f}; earlier wins above +{STAGE_MARGIN}) -> "
+        f"{best_final} {probes[best_final]['cv_accuracy']:.3f} (gap {gap:+.3f}; earlier wins above +{margin:.3f}) -> "
         + sim["by_stage_probes"],
     ]
     if conf is not None:

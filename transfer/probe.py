@@ -50,6 +50,26 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
         return grad * (g / len(y)), None
 
 
+class BatchedSoftmaxCrossEntropy(torch.autograd.Function):
+    """B independent problems at once: sum_b (sum_i w_bi CE_bi / sum_i w_bi). scores [B, n, C],
+    y [B, n], w [B, n] (0 for padding rows). Used by CV to fit every fold in one L-BFGS run."""
+
+    @staticmethod
+    def forward(ctx, scores, y, w):
+        shifted = scores - scores.max(dim=2, keepdim=True).values
+        logp = shifted - shifted.exp().sum(dim=2, keepdim=True).log()
+        norm = w / w.sum(dim=1, keepdim=True)
+        ctx.save_for_backward(logp, y, norm)
+        return -(logp.gather(2, y[:, :, None])[:, :, 0] * norm).sum()
+
+    @staticmethod
+    def backward(ctx, g):
+        logp, y, norm = ctx.saved_tensors
+        grad = logp.exp()
+        grad.scatter_add_(2, y[:, :, None], -torch.ones_like(y[:, :, None], dtype=grad.dtype))
+        return grad * (norm[:, :, None] * g), None, None
+
+
 class MulticlassHinge(torch.autograd.Function):
     """mean_i sum_{j != y_i} max(0, s_ij - s_iy + margin) (Weston-Watkins multiclass SVM)."""
 
@@ -256,7 +276,9 @@ def cross_validate(X: np.ndarray, y: np.ndarray, num_classes: int, lambdas=DEFAU
     lambdas = sorted(float(l) for l in lambdas)[::-1]  # strong -> weak: warm starts follow the path
     acc = np.zeros((repeats, len(lambdas)))
     ll = np.zeros((repeats, len(lambdas)))
-    for r in range(repeats):
+    if spec.head == "linear" and spec.loss == "ce" and spec.penalty == "l2":
+        acc, ll = _cv_batched(X, y, num_classes, lambdas, spec, folds, repeats, seed, X_aug)
+    for r in range(repeats if spec.head != "linear" or spec.loss != "ce" or spec.penalty != "l2" else 0):
         parts = stratified_folds(y, folds, seed + r)
         correct = np.zeros(len(lambdas))
         losses = np.zeros(len(lambdas))
@@ -288,3 +310,53 @@ def cross_validate(X: np.ndarray, y: np.ndarray, num_classes: int, lambdas=DEFAU
     lam_asc = [lambdas[i] for i in order]
     return CVResult(lam_asc, [float(acc_m[i]) for i in order], [float(ll_m[i]) for i in order], lambdas[best],
                     float(acc_m[best]), float(ll_m[best]), folds, repeats, criterion)
+
+
+def _cv_batched(X, y, num_classes, lambdas, spec: ProbeSpec, folds, repeats, seed, X_aug):
+    """The default probe (linear, ce, l2): every (repeat, fold) problem stacked into one batched
+    objective (a sum of independent problems, so its minimiser is each problem's own), one L-BFGS
+    run per lambda, warm-started along the path. Same optima as fitting the folds one by one, a
+    fraction of the Python overhead. -> (accuracy [repeats, L], log_loss [repeats, L])."""
+    probs = []
+    for r in range(repeats):
+        parts = stratified_folds(y, folds, seed + r)
+        for f in range(folds):
+            va = parts[f]
+            tr = np.concatenate([parts[g] for g in range(folds) if g != f])
+            Xtr, ytr = X[tr], y[tr]
+            if X_aug is not None:
+                Xtr, ytr = np.concatenate([Xtr, X_aug[tr]]), np.concatenate([ytr, ytr])
+            mean, std = standardiser(Xtr)
+            probs.append((r, (Xtr - mean) / std, ytr, (X[va] - mean) / std, y[va]))
+    B, d = len(probs), X.shape[1]
+    n_max = max(len(p[2]) for p in probs)
+    Z = torch.zeros(B, n_max, d)
+    Y = torch.zeros(B, n_max, dtype=torch.long)
+    Wt = torch.zeros(B, n_max)
+    for i, (_, z, yy, _, _) in enumerate(probs):
+        Z[i, :len(yy)] = torch.from_numpy(z.astype(np.float32))
+        Y[i, :len(yy)] = torch.from_numpy(yy.astype(np.int64))
+        Wt[i, :len(yy)] = 1.0
+    W = torch.zeros(B, num_classes, d, requires_grad=True)
+    b = torch.zeros(B, 1, num_classes, requires_grad=True)
+    acc = np.zeros((repeats, len(lambdas)))
+    ll = np.zeros((repeats, len(lambdas)))
+    for li, lam in enumerate(lambdas):
+        opt = torch.optim.LBFGS([W, b], lr=1, max_iter=spec.max_iter, history_size=20, tolerance_grad=1e-6 * B,
+                                tolerance_change=1e-10, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            obj = BatchedSoftmaxCrossEntropy.apply(torch.baddbmm(b, Z, W.transpose(1, 2)), Y, Wt)
+            if lam > 0:
+                obj = obj + lam * L2Penalty.apply(W)
+            obj.backward()
+            return obj
+
+        opt.step(closure)
+        with torch.no_grad():
+            for i, (r, _, _, zva, yva) in enumerate(probs):
+                lg = (torch.from_numpy(zva.astype(np.float32)) @ W[i].T + b[i]).numpy()
+                acc[r, li] += float((lg.argmax(1) == yva).sum())
+                ll[r, li] += _log_loss(lg, yva) * len(yva)
+    return acc / len(y), ll / len(y)

@@ -19,7 +19,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="split / CV seed (0)")
     p.add_argument("--strict", action="store_true", default=None, help="unreadable or non-image files are an error")
     p.add_argument("--engine", choices=("auto", "onnxruntime", "torch"), help="feature engine (auto: onnxruntime if it verifies)")
-    p.add_argument("--batch-size", type=int, help="feature extraction batch size (32)")
+    p.add_argument("--batch-size", type=int, help="feature extraction batch size (8)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     p.add_argument("--cache-dir", help="feature cache (default ~/.cache/transferzoo/features, or $TRANSFERZOO_CACHE)")
     p.add_argument("--cache-key", choices=("content", "stat"), help="identify images by content hash or by path+size+mtime")
