@@ -88,7 +88,10 @@ def parity_images(source: Source, opts: ExportOptions) -> images.Batch:
         imgs = source.splits["val"]
     else:
         imgs = images.sample_photos()
-    return images.prepare(imgs.subset(opts.parity_limit), source.preprocessing)
+    try:
+        return images.prepare(imgs.subset(opts.parity_limit), source.preprocessing)
+    except zoo.ZooError as e:
+        raise zoo.ZooError(f"{e}; pass --parity-data DIR (real images, ideally in class sub-folders)") from None
 
 
 def calibration_images(source: Source, opts: ExportOptions) -> images.Batch:

@@ -129,3 +129,17 @@ def test_bad_sources_are_clear_errors(tmp_path, capsys):
                  "--parity-limit", "1"]) == 2
     assert "--calibration DIR" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [tmp_path / "w.pth"]
+
+
+@pytest.mark.shared_data
+def test_run_whose_images_moved_says_what_to_do(mv3_run, tmp_path, capsys):  # noqa: F811
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(mv3_run, run)
+    meta = json.loads((run / "run.json").read_text())
+    meta["data_root"] = str(tmp_path / "moved_away")
+    (run / "run.json").write_text(json.dumps(meta))
+    assert main(["export", str(run), "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "could be read" in err and "--parity-data DIR" in err
