@@ -81,7 +81,8 @@ def split_backbone(model, probe_size: int = 64) -> Split | None:
     try:
         with torch.no_grad():
             g = torch.Generator().manual_seed(0)
-            x = torch.randn(2, 3, probe_size, probe_size, generator=g)
+            device = next(backbone.parameters()).device
+            x = torch.randn(2, 3, probe_size, probe_size, generator=g).to(device)
             ref = backbone(x)
             y = x
             for _, m in named:

@@ -33,7 +33,7 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_epochs: float = 1.0
     min_lr_ratio: float = 0.01  # the schedule's final LR as a fraction of `lr`
-    epochs: int = 10
+    epochs: int = 6
     batch_size: int = 64
     grad_clip: float = 0.0  # max gradient norm, 0 = off
     # regularisation
@@ -53,7 +53,7 @@ class TrainConfig:
     cutmix: float = 0.0  # cutmix alpha, 0 = off
     # prefix cache (partial): frozen layers run once per image and augmented view, never per epoch
     cache_prefix: bool = True
-    views: int = 4  # augmented views cached per training image
+    views: int = 2  # augmented views cached per training image
     prefix_engine: str = "auto"  # 'auto' (onnxruntime on CPU if it verifies), 'onnxruntime', 'torch'
     # the loop
     patience: int = 0  # early stopping: epochs without val improvement, 0 = off

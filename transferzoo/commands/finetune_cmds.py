@@ -11,7 +11,7 @@ ORDER = 25
 # flag -> TrainConfig field (type from the dataclass); kept small: the rest go in --config YAML
 _FLAGS = {
     "--unfreeze": ("unfreeze", int, "partial: number of top blocks to train (default: the plan's, else 1)"),
-    "--epochs": ("epochs", int, "training epochs (default 10)"),
+    "--epochs": ("epochs", int, "training epochs (default 6)"),
     "--lr": ("lr", float, "base learning rate (default: per optimizer; see `lr-find`)"),
     "--optimizer": ("optimizer", str, "sgd | nesterov | rmsprop | adagrad | adam | adamw (default adamw)"),
     "--schedule": ("schedule", str, "cosine | linear | inverse_sqrt | constant, after linear warmup (default cosine)"),
@@ -26,7 +26,7 @@ _FLAGS = {
     "--cutmix": ("cutmix", float, "cutmix alpha (default 0 = off)"),
     "--random-erasing": ("random_erasing", float, "cutout / random erasing probability (default 0)"),
     "--image-size": ("image_size", int, "input size in pixels (default: the model's)"),
-    "--views": ("views", int, "partial: augmented views cached per training image (default 4)"),
+    "--views": ("views", int, "partial: augmented views cached per training image (default 2)"),
     "--patience": ("patience", int, "early stopping patience in epochs (default 0 = off)"),
     "--search": ("search", int, "random search over lr / weight decay with N short trials first"),
     "--overfit-check": ("overfit_check", int, "first check the model can overfit N training images"),
