@@ -96,3 +96,19 @@ def test_ddp_two_cpu_processes_under_torchrun(digits, tmp_path, strategy):
     assert len(hist) == 4 and hist[-1]["train_loss"] < hist[0]["train_loss"]
     # both ranks ran (each printed its JSON summary), only rank 0 wrote the run directory
     assert p.stdout.count('"world_size": 2') == 2
+
+
+@pytest.mark.slow
+def test_search_and_overfit_check(digits, tmp_path, capsys):
+    run = tmp_path / "run"
+    rc = main(["fit", str(digits), "--strategy", "partial", "--epochs", "2", "--search", "3", "--overfit-check", "10",
+               "--out", str(run), "--json", *SMALL])
+    assert rc == 0
+    s = json.loads(capsys.readouterr().out)
+    trials = s["search"]
+    assert len(trials) == 3 and len({t["lr"] for t in trials}) == 3
+    best = max(trials, key=lambda t: (t["val_accuracy"], -t["val_loss"]))
+    assert s["lr"] == pytest.approx(best["lr"]) and s["weight_decay"] == pytest.approx(best["weight_decay"])
+    assert s["overfit_check"]["passed"] and s["overfit_check"]["images"] == 10
+    report = (run / "report.md").read_text()
+    assert "Random search" in report and "overfit check on 10 images" in report

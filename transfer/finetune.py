@@ -124,6 +124,20 @@ class _SeededImages(torch.utils.data.Dataset):
         return self.transform(zoo.load_rgb(s.path)), s.label
 
 
+def plan_unfreeze(plan: dict | None, model_name: str, model) -> int:
+    """The plan's `unfreeze_blocks` in this backbone's blocks. The plan counts `zoo.info(...).blocks`
+    (the whole timm model, its ImageNet classifier included as the top group); the backbone here has
+    no classifier (our new head replaces it and always trains), so those groups are not counted.
+    No plan: 1 (the top block)."""
+    from .freeze import block_groups
+
+    k = int((plan or {}).get("unfreeze_blocks") or 0)
+    if k <= 0:
+        return 1
+    extra = len(zoo.info(model_name).blocks) - len(block_groups(model.backbone))
+    return max(1, k - max(0, extra))
+
+
 def _fingerprint(model_name: str, cfg: TrainConfig, splits: DataSplits, world: int) -> str:
     d = cfg.to_dict()
     for k in ("epochs", "progress", "workers", "checkpoint", "patience", "resume"):
@@ -156,12 +170,12 @@ class Finetuner:
         if not splits.train or not splits.val:
             raise ValueError("finetuning needs training and validation images")
         unfreeze = cfg.unfreeze
-        if cfg.strategy == "partial" and unfreeze is None:
-            unfreeze = int((plan or {}).get("unfreeze_blocks") or (plan or {}).get("unfreeze") or 1)
-        self.unfreeze = unfreeze if cfg.strategy == "partial" else None
         self.spec = za.ModelSpec(model=self.model_name, num_classes=len(splits.classes),
                                  head=za.HeadSpec(dropout=cfg.dropout), drop_path_rate=cfg.drop_path)
         self.model = za.build(self.spec, pretrained=True, weights=weights)
+        if cfg.strategy == "partial" and unfreeze is None:
+            unfreeze = plan_unfreeze(plan, self.model_name, self.model)
+        self.unfreeze = unfreeze if cfg.strategy == "partial" else None
         init_new_layers(self.model.head, cfg.init)
         self.freeze: FreezeInfo = unfreeze_top(self.model, self.unfreeze)
         self.model.to(self.device)
