@@ -38,8 +38,7 @@ def run_finetune(ctx: FitContext, strategy: str) -> FitResult:
         if plan is None:
             plan = {"strategy": strategy, "planned": False, "unfreeze_blocks": ft.freeze.trained_blocks,
                     "reasons": [f"strategy {strategy!r} chosen by the user (--strategy)"]}
-        config = ctx.cfg.to_dict()
-        config["strategy_ran"] = strategy
+        config = ctx.cfg.to_dict()  # reloadable with --config (what ran is in metrics.json)
         config["finetune"] = res.config.to_dict()
         written = False
         if ctx.run_dir is not None:
