@@ -1,7 +1,8 @@
 """The classic PyTorch transfer-learning tutorial recipe vs `fit --strategy auto`, same backbone
 (efficientnet_lite0), same data (hymenoptera), one process.
 
-Baseline ("ConvNet as fixed feature extractor", pytorch.org tutorial): frozen backbone, a new
+Baseline ("ConvNet as fixed feature extractor", pytorch.org tutorial): frozen backbone (kept in
+eval mode, BatchNorm statistics frozen; `--bn-train` for the tutorial's literal train mode), a new
 Linear head trained with SGD (lr 0.001, momentum 0.9, StepLR step 7 gamma 0.1), batch 4, on
 augmented images (RandomResizedCrop 224 + horizontal flip), 25 epochs; val accuracy after the last
 epoch. Every epoch re-decodes, re-augments and re-runs the frozen backbone on every image.
@@ -34,7 +35,7 @@ from transfer.fit import fit  # noqa: E402
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
-def tutorial(data: Path, epochs: int, threads: int) -> dict:
+def tutorial(data: Path, epochs: int, threads: int, bn_train: bool = False) -> dict:
     from torchvision import transforms as T
 
     torch.manual_seed(0)
@@ -58,15 +59,18 @@ def tutorial(data: Path, epochs: int, threads: int) -> dict:
     epoch_times = []
     for ep in range(epochs):
         te = time.perf_counter()
-        model.train()
+        # the tutorial calls model.train(): with batch 4 the frozen backbone's BatchNorm layers then
+        # normalise with 4-image statistics and overwrite their running averages. Default here: the
+        # frozen backbone stays in eval mode (the stronger baseline); --bn-train is the literal recipe.
+        model.train() if bn_train else model.eval()
         for x, y in train:
             opt.zero_grad()
-            loss = crit(model(x), y)
+            loss = crit(model(x), y)  # noqa: F841
             loss.backward()
             opt.step()
         sched.step()
         epoch_times.append(time.perf_counter() - te)
-        print(f"  tutorial epoch {ep + 1}/{epochs}: {epoch_times[-1]:.1f} s, last loss {float(loss):.3f}", flush=True)
+        print(f"  tutorial epoch {ep + 1}/{epochs}: {epoch_times[-1]:.1f} s, last loss {float(loss.detach()):.3f}", flush=True)
     te = time.perf_counter()
     model.eval()
     correct = 0
@@ -76,7 +80,8 @@ def tutorial(data: Path, epochs: int, threads: int) -> dict:
     eval_s = time.perf_counter() - te
     per_epoch = sum(epoch_times) / len(epoch_times)
     return {"val_accuracy": correct / len(s.val), "epochs_run": epochs, "wall_s": setup + sum(epoch_times) + eval_s,
-            "per_epoch_s": per_epoch, "wall_25_s": setup + 25 * per_epoch + eval_s}
+            "per_epoch_s": per_epoch, "wall_25_s": setup + 25 * per_epoch + eval_s,
+            "wall_25_best_s": setup + 25 * min(epoch_times) + eval_s}
 
 
 def main() -> None:
@@ -84,6 +89,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(SHARED / "hymenoptera"))
     ap.add_argument("--epochs", type=int, default=25)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--bn-train", action="store_true", help="literal tutorial: backbone BatchNorm in train mode")
     args = ap.parse_args()
     data = Path(args.data)
     print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()}", flush=True)
@@ -95,7 +101,7 @@ def main() -> None:
     ours_acc = res.summary["val_accuracy"]
     print(f"ours (auto -> {res.summary['strategy']}, {res.summary['feature_set']}, cold cache incl. ONNX export): "
           f"val accuracy {ours_acc:.4f}, {ours_s:.1f} s", flush=True)
-    tut = tutorial(data, args.epochs, args.threads)
+    tut = tutorial(data, args.epochs, args.threads, args.bn_train)
     print(f"tutorial ({tut['epochs_run']} epochs): val accuracy {tut['val_accuracy']:.4f}, {tut['wall_s']:.1f} s "
           f"({tut['per_epoch_s']:.1f} s/epoch)")
     if args.epochs != 25:
@@ -105,7 +111,8 @@ def main() -> None:
     if args.epochs != 25:
         print(f"| tutorial, 25 epochs (time extrapolated) | - | {tut['wall_25_s']:.0f} |")
     print(f"| ours, fit --strategy auto | {ours_acc:.4f} | {ours_s:.1f} |")
-    print(f"\nwall-time ratio tutorial(25 epochs) / ours: {tut['wall_25_s'] / ours_s:.1f}x")
+    print(f"\nwall-time ratio tutorial(25 epochs) / ours: {tut['wall_25_s'] / ours_s:.1f}x (mean epoch time); "
+          f"{tut['wall_25_best_s'] / ours_s:.1f}x if every epoch were as fast as the fastest one measured")
     print(f"load average after: {os.getloadavg()}")
 
 

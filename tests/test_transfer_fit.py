@@ -176,3 +176,32 @@ def test_hymenoptera_auto(hymenoptera, cache_dir, tmp_path):
     assert s["planned_strategy"] == "linear" and s["num_val"] == 153
     assert s["val_accuracy"] >= 0.94  # measured 0.954 (bench/bench_transfer_hymenoptera.py)
     assert s["knn"]["val_accuracy"] > 0.85
+
+
+def test_auto_says_what_the_plan_wanted_and_what_it_ran(lfw_dir, cache_dir, tmp_path, monkeypatch):
+    import transfer.fit as fit_mod
+    import transfer.plan as plan_mod
+
+    # an installation without the finetuning package: only the cached-feature strategies
+    monkeypatch.setattr(fit_mod, "_load_plugins", lambda: None)
+    monkeypatch.setattr(fit_mod, "STRATEGIES", {k: fit_mod.STRATEGIES[k] for k in ("linear", "stages")})
+    monkeypatch.setattr(plan_mod, "LOT_PER_CLASS", 10)  # make 24 images per class "a lot of data"
+    cfg = FitConfig()
+    cfg.features.cache_dir = str(cache_dir)
+    cfg.probe.cv_folds, cfg.probe.cv_repeats, cfg.probe.lambdas = 3, 1, [0.1]
+    res = fit(lfw_dir, cfg, out=tmp_path / "run")
+    s = res.summary
+    assert s["planned_strategy"] in ("partial", "full") and s["strategy"] in ("linear", "stages")
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    assert plan["ran"] == s["strategy"] and "not available" in plan["note"]
+    assert main(["fit", str(lfw_dir), "--strategy", "partial", "--cache-dir", str(cache_dir)]) == 2
+
+
+def test_written_config_reloads(lfw_dir, cache_dir, tmp_path):
+    cfg = FitConfig(strategy="linear")
+    cfg.features.cache_dir = str(cache_dir)
+    cfg.probe.cv_folds, cfg.probe.cv_repeats, cfg.probe.lambdas = 3, 1, [0.1]
+    fit(lfw_dir, cfg, out=tmp_path / "run")
+    again = load_config(tmp_path / "run" / "config.yaml")
+    assert again.to_dict() == cfg.to_dict()
+    assert "k-nearest" in (tmp_path / "run" / "report.md").read_text()

@@ -320,8 +320,7 @@ def fit(data, cfg: FitConfig | None = None, out=None, log=None) -> FitResult:
 def write(ctx: FitContext, result: FitResult) -> Path:
     from .rundir import weights_provenance, write_run
 
-    cfg_dict = ctx.cfg.to_dict()
-    cfg_dict["strategy_ran"] = result.summary["strategy"]
+    cfg_dict = ctx.cfg.to_dict()  # reloadable with --config (what ran is in metrics.json / plan.json)
     plan = ctx.plan or {"strategy": result.summary["strategy"], "planned": False,
                         "reasons": [f"strategy {result.summary['strategy']!r} chosen by the user (--strategy)"]}
     return write_run(ctx.run_dir, spec=result.spec, model=result.model, labels=ctx.splits.classes,

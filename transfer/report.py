@@ -59,6 +59,10 @@ def report_md(summary: dict, plan: dict | None, splits_summary: dict, labels: li
             continue
         lines.append(f"| {k} | {_fmt(v)} |")
     lines.append("")
+    knn = summary.get("knn")
+    if knn:
+        lines += [f"Baseline: k-nearest neighbours ({knn.get('metric')}, k={knn.get('k')}, chosen by leave-one-out): "
+                  f"val accuracy {_fmt(knn.get('val_accuracy'))}.", ""]
     pc = summary.get("per_class")
     if pc:
         lines += ["## Per class (val)", "", "| class | images | accuracy (recall) |", "| --- | --- | --- |"]
