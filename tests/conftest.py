@@ -7,6 +7,16 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFERZOO_OFFLINE", "1")
+# Feature caches and exported feature models go to a per-session folder, not the user's ~/.cache
+# (CLI subprocesses inherit it).
+if "TRANSFERZOO_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    _cache = tempfile.mkdtemp(prefix="transferzoo-test-cache-")
+    os.environ["TRANSFERZOO_CACHE"] = _cache
+    atexit.register(shutil.rmtree, _cache, True)
 
 import pytest
 
