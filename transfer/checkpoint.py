@@ -5,13 +5,15 @@ Loaded with `torch.load(weights_only=True)`: plain tensors, numbers, strings and
 """
 from __future__ import annotations
 
+import io
 import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from zoo.fileio import atomic_write
 
 NAME = "last.pt"
 
@@ -39,23 +41,9 @@ def set_rng_state(state: dict) -> None:
 
 
 def save(ckpt_dir: str | os.PathLike, state: dict) -> Path:
-    ckpt_dir = Path(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    path = ckpt_dir / NAME
-    fd, tmp = tempfile.mkstemp(prefix=f".{NAME}.", suffix=".tmp", dir=ckpt_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return atomic_write(Path(ckpt_dir) / NAME, buf.getvalue())
 
 
 def load(ckpt_dir: str | os.PathLike) -> dict | None:

@@ -14,7 +14,6 @@ DDP under torchrun (`transfer.ddp`), bf16 autocast + channels-last when CUDA is 
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
 import sys
@@ -125,17 +124,14 @@ class _SeededImages(torch.utils.data.Dataset):
 
 
 def plan_unfreeze(plan: dict | None, model_name: str, model) -> int:
-    """The plan's `unfreeze_blocks` in this backbone's blocks. The plan counts `zoo.info(...).blocks`
-    (the whole timm model, its ImageNet classifier included as the top group); the backbone here has
-    no classifier (our new head replaces it and always trains), so those groups are not counted.
-    No plan: 1 (the top block)."""
+    """The plan's `unfreeze_blocks` (counted on `zoo.info(...).blocks`, the backbone's coarse groups,
+    as `block_groups(model.backbone)` counts them). No plan: 1 (the top block)."""
     from .freeze import block_groups
 
     k = int((plan or {}).get("unfreeze_blocks") or 0)
     if k <= 0:
         return 1
-    extra = len(zoo.info(model_name).blocks) - len(block_groups(model.backbone))
-    return max(1, k - max(0, extra))
+    return min(k, len(block_groups(model.backbone)))
 
 
 def _fingerprint(model_name: str, cfg: TrainConfig, splits: DataSplits, world: int) -> str:

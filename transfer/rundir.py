@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
@@ -16,32 +15,12 @@ import torch
 import yaml
 
 import zoo.assembly as za
+from zoo.fileio import atomic_write  # noqa: F401  (re-exported: transfer's writers use it)
 
 from .data import DataSplits, Sample
 
 FORMAT = "transferzoo-run/1"
 REQUIRED_SUMMARY = ("strategy", "model", "val_accuracy", "num_classes", "num_train", "num_val", "wall_seconds")
-
-
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
 
 
 def atomic_json(path, obj) -> Path:

@@ -45,7 +45,7 @@ def render(res, cfg) -> str:
         lines += ["", "## Training", ""]
         for name, title in pics:
             lines += [f"**{title}**", "", f"![{title}](run/{name})", ""]
-    lines.append(f"Full training report: [run/report.md](run/report.md)")
+    lines.append("Full training report: [run/report.md](run/report.md)")
     if res.export:
         e = res.export
         lines += ["", "## Export", "",

@@ -41,7 +41,7 @@ class ModelInfo:
     num_params: int
     num_features: int  # width of the pooled pre-logits features
     stages: tuple[Stage, ...]
-    blocks: tuple[str, ...]  # finetuning groups in forward order, from timm's group_matcher (coarse)
+    blocks: tuple[str, ...]  # backbone finetuning groups in forward order (timm's coarse group_matcher, classifier excluded)
     fixed_input_size: bool
 
 
@@ -63,6 +63,11 @@ def info(name: str) -> ModelInfo:
     with torch.device("meta"):
         model = timm.create_model(entry.timm_arch, pretrained=False)
     groups = timm.models.group_parameters(model, model.group_matcher(coarse=True))
+    # Finetuning groups of the backbone only: the ImageNet classifier's own group is not a block
+    # (transfer replaces it with a new head that always trains).
+    head = timm.models.get_pretrained_cfg(entry.timm_name).classifier or "classifier"
+    heads = (head,) if isinstance(head, str) else tuple(head)
+    groups = {k: v for k, v in groups.items() if not all(n.startswith(heads) for n in v)}
     # Stage indices follow feature_info order; 'index' is what features_only(out_indices=...) expects.
     stages = tuple(
         Stage(index=i, module=f["module"], num_chs=int(f["num_chs"]), reduction=int(f["reduction"]))
