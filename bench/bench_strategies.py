@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transfer.config import FitConfig  # noqa: E402
+from transfer.sample_data import subsample_folder  # noqa: E402
 from transfer.fit import fit  # noqa: E402
 from transfer.sample_data import write_digits, write_lfw_subset  # noqa: E402
 
@@ -33,14 +34,6 @@ DATASETS = ("digits", "lfw", "hymenoptera", "flowers10", "flowers")
 STRATEGIES = ("auto", "linear", "stages", "partial", "full")
 
 
-def subsample(src: Path, dst: Path, per_class: int) -> Path:
-    for cdir in sorted(p for p in src.iterdir() if p.is_dir()):
-        out = dst / cdir.name
-        out.mkdir(parents=True, exist_ok=True)
-        for f in sorted(cdir.iterdir())[:per_class]:
-            if not (out / f.name).exists():
-                os.symlink(f, out / f.name)
-    return dst
 
 
 def folder(name: str, tmp: Path) -> Path:
@@ -49,7 +42,7 @@ def folder(name: str, tmp: Path) -> Path:
     if name == "lfw":
         return write_lfw_subset(tmp / "lfw") if not (tmp / "lfw").exists() else tmp / "lfw"
     if name == "flowers10":
-        return subsample(SHARED / "flowers", tmp / "flowers10", 10)
+        return subsample_folder(SHARED / "flowers", tmp / "flowers10", 10)
     return SHARED / name
 
 

@@ -19,20 +19,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transfer.config import FitConfig  # noqa: E402
+from transfer.sample_data import subsample_folder  # noqa: E402
 from transfer.fit import plan  # noqa: E402
 from transfer.sample_data import write_digits, write_lfw_subset  # noqa: E402
 
 SHARED = Path(os.environ.get("TRANSFERZOO_SHARED", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 
 
-def subsample(src: Path, dst: Path, per_class: int) -> Path:
-    for cdir in sorted(p for p in src.iterdir() if p.is_dir()):
-        out = dst / cdir.name
-        out.mkdir(parents=True, exist_ok=True)
-        for f in sorted(cdir.iterdir())[:per_class]:
-            if not (out / f.name).exists():
-                os.symlink(f, out / f.name)
-    return dst
 
 
 def main() -> None:
@@ -46,7 +39,7 @@ def main() -> None:
         "digits (sklearn)": lambda: write_digits(tmp / "digits"),
         "lfw_subset (skimage)": lambda: write_lfw_subset(tmp / "lfw"),
         "hymenoptera": lambda: SHARED / "hymenoptera",
-        "flowers, 10 per class": lambda: subsample(SHARED / "flowers", tmp / "flowers10", 10),
+        "flowers, 10 per class": lambda: subsample_folder(SHARED / "flowers", tmp / "flowers10", 10),
         "flowers": lambda: SHARED / "flowers",
     }
     rows = []

@@ -16,14 +16,12 @@ makes any of them fatal). Hidden files (``.DS_Store``...) are ignored.
 from __future__ import annotations
 
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 import zoo
 from zoo.images import IMAGE_EXTENSIONS, MAX_PIXELS
@@ -104,22 +102,10 @@ def check_image(path: str, max_pixels: int = MAX_PIXELS) -> str | None:
     """None if `path` decodes as an image (the reason it does not, otherwise). Cheaper than
     `zoo.load_rgb` for JPEGs (reduced-scale decode), same acceptance rules."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                w, h = img.size
-                if w * h > max_pixels:
-                    return f"{w}x{h} pixels exceeds the limit of {max_pixels} (decompression bomb?)"
-                if img.format == "JPEG":
-                    img.draft(img.mode, (max(1, w // 8), max(1, h // 8)))
-                img.load()
+        zoo.images.decode(path, max_pixels, reduced=True)
         return None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return f"refused: {e}"
-    except UnidentifiedImageError:
-        return "not an image (unrecognised format)"
-    except (OSError, SyntaxError, ValueError) as e:
-        return f"cannot decode ({e})"
+    except zoo.ImageError as e:
+        return e.reason
 
 
 def _list_class_dirs(folder: Path) -> list[str]:

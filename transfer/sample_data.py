@@ -48,3 +48,18 @@ def write_lfw_subset(out, per_class: int | None = None, scale: int = 1) -> Path:
     imgs = (a * 255).round().astype(np.uint8)
     labels = np.array([0] * 100 + [1] * (len(a) - 100))
     return _write(out, imgs, labels, ["face", "not_face"], per_class, scale)
+
+
+def subsample_folder(src, dst, per_class: int) -> Path:
+    """A class-folder dataset with the first `per_class` files of each class of `src`, as symlinks
+    (e.g. flowers at 10 images per class: the "little data" end of the plan table)."""
+    import os
+
+    src, dst = Path(src), Path(dst)
+    for cdir in sorted(p for p in src.iterdir() if p.is_dir()):
+        out = dst / cdir.name
+        out.mkdir(parents=True, exist_ok=True)
+        for f in sorted(cdir.iterdir())[:per_class]:
+            if not (out / f.name).exists():
+                os.symlink(f, out / f.name)
+    return dst
