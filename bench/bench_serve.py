@@ -53,10 +53,25 @@ def ort_session(path: Path, threads: int):
     return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
 
 
+UINT8 = False  # set from the model: uint8_nhwc models (--with-preprocessing) take RGB pixels
+
+
+def sample(seed: int, n: int, shape) -> np.ndarray:
+    """A batch of inputs of the model's own type (float32 NCHW, or uint8 NHWC pixels)."""
+    rng = np.random.default_rng(seed)
+    if UINT8:
+        return rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+    return rng.standard_normal((n, *shape)).astype(np.float32)
+
+
+def triton_type() -> str:
+    return "UINT8" if UINT8 else "FP32"
+
+
 def ort_throughput(sess, shape, batches, seconds) -> dict[int, float]:
     out = {}
     for b in batches:
-        x = np.random.default_rng(b).standard_normal((b, *shape)).astype(np.float32)
+        x = sample(b, b, shape)
         sess.run(None, {"input": x})  # warm-up
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds / len(batches):
@@ -67,7 +82,7 @@ def ort_throughput(sess, shape, batches, seconds) -> dict[int, float]:
 
 
 def ort_latency(sess, shape, n) -> list[float]:
-    x = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
+    x = sample(0, 1, shape)
     sess.run(None, {"input": x})
     ts = []
     for _ in range(n):
@@ -82,7 +97,7 @@ def server_load(address: str, shape, concurrency: int, seconds: float, n_max: in
     import tritonclient.http as th
     from tritonclient.utils import InferenceServerException
 
-    x = np.random.default_rng(1).standard_normal((1, *shape)).astype(np.float32)
+    x = sample(1, 1, shape)
     stop = time.perf_counter() + seconds
     lat: list[float] = []
     rejected = [0]
@@ -90,7 +105,7 @@ def server_load(address: str, shape, concurrency: int, seconds: float, n_max: in
 
     def worker():
         c = th.InferenceServerClient(address, network_timeout=120)
-        inp = th.InferInput("input", list(x.shape), "FP32")
+        inp = th.InferInput("input", list(x.shape), triton_type())
         inp.set_data_from_numpy(x)
         c.infer("m", [inp])  # connect + warm
         mine = []
@@ -134,14 +149,16 @@ def main() -> int:
     path = model_path(args.model)
     sess = ort_session(path, args.threads)
     shape = tuple(sess.get_inputs()[0].shape[1:])
+    global UINT8
+    UINT8 = sess.get_inputs()[0].type == "tensor(uint8)"
     batches = [1, 2, 4, 8, 16, 32]
     print(f"model {path.name} input {shape}, onnxruntime threads={args.threads}, cpus={os.cpu_count()}, "
           f"load avg {os.getloadavg()[0]:.2f} (shared machine)", file=sys.stderr)
 
     base = ort_throughput(sess, shape, batches, args.seconds * 2)  # sweep once to find the best batch
     best_b = max(batches, key=base.get)
-    xb = np.random.default_rng(2).standard_normal((best_b, *shape)).astype(np.float32)
-    x1 = np.random.default_rng(1).standard_normal((1, *shape)).astype(np.float32)
+    xb = sample(2, best_b, shape)
+    x1 = sample(1, 1, shape)
     rounds = []
     max_batch = args.max_batch or best_b  # default: the batch size onnxruntime itself does best with here
     with ServerProcess(f"m={path}", "--threads", str(args.threads), "--max-batch", str(max_batch),
@@ -150,7 +167,7 @@ def main() -> int:
         import tritonclient.http as th
 
         client = th.InferenceServerClient(s.address)
-        inp = th.InferInput("input", list(x1.shape), "FP32")
+        inp = th.InferInput("input", list(x1.shape), triton_type())
         inp.set_data_from_numpy(x1)
         client.infer("m", [inp])
         pairs = []

@@ -15,13 +15,14 @@ def _too_large(limit: int, what: str = "request body") -> PayloadTooLarge:
     return PayloadTooLarge(f"{what} exceeds the limit of {limit} bytes")
 
 
-async def read_raw(request: Request, limit: int) -> bytes:
+async def read_raw(request: Request, limit: int) -> bytes | bytearray:
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.strip().isdigit():
             raise BadRequest(f"Content-Length is not a number: {declared[:40]!r}")
         if int(declared) > limit:
             raise _too_large(limit)
+        return await _read_exact(request, int(declared))
     buf = bytearray()
     try:
         async for chunk in request.stream():
@@ -33,7 +34,27 @@ async def read_raw(request: Request, limit: int) -> bytes:
     return bytes(buf)
 
 
-def decompress(data: bytes, encoding: str, limit: int) -> bytes:
+async def _read_exact(request: Request, size: int) -> bytearray:
+    """A body of known size, received straight into one buffer: no growing, no final copy (a 600 KB
+    tensor request otherwise costs two extra copies and a dozen reallocations on the event loop)."""
+    buf = bytearray(size)
+    view = memoryview(buf)
+    pos = 0
+    try:
+        async for chunk in request.stream():
+            end = pos + len(chunk)
+            if end > size:
+                raise BadRequest("request body is longer than its Content-Length")
+            view[pos:end] = chunk
+            pos = end
+    except ClientDisconnect:
+        raise BadRequest("client disconnected before sending the whole body") from None
+    if pos != size:
+        raise BadRequest("client disconnected before sending the whole body")
+    return buf
+
+
+def decompress(data: bytes | bytearray, encoding: str, limit: int) -> bytes | bytearray:
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
         return data
@@ -63,6 +84,6 @@ def decompress(data: bytes, encoding: str, limit: int) -> bytes:
     return bytes(out)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes | bytearray:
     raw = await read_raw(request, limit)
     return decompress(raw, request.headers.get("content-encoding", ""), limit)
