@@ -282,12 +282,7 @@ def cross_validate(X: np.ndarray, y: np.ndarray, num_classes: int, lambdas=DEFAU
         parts = stratified_folds(y, folds, seed + r)
         correct = np.zeros(len(lambdas))
         losses = np.zeros(len(lambdas))
-        for f in range(folds):
-            va = parts[f]
-            tr = np.concatenate([parts[g] for g in range(folds) if g != f])
-            Xtr, ytr = X[tr], y[tr]
-            if X_aug is not None:
-                Xtr, ytr = np.concatenate([Xtr, X_aug[tr]]), np.concatenate([ytr, ytr])
+        for va, Xtr, ytr in _fold_data(X, y, parts, X_aug):
             std = standardiser(Xtr)
             prev = None
             for li, lam in enumerate(lambdas):
@@ -312,6 +307,17 @@ def cross_validate(X: np.ndarray, y: np.ndarray, num_classes: int, lambdas=DEFAU
                     float(acc_m[best]), float(ll_m[best]), folds, repeats, criterion)
 
 
+def _fold_data(X, y, parts, X_aug):
+    """(validation rows, training features, training labels) per fold; flipped views (X_aug) of the
+    training rows join the training set, never the validation set."""
+    for f in range(len(parts)):
+        tr = np.concatenate([parts[g] for g in range(len(parts)) if g != f])
+        Xtr, ytr = X[tr], y[tr]
+        if X_aug is not None:
+            Xtr, ytr = np.concatenate([Xtr, X_aug[tr]]), np.concatenate([ytr, ytr])
+        yield parts[f], Xtr, ytr
+
+
 def _cv_batched(X, y, num_classes, lambdas, spec: ProbeSpec, folds, repeats, seed, X_aug):
     """The default probe (linear, ce, l2): every (repeat, fold) problem stacked into one batched
     objective (a sum of independent problems, so its minimiser is each problem's own), one L-BFGS
@@ -320,12 +326,7 @@ def _cv_batched(X, y, num_classes, lambdas, spec: ProbeSpec, folds, repeats, see
     probs = []
     for r in range(repeats):
         parts = stratified_folds(y, folds, seed + r)
-        for f in range(folds):
-            va = parts[f]
-            tr = np.concatenate([parts[g] for g in range(folds) if g != f])
-            Xtr, ytr = X[tr], y[tr]
-            if X_aug is not None:
-                Xtr, ytr = np.concatenate([Xtr, X_aug[tr]]), np.concatenate([ytr, ytr])
+        for va, Xtr, ytr in _fold_data(X, y, parts, X_aug):
             mean, std = standardiser(Xtr)
             probs.append((r, (Xtr - mean) / std, ytr, (X[va] - mean) / std, y[va]))
     B, d = len(probs), X.shape[1]
