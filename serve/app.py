@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request as StarletteRequest
+from starlette.routing import Route
 
 from . import __version__
 from .batcher import Batcher
@@ -44,7 +45,7 @@ class ServerState:
     def __post_init__(self):
         c = self.config
         for name, m in self.models.items():
-            self.batchers[name] = Batcher(m, c.max_batch, c.max_delay_ms / 1000, c.max_queue, self.metrics)
+            self.batchers[name] = Batcher(m, c.max_batch, c.max_delay_ms / 1000, c.max_queue, self.metrics, c.instances)
 
     def ready(self) -> bool:
         return not self.draining and all(b.alive() for b in self.batchers.values())
@@ -121,7 +122,7 @@ def create_app(state: ServerState) -> FastAPI:
 
     async def tracked(name: str, endpoint: str, handler):
         label = name if name in state.models else UNKNOWN_MODEL
-        gauge = metrics.inflight.labels(label)
+        gauge = metrics.inflight_for(label)
         gauge.inc()
         t0, status = time.perf_counter(), 500
         try:
@@ -170,9 +171,13 @@ def create_app(state: ServerState) -> FastAPI:
         return Response(metrics.render(), media_type=metrics.content_type)
 
     # --- inference -------------------------------------------------------------------------
-    @app.post("/v2/models/{name}/infer", dependencies=[Depends(authorize)])
-    @app.post("/v2/models/{name}/versions/{version}/infer", dependencies=[Depends(authorize)])
-    async def infer(name: str, request: Request, version: str | None = None):
+    # The hot path is a plain Starlette route, matched first: FastAPI's per-request dependency and
+    # parameter solving cost ~0.2 ms of event-loop CPU per request, taken from onnxruntime on a small
+    # machine (bench/bench_serve.py). Auth, errors and metrics are the same as on every other route.
+    async def infer(request: Request):
+        name, version = request.path_params["name"], request.path_params.get("version")
+        await authorize(request)
+
         async def handle():
             model = get_model(name, version)
             batcher = state.batchers[name]
@@ -191,6 +196,9 @@ def create_app(state: ServerState) -> FastAPI:
             return Response(out, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(json_len)})
 
         return await tracked(name, "infer", handle)
+
+    for path in ("/v2/models/{name}/versions/{version}/infer", "/v2/models/{name}/infer"):
+        app.router.routes.insert(0, Route(path, infer, methods=["POST"]))
 
     @app.post("/v2/models/{name}/classify", dependencies=[Depends(authorize)])
     async def classify(name: str, request: Request, top_k: int = Query(5, ge=1, le=1000)):

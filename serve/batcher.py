@@ -1,10 +1,12 @@
-"""Dynamic batching: one worker thread per model runs onnxruntime on batches of queued requests,
-so the event loop never blocks on inference.
+"""Dynamic batching: worker threads per model (`instances`, Triton's instance count) run
+onnxruntime on batches of queued requests, so the event loop never blocks on inference.
 
 Policy: the worker takes every request already queued (up to max_batch rows). It waits up to
 max_delay for more only while other requests for the model are still arriving (being received or
 decoded by the server): at concurrency 1 a request never waits for company that is not coming, and
-under load the queue that builds while a batch runs forms the next batch. The queue is bounded
+under load the queue that builds while a batch runs forms the next batch. With several instances one
+worker at a time forms a batch (the others run theirs meanwhile); they share one onnxruntime
+session, whose run() is thread-safe, so the weights are held once. The queue is bounded
 (full -> Overloaded, 503); a request that times out is skipped if it has not started running.
 """
 from __future__ import annotations
@@ -63,19 +65,22 @@ def _deliver(fut: asyncio.Future, result=None, exc: BaseException | None = None)
 
 
 class Batcher:
-    def __init__(self, model: Model, max_batch: int, max_delay_s: float, max_queue: int, metrics=None):
+    def __init__(self, model: Model, max_batch: int, max_delay_s: float, max_queue: int, metrics=None, instances: int = 1):
+        assert instances >= 1
         self.model, self.max_delay_s, self.metrics = model, max_delay_s, metrics
         self.max_rows = max_batch if model.batched else 1
         self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=max_queue)
         self._carry: _Item | None = None
         self._arriving = 0
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._work, name=f"batcher-{model.name}", daemon=True)
+        self._forming = threading.Lock()  # held by the worker that is forming a batch (owns _carry)
+        self._threads = [threading.Thread(target=self._work, name=f"batcher-{model.name}-{i}", daemon=True) for i in range(instances)]
         self._stopped = False
 
     # --- event-loop side -------------------------------------------------------------------
     def start(self) -> None:
-        self._thread.start()
+        for t in self._threads:
+            t.start()
 
     def announce(self) -> "Arrival":
         """Say that a request for this model is being received/decoded (see the module's policy)."""
@@ -86,7 +91,7 @@ class Batcher:
             self._arriving += delta
 
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return all(t.is_alive() for t in self._threads)
 
     def queued(self) -> int:
         return self._queue.qsize()
@@ -117,9 +122,11 @@ class Batcher:
     def stop(self, timeout_s: float = 30.0) -> None:
         """Finish what is queued, then end the worker."""
         self._stopped = True
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join(timeout_s)
+        if any(t.is_alive() for t in self._threads):
+            self._queue.put(None)  # each worker that meets it puts it back for the next
+            deadline = time.monotonic() + timeout_s
+            for t in self._threads:
+                t.join(max(0.0, deadline - time.monotonic()))
 
     # --- worker side -----------------------------------------------------------------------
     def _next(self, block: bool, timeout: float | None = None) -> _Item | None:
@@ -154,10 +161,12 @@ class Batcher:
 
     def _work(self) -> None:
         while True:
-            first = self._next(block=True)
-            if first is None:
-                return
-            batch = [it for it in self._collect(first) if not it.abandoned]
+            with self._forming:
+                first = self._next(block=True)
+                if first is None:
+                    self._queue.put(None)
+                    return
+                batch = [it for it in self._collect(first) if not it.abandoned]
             if batch:
                 self._run(batch)
 

@@ -37,7 +37,8 @@ class ServerConfig:
     max_batch: int = 32  # rows per onnxruntime run
     max_delay_ms: float = 5.0  # how long a batch may wait for requests that are already arriving
     max_queue: int = 256  # queued requests per model before 503
-    threads: int = 0  # onnxruntime intra-op threads per model (0: onnxruntime's default, all cores)
+    threads: int = 0  # onnxruntime intra-op threads per run (0: onnxruntime's default, all cores)
+    instances: int = 1  # concurrent onnxruntime runs per model (Triton's instance count), one session shared
     timeout_s: float = 30.0  # per request, queue + run (504)
     drain_s: float = 0.0  # after SIGTERM: seconds of readiness=false while still serving
     api_key_env: str | None = None  # name of the environment variable that holds the bearer token
@@ -67,6 +68,8 @@ class ServerConfig:
             raise ValueError(f"--max-queue must be >= 1, got {self.max_queue}")
         if self.threads < 0:
             raise ValueError(f"--threads must be >= 0 (0: all cores), got {self.threads}")
+        if not 1 <= self.instances <= 64:
+            raise ValueError(f"--instances must be in 1..64, got {self.instances}")
         if not 0 < self.timeout_s <= 3600:
             raise ValueError(f"--timeout-s must be in (0, 3600], got {self.timeout_s}")
         if not 0 <= self.drain_s <= 600:

@@ -38,13 +38,27 @@ class Metrics:
         self.batch_size = Histogram("transferzoo_batch_size", "Rows per onnxruntime run", ["model"], buckets=BATCH_BUCKETS, registry=r)
         self.inflight = Gauge("transferzoo_inflight_requests", "Requests being handled now", ["model"], registry=r)
 
+        self._children: dict[tuple, object] = {}
+
+    def _child(self, metric, *labels):
+        """metric.labels(*labels), looked up once: labels() takes a lock and builds a key on every
+        call, and these run on every request (label values are bounded: models x endpoints x outcomes)."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children.setdefault(key, metric.labels(*labels))
+        return child
+
+    def inflight_for(self, model: str):
+        return self._child(self.inflight, model)
+
     def observe_request(self, model: str, endpoint: str, status: int, seconds: float) -> None:
-        self.requests.labels(model, endpoint, outcome_for(status)).inc()
-        self.latency.labels(model, endpoint).observe(seconds)
+        self._child(self.requests, model, endpoint, outcome_for(status)).inc()
+        self._child(self.latency, model, endpoint).observe(seconds)
 
     def observe_batch(self, model: str, rows: int, queue_times: list[float]) -> None:
-        self.batch_size.labels(model).observe(rows)
-        h = self.queue_time.labels(model)
+        self._child(self.batch_size, model).observe(rows)
+        h = self._child(self.queue_time, model)
         for t in queue_times:
             h.observe(t)
 

@@ -1,9 +1,11 @@
 """The dynamic batcher on its own: concurrent callers get their own rows back, batches respect
-max_batch (a request that does not fit is carried to the next batch), a full queue is 503, a
-timed-out request is 504 and skipped, and a lone request does not wait for company."""
+max_batch (a request that does not fit is carried to the next batch), several instances run
+batches at the same time, a full queue is 503, a timed-out request is 504 and skipped, and a lone
+request does not wait for company."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -18,26 +20,36 @@ from serve.model import Model
 
 
 class SlowModel:
-    """Wraps a Model; records batch sizes; optionally sleeps to hold the worker."""
+    """Wraps a Model; records batch sizes and how many runs overlapped; optionally sleeps to hold the worker."""
 
     def __init__(self, model: Model, delay: float = 0.0):
         self.m, self.delay, self.batches = model, delay, []
         self.name, self.batched = model.name, model.batched
+        self.running = self.most_running = 0
+        self.lock = threading.Lock()
 
     def run(self, feeds):
-        self.batches.append(next(iter(feeds.values())).shape[0])
+        with self.lock:
+            self.batches.append(next(iter(feeds.values())).shape[0])
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
         time.sleep(self.delay)
-        return self.m.run(feeds)
+        try:
+            return self.m.run(feeds)
+        finally:
+            with self.lock:
+                self.running -= 1
 
 
 def _x(rows, seed):
     return np.random.default_rng(seed).standard_normal((rows, 3, 64, 64)).astype(np.float32)
 
 
-def test_concurrent_callers_get_their_own_rows(tiny_onnx):
+@pytest.mark.parametrize("instances", [1, 2])
+def test_concurrent_callers_get_their_own_rows(tiny_onnx, instances):
     model = SlowModel(Model(tiny_onnx, threads=1), delay=0.02)
     ref = ort.InferenceSession(str(tiny_onnx))
-    b = Batcher(model, max_batch=8, max_delay_s=0.005, max_queue=100, metrics=Metrics())
+    b = Batcher(model, max_batch=8, max_delay_s=0.005, max_queue=100, metrics=Metrics(), instances=instances)
     b.start()
     xs = [_x(1 + i % 3, i) for i in range(30)]
 
@@ -46,6 +58,8 @@ def test_concurrent_callers_get_their_own_rows(tiny_onnx):
 
     outs = asyncio.run(go())
     b.stop()
+    assert not any(t.is_alive() for t in b._threads)  # every worker ended
+    assert model.most_running == instances  # one run at a time per instance, and the instances overlap
     for x, out in zip(xs, outs):
         np.testing.assert_allclose(out["logits"], ref.run(None, {"input": x})[0], rtol=1e-5, atol=1e-6)
     assert sum(model.batches) == sum(x.shape[0] for x in xs)

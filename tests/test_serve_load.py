@@ -26,7 +26,7 @@ def test_2000_requests_at_concurrency_32_lose_nothing(tiny_onnx):
     refs = [sess.run(None, {"input": x})[0] for x in inputs]
     local = threading.local()
 
-    with ServerProcess(tiny_onnx, "--max-batch", "32", "--max-queue", "4", "--threads", "1") as s:
+    with ServerProcess(tiny_onnx, "--max-batch", "32", "--max-queue", "4", "--threads", "1", "--instances", "2") as s:
         def one(i):
             x = inputs[i % len(inputs)]
             if i % 5 == 4:  # every fifth request is plain JSON over httpx

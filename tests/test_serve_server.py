@@ -24,7 +24,7 @@ from tritonclient.utils import InferenceServerException
 
 @pytest.fixture(scope="module")
 def server(tiny_onnx, tiny_u8_onnx, lite0_onnx):
-    with ServerProcess(tiny_onnx, tiny_u8_onnx, lite0_onnx, "--max-batch", "16", "--threads", "2") as s:
+    with ServerProcess(tiny_onnx, tiny_u8_onnx, lite0_onnx, "--max-batch", "16", "--threads", "1", "--instances", "2") as s:
         yield s
         assert s.alive(), "the server died during the tests"
 
@@ -244,6 +244,7 @@ def test_cli_rejects_bad_settings(tiny_onnx, tmp_path):
 
     assert main(["serve", str(tmp_path / "missing.onnx")]) == 2
     assert main(["serve", str(tiny_onnx), "--max-batch", "0"]) == 2
+    assert main(["serve", str(tiny_onnx), "--instances", "0"]) == 2
     assert main(["serve", str(tiny_onnx), "--api-key-env", "SURELY_NOT_SET_1234"]) == 2
     assert main(["serve", str(tiny_onnx), f"tiny={tiny_onnx}"]) == 2  # two models named tiny
     bad = tmp_path / "bad.onnx"

@@ -19,7 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-delay-ms", type=float, default=5.0,
                    help="longest a batch waits for requests that are already arriving (default 5)")
     p.add_argument("--max-queue", type=int, default=256, help="queued requests per model before answering 503 (default 256)")
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads per model (default 0: all cores)")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads per run (default 0: all cores)")
+    p.add_argument("--instances", type=int, default=1,
+                   help="concurrent runs per model, like Triton's instance count (default 1); for throughput on "
+                        "N cores try --instances N --threads 1")
     p.add_argument("--timeout-s", type=float, default=30.0, help="per-request limit, queue + inference (504 after; default 30)")
     p.add_argument("--drain-s", type=float, default=0.0,
                    help="on SIGTERM, answer not-ready but keep serving this long before shutting down (default 0)")
@@ -38,6 +41,6 @@ def cmd_serve(args) -> int:
     limits = Limits(max_body_bytes=int(args.max_body_mb * (1 << 20)), max_json_bytes=int(args.max_json_mb * (1 << 20)),
                     max_image_pixels=args.max_image_pixels)
     config = ServerConfig(models=tuple(args.models), host=args.host, port=args.port, max_batch=args.max_batch,
-                          max_delay_ms=args.max_delay_ms, max_queue=args.max_queue, threads=args.threads,
+                          max_delay_ms=args.max_delay_ms, max_queue=args.max_queue, threads=args.threads, instances=args.instances,
                           timeout_s=args.timeout_s, drain_s=args.drain_s, api_key_env=args.api_key_env, limits=limits)
     return run(config)
