@@ -1,9 +1,10 @@
 """Run the app under uvicorn: load the models first (errors before binding), print where it
 listens (port 0 picks a free one), and on SIGTERM/SIGINT turn readiness off, let in-flight
-requests finish, stop the batchers, exit."""
+requests finish, stop the batchers, exit 0."""
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import threading
 
@@ -21,14 +22,19 @@ class _Server(uvicorn.Server):
         self.state = state
 
     def handle_exit(self, sig, frame) -> None:
+        # Not super().handle_exit: uvicorn re-raises the captured signal once it has shut down, so a
+        # graceful stop would end with status 143; here a finished graceful shutdown exits 0.
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True  # a second Ctrl-C: stop waiting for in-flight requests
+            return
         drain = self.state.config.drain_s
         if self.state.draining or drain <= 0:
             self.state.draining = True
-            super().handle_exit(sig, frame)
+            self.should_exit = True
             return
         # Readiness off now; keep serving for drain_s so load balancers stop sending, then shut down.
         self.state.draining = True
-        timer = threading.Timer(drain, super().handle_exit, (sig, frame))
+        timer = threading.Timer(drain, setattr, (self, "should_exit", True))
         timer.daemon = True
         timer.start()
 

@@ -301,5 +301,5 @@ def test_graceful_shutdown_finishes_in_flight_requests(lite0_onnx, drain):
         assert not isinstance(o, Exception), o
         np.testing.assert_allclose(o, ref, rtol=1e-5, atol=1e-5)
     rc = s.proc.wait(60)
-    assert rc in (0, -signal.SIGTERM), "".join(s.stderr_lines)
+    assert rc == 0, "".join(s.stderr_lines)  # a graceful shutdown is a success
     assert not any("Traceback" in l for l in s.stderr_lines), "".join(s.stderr_lines)
