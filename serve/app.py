@@ -1,6 +1,6 @@
 """The FastAPI app: KServe V2 routes, /classify, /metrics; errors as JSON {"error": ...}.
 
-Inference never runs on the event loop (serve.batcher has one worker thread per model), nor does
+Inference never runs on the event loop (serve.batcher has `instances` worker threads per model), nor does
 image decoding or large JSON parsing (thread pool)."""
 from __future__ import annotations
 

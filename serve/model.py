@@ -128,8 +128,8 @@ def session_options(threads: int):
 
 
 class Model:
-    """One served model: name, session, tensor specs and metadata. `run` is called by one worker
-    thread at a time (see serve.batcher)."""
+    """One served model: name, session, tensor specs and metadata. `run` may be called by several
+    worker threads at once (serve.batcher's instances): onnxruntime's run is thread-safe."""
 
     def __init__(self, path: str | os.PathLike, name: str | None = None, threads: int = 0):
         import onnxruntime as ort
