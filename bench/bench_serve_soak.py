@@ -32,6 +32,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=10_000)
     ap.add_argument("--warmup", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--instances", type=int, default=2, help="server --instances (default 2: concurrent runs, the throughput setting)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -58,7 +59,7 @@ def main() -> int:
     jpeg = buf.getvalue()
     local = threading.local()
 
-    with ServerProcess(f"m={path}", "--threads", "1", "--max-queue", "1024") as s:
+    with ServerProcess(f"m={path}", "--threads", "1", "--instances", str(args.instances), "--max-queue", "1024") as s:
         proc = psutil.Process(s.proc.pid)
 
         def one(i: int) -> str:
