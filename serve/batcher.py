@@ -120,7 +120,7 @@ class Batcher:
             item.abandoned = True  # harmless once done; skips the run if it has not started
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Finish what is queued, then end the worker."""
+        """Finish what is queued, then end the workers."""
         self._stopped = True
         if any(t.is_alive() for t in self._threads):
             self._queue.put(None)  # each worker that meets it puts it back for the next

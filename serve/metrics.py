@@ -37,7 +37,6 @@ class Metrics:
                                     ["model"], buckets=QUEUE_BUCKETS, registry=r)
         self.batch_size = Histogram("transferzoo_batch_size", "Rows per onnxruntime run", ["model"], buckets=BATCH_BUCKETS, registry=r)
         self.inflight = Gauge("transferzoo_inflight_requests", "Requests being handled now", ["model"], registry=r)
-
         self._children: dict[tuple, object] = {}
 
     def _child(self, metric, *labels):
