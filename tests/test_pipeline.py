@@ -40,6 +40,7 @@ def test_default_config_is_valid_once_data_is_set(tmp_path, faces):
     ({"fit": {"probe": {"activaton": "relu"}}}, "unknown config key 'fit.probe.activaton' (did you mean 'activation'?)"),
     ({"export": {"quantize": "int4"}}, "export.quantize: expected null, 'int8' or 'fp16'"),
     ({"serve": {"requests": "many"}}, "config key 'serve.requests': expected int"),
+    ({"serve": {"instances": 0}}, "serve.instances: expected 1..64, got 0"),
     ({"data": "no/such/folder"}, "data: folder"),
     ({"export": {"parity_data": "missing"}}, "export.parity_data: folder"),
     ({"fit": {"model": "resnt50"}}, "did you mean 'resnet50'"),
@@ -67,7 +68,7 @@ def test_run_pipeline_end_to_end_then_resume(tmp_path, faces):
     """plan -> fit -> export (parity) -> served requests; a re-run reuses finished stages and reproduces
     the numbers; a changed export setting re-runs export only."""
     cfg = {"data": str(faces), "out": "out", "fit": {"strategy": "auto", "progress": False},
-           "serve": {"requests": 8, "threads": 1}}
+           "serve": {"requests": 8, "threads": 1, "instances": 2}}
     pipe = write_yaml(tmp_path / "pipeline.yaml", cfg)
     r = cli("run", pipe, "--json")
     assert r.returncode == 0, r.stderr[-3000:]

@@ -41,7 +41,8 @@ class ServeSection:
     requests: int = 16  # validation images sent through tritonclient and the image endpoint
     max_batch: int = 32
     max_delay_ms: float = 5.0
-    threads: int = 0  # onnxruntime threads (0: all cores)
+    threads: int = 0  # onnxruntime threads per run (0: all cores)
+    instances: int = 1  # concurrent onnxruntime runs (serve --instances)
 
     def validate(self, p="serve"):
         if not 1 <= self.requests <= 10_000:
@@ -50,6 +51,8 @@ class ServeSection:
             raise ValueError(f"{p}.max_batch: expected 1..4096, got {self.max_batch}")
         if self.threads < 0:
             raise ValueError(f"{p}.threads: expected >= 0, got {self.threads}")
+        if not 1 <= self.instances <= 64:
+            raise ValueError(f"{p}.instances: expected 1..64, got {self.instances}")
 
 
 @dataclass
@@ -146,4 +149,6 @@ serve:
   requests: 16
   max_batch: 32
   max_delay_ms: 5.0
+  threads: 0                  # onnxruntime threads per run (0: all cores)
+  instances: 1                # concurrent runs; for throughput: number of cores, with threads: 1
 """

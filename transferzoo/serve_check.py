@@ -21,9 +21,10 @@ import numpy as np
 class ServerProcess:
     """`transferzoo serve MODEL --port 0` in a child process; the port is read from its banner."""
 
-    def __init__(self, model: Path, max_batch: int = 32, max_delay_ms: float = 5.0, threads: int = 0, startup_s: float = 120):
+    def __init__(self, model: Path, max_batch: int = 32, max_delay_ms: float = 5.0, threads: int = 0, instances: int = 1,
+                 startup_s: float = 120):
         cmd = [sys.executable, "-m", "transferzoo", "serve", str(model), "--port", "0", "--max-batch", str(max_batch),
-               "--max-delay-ms", str(max_delay_ms), "--threads", str(threads)]
+               "--max-delay-ms", str(max_delay_ms), "--threads", str(threads), "--instances", str(instances)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env=dict(os.environ, PYTHONUNBUFFERED="1"))
         self.lines: list[str] = []
@@ -100,7 +101,7 @@ def serve_check(model_path: Path, run_dir: Path, cfg, log=print) -> dict:
     in_name, out_name = direct.inputs[0].name, direct.outputs[0].name
     ref = [direct.run({in_name: x[None]})[out_name][0] for x in xs]
 
-    with ServerProcess(model_path, cfg.max_batch, cfg.max_delay_ms, cfg.threads) as server:
+    with ServerProcess(model_path, cfg.max_batch, cfg.max_delay_ms, cfg.threads, cfg.instances) as server:
         log(f"server up at {server.url}")
         host = server.url.removeprefix("http://")
         client = httpclient.InferenceServerClient(url=host)
