@@ -57,7 +57,7 @@ def load_models(config: ServerConfig) -> dict[str, Model]:
     models: dict[str, Model] = {}
     for arg in config.models:
         name, path = parse_model_arg(arg)
-        m = Model(path, name, threads=config.threads)
+        m = Model(path, name, threads=config.threads_per_run())
         if m.name in models:
             raise ValueError(f"two models named {m.name!r} ({models[m.name].path} and {path}); name one with NAME=PATH")
         models[m.name] = m

@@ -37,7 +37,7 @@ class ServerConfig:
     max_batch: int = 32  # rows per onnxruntime run
     max_delay_ms: float = 5.0  # how long a batch may wait for requests that are already arriving
     max_queue: int = 256  # queued requests per model before 503
-    threads: int = 0  # onnxruntime intra-op threads per run (0: onnxruntime's default, all cores)
+    threads: int = 0  # onnxruntime intra-op threads per run (0: all cores, divided among the instances)
     instances: int = 1  # concurrent onnxruntime runs per model (Triton's instance count), one session shared
     timeout_s: float = 30.0  # per request, queue + run (504)
     drain_s: float = 0.0  # after SIGTERM: seconds of readiness=false while still serving
@@ -76,6 +76,13 @@ class ServerConfig:
             raise ValueError(f"--drain-s must be in 0..600, got {self.drain_s}")
         if self.api_key_env is not None and not os.environ.get(self.api_key_env):
             raise ValueError(f"--api-key-env {self.api_key_env}: that environment variable is not set or empty")
+
+    def threads_per_run(self) -> int:
+        """--threads; when it is 0 (all cores) and several instances run at once, the cores are
+        divided among them: each run on all cores would only fight the others."""
+        if self.threads or self.instances == 1:
+            return self.threads
+        return max(1, (os.cpu_count() or 1) // self.instances)
 
     def api_key(self) -> str | None:
         return os.environ[self.api_key_env] if self.api_key_env else None

@@ -252,6 +252,18 @@ def test_cli_rejects_bad_settings(tiny_onnx, tmp_path):
     assert main(["serve", str(bad)]) == 2
 
 
+def test_threads_default_divides_the_cores_among_instances(tiny_onnx):
+    import os
+
+    from serve.config import ServerConfig
+
+    cores = os.cpu_count() or 1
+    assert ServerConfig(models=(str(tiny_onnx),)).threads_per_run() == 0  # one instance: onnxruntime's all-cores default
+    assert ServerConfig(models=(str(tiny_onnx),), instances=2).threads_per_run() == max(1, cores // 2)
+    assert ServerConfig(models=(str(tiny_onnx),), instances=4 * cores).threads_per_run() == 1
+    assert ServerConfig(models=(str(tiny_onnx),), instances=2, threads=3).threads_per_run() == 3  # an explicit count wins
+
+
 def _lite0_infer(address, x):
     c = th.InferenceServerClient(address, network_timeout=120)
     inp = th.InferInput("input", list(x.shape), "FP32")

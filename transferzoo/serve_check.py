@@ -89,12 +89,13 @@ def _val_images(run_dir: Path, n: int) -> list[tuple[Path, int]]:
 def serve_check(model_path: Path, run_dir: Path, cfg, log=print) -> dict:
     import tritonclient.http as httpclient
 
-    from serve.config import Limits
+    from serve.config import Limits, ServerConfig
     from serve.model import Model
     from serve.preprocess import decode_image, to_input
 
     images = _val_images(run_dir, cfg.requests)
-    direct = Model(model_path, threads=cfg.threads)
+    per_run = ServerConfig(models=(str(model_path),), threads=cfg.threads, instances=cfg.instances).threads_per_run()
+    direct = Model(model_path, threads=per_run)  # the same threads per run as the server's
     limits = Limits()
     xs = [to_input(decode_image(p.read_bytes(), limits.max_image_pixels, limits.image_formats), direct.meta.preprocess)
           for p, _ in images]

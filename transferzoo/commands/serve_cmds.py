@@ -19,10 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-delay-ms", type=float, default=5.0,
                    help="longest a batch waits for requests that are already arriving (default 5)")
     p.add_argument("--max-queue", type=int, default=256, help="queued requests per model before answering 503 (default 256)")
-    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads per run (default 0: all cores)")
+    p.add_argument("--threads", type=int, default=0, help="onnxruntime threads per run (default 0: all cores, divided among the instances)")
     p.add_argument("--instances", type=int, default=1,
                    help="concurrent runs per model, like Triton's instance count (default 1); for throughput on "
-                        "N cores try --instances N --threads 1")
+                        "N cores try --instances N (threads then default to 1 per run)")
     p.add_argument("--timeout-s", type=float, default=30.0, help="per-request limit, queue + inference (504 after; default 30)")
     p.add_argument("--drain-s", type=float, default=0.0,
                    help="on SIGTERM, answer not-ready but keep serving this long before shutting down (default 0)")
