@@ -60,10 +60,10 @@ def main(argv=None) -> int:
 
     import torch
 
-    from export import quantize, runtime
-    from export.images import from_folder, prepare
-    from export.pipeline import ExportOptions, export
-    from export.sources import load_source
+    from transferzoo.export import quantize, runtime
+    from transferzoo.export.images import from_folder, prepare
+    from transferzoo.export.pipeline import ExportOptions, export
+    from transferzoo.export.sources import load_source
 
     torch.set_num_threads(args.threads)
     src = load_source(args.source)

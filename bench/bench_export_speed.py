@@ -31,11 +31,11 @@ TARGETS = {"efficientnet_lite0": 4.0, "resnet50": 2.0, "mobilenetv3_large_100": 
 def bench_model(name: str, batches: list[int], rounds: int, threads: int, tmp: Path) -> list[dict]:
     import torch
 
-    from export import runtime
-    from export.pipeline import ExportOptions, export
-    from export.sources import load_zoo
+    from transferzoo.export import runtime
+    from transferzoo.export.pipeline import ExportOptions, export
+    from transferzoo.export.sources import load_zoo
 
-    import zoo
+    from transferzoo import zoo
 
     real = bool(zoo.available_sources(zoo.get(name)))
     src = load_zoo(name, random_weights=not real)

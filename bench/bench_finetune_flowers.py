@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from transfer.config import FitConfig  # noqa: E402
-from transfer.fit import fit  # noqa: E402
+from transferzoo.transfer.config import FitConfig
+from transferzoo.transfer.fit import fit
 
 SHARED = Path(os.environ.get("TRANSFERZOO_SHARED", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 

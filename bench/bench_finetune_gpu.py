@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from transfer.data import scan_folder  # noqa: E402
-from transfer.finetune import Finetuner, finetune  # noqa: E402
-from transfer.optim import create_optimizer  # noqa: E402
-from transfer.train_config import TrainConfig  # noqa: E402
+from transferzoo.transfer.data import scan_folder
+from transferzoo.transfer.finetune.finetuner import Finetuner, finetune
+from transferzoo.transfer.finetune.optim import create_optimizer
+from transferzoo.transfer.train_config import TrainConfig
 
 
 def steps_per_second(ft: Finetuner, batches, steps: int, warmup: int = 5) -> float:

@@ -19,16 +19,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from transfer import prefix_cache as pc  # noqa: E402
-from transfer.data import scan_folder  # noqa: E402
-from transfer.finetune import Finetuner  # noqa: E402
-from transfer.train_config import TrainConfig  # noqa: E402
+from transferzoo.transfer.finetune import prefix_cache as pc
+from transferzoo.transfer.data import scan_folder
+from transferzoo.transfer.finetune.finetuner import Finetuner
+from transferzoo.transfer.train_config import TrainConfig
 
 SHARED = Path(os.environ.get("TRANSFERZOO_SHARED", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 
 
 def epoch_seconds(ft: Finetuner) -> float:
-    from transfer.optim import create_optimizer
+    from transferzoo.transfer.finetune.optim import create_optimizer
 
     opt = create_optimizer(ft.model, ft.cfg)
     data = ft.loop_data()

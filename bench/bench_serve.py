@@ -54,7 +54,7 @@ def model_path(arg: str | None) -> Path:
 def ort_session(path: Path, threads: int):
     import onnxruntime as ort
 
-    from serve.model import session_options
+    from transferzoo.serve.model import session_options
 
     return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
 

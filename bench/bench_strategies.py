@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from transfer.config import FitConfig  # noqa: E402
-from transfer.sample_data import subsample_folder  # noqa: E402
-from transfer.fit import fit  # noqa: E402
-from transfer.sample_data import write_digits, write_lfw_subset  # noqa: E402
+from transferzoo.transfer.config import FitConfig
+from transferzoo.transfer.sample_data import subsample_folder
+from transferzoo.transfer.fit import fit
+from transferzoo.transfer.sample_data import write_digits, write_lfw_subset
 
 SHARED = Path(os.environ.get("TRANSFERZOO_SHARED", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 DATASETS = ("digits", "lfw", "hymenoptera", "flowers10", "flowers")

@@ -55,8 +55,8 @@ def main() -> None:
     ap.add_argument("--folder", default=str(Path(tempfile.gettempdir()) / "tz_cache_bench"))
     ap.add_argument("--cache-dir", default=None)
     args = ap.parse_args()
-    from transfer.config import FeatureConfig
-    from transfer.engine import Extractor
+    from transferzoo.transfer.config import FeatureConfig
+    from transferzoo.transfer.features.engine import Extractor
 
     print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()}", flush=True)
     t = time.perf_counter()

@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from transfer.config import FeatureConfig, FitConfig  # noqa: E402
-from transfer.data import scan_folder  # noqa: E402
-from transfer.engine import Extractor  # noqa: E402
-from transfer.fit import fit, torch_threads  # noqa: E402
-from transfer.probe import cross_validate, fit_probe  # noqa: E402
+from transferzoo.transfer.config import FeatureConfig, FitConfig
+from transferzoo.transfer.data import scan_folder
+from transferzoo.transfer.features.engine import Extractor
+from transferzoo.transfer.fit import fit, torch_threads
+from transferzoo.transfer.probe.linear import cross_validate, fit_probe
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

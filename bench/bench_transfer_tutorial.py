@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-import zoo  # noqa: E402
-from transfer.config import FitConfig  # noqa: E402
-from transfer.data import ImageDataset, scan_folder  # noqa: E402
-from transfer.fit import fit  # noqa: E402
+from transferzoo import zoo
+from transferzoo.transfer.config import FitConfig
+from transferzoo.transfer.data import ImageDataset, scan_folder
+from transferzoo.transfer.fit import fit
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from zoo.fileio import atomic_commit
+from transferzoo.zoo.fileio import atomic_commit
 
 
 commit = atomic_commit

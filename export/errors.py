@@ -1,7 +1,7 @@
 """Errors of the export step. Both are ZooErrors (ValueErrors): the CLI prints them, no traceback."""
 from __future__ import annotations
 
-from zoo.errors import ZooError
+from transferzoo.zoo.errors import ZooError
 
 
 class ExportError(ZooError):

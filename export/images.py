@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import zoo
-from zoo.images import IMAGE_EXTENSIONS
-from zoo.info import Preprocessing
+from transferzoo import zoo
+from transferzoo.zoo.images import IMAGE_EXTENSIONS
+from transferzoo.zoo.info import Preprocessing
 
 
 @dataclass

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 import torch
 
-import zoo
+from transferzoo import zoo
 
 from . import atomic, images, metadata, onnx_export, parity, quantize, runtime
 from .errors import ExportError, GateError

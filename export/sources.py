@@ -20,10 +20,10 @@ from pathlib import Path
 import timm.layers
 import torch.nn as nn
 
-import zoo
-import zoo.assembly as za
-from zoo.labels import imagenet_labels
-from zoo.sources import read_state_dict, sha256_file
+from transferzoo import zoo
+from transferzoo.zoo import assembly as za
+from transferzoo.zoo.labels import imagenet_labels
+from transferzoo.zoo.sources import read_state_dict, sha256_file
 
 from .ensemble import ProbabilityEnsemble
 from .images import ImageSet, from_split

@@ -59,6 +59,6 @@ def sample_photos(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def lite0():
     """efficientnet_lite0 with its real ImageNet weights (from the installed weight package), eval mode."""
-    import zoo
+    from transferzoo import zoo
 
     return zoo.create("efficientnet_lite0").eval()

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-import zoo
-import zoo.assembly as za
-from zoo.images import IMAGE_EXTENSIONS
+from transferzoo import zoo
+from transferzoo.zoo import assembly as za
+from transferzoo.zoo.images import IMAGE_EXTENSIONS
 
 
 def folder_split(root: Path, labels: list[str], limit_per_class: int | None = None) -> list[tuple[str, int]]:
@@ -86,7 +86,7 @@ def fit_linear_head(model: za.TransferModel, x: np.ndarray, y: np.ndarray, steps
 def trained_lite0_run(run_dir: Path, data_root: Path, train_per_class: int = 60) -> tuple[Path, float]:
     """efficientnet_lite0 (real ImageNet weights) with a linear head fitted on hymenoptera; returns
     the run directory and its val accuracy (PyTorch)."""
-    from export.images import from_split, prepare
+    from transferzoo.export.images import from_split, prepare
 
     torch.manual_seed(0)
     spec = za.ModelSpec(model="efficientnet_lite0", num_classes=2)
@@ -108,7 +108,7 @@ def trained_lite0_run(run_dir: Path, data_root: Path, train_per_class: int = 60)
 
 
 def from_split_rows(rows, data_root: Path, tmp_dir: Path):
-    from export.images import from_split
+    from transferzoo.export.images import from_split
 
     tsv = tmp_dir / "rows.tsv"
     tsv.write_text("".join(f"{p}\t{i}\n" for p, i in rows))
@@ -123,7 +123,7 @@ HYMENOPTERA_LABELS = ["ants", "bees"]
 
 def module_source(module: torch.nn.Module, size: int = 32, labels: list[str] | None = None, name: str = "tiny"):
     """A Source around any module (fast tests of the pipeline's mechanics)."""
-    from export.sources import Source
+    from transferzoo.export.sources import Source
 
     labels = labels or [f"c{i}" for i in range(4)]
     pre = zoo.Preprocessing((3, size, size), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear", 0.875, "center")

@@ -90,8 +90,8 @@ def build_tiny_u8(path: Path) -> Path:
 def build_lite0(path: Path) -> Path:
     import torch
 
-    import zoo
-    from zoo.labels import imagenet_labels
+    from transferzoo import zoo
+    from transferzoo.zoo.labels import imagenet_labels
 
     model = zoo.create("efficientnet_lite0")
     pre = zoo.preprocessing("efficientnet_lite0").to_dict()

@@ -10,9 +10,9 @@ import torch
 import torch.nn as nn
 from onnx import numpy_helper
 
-from export import onnx_export, parity
-from export.errors import ExportError, GateError
-from export.pipeline import ExportOptions, export
+from transferzoo.export import onnx_export, parity
+from transferzoo.export.errors import ExportError, GateError
+from transferzoo.export.pipeline import ExportOptions, export
 from export_helpers import mv3_run, module_source, tiny_net  # noqa: F401
 from transferzoo.cli import main
 
@@ -83,7 +83,7 @@ def test_tampered_graph_fails_gate_and_leaves_existing_file(tmp_path, monkeypatc
 
 @pytest.mark.shared_data
 def test_cli_forced_failing_gate_exits_1_prints_numbers_writes_nothing(mv3_run, tmp_path, monkeypatch, capsys):  # noqa: F811
-    import export.pipeline as pipeline
+    from transferzoo.export import pipeline
 
     out = tmp_path / "m.onnx"
     out.write_bytes(b"keep me")

@@ -9,7 +9,7 @@ import json
 import onnx
 import pytest
 
-from export import metadata
+from transferzoo.export import metadata
 from export_helpers import lite0_run  # noqa: F401
 from transferzoo.cli import main
 
@@ -75,8 +75,8 @@ def test_trained_run_fp16_gate(lite0_run, tmp_path):  # noqa: F811
 
 
 def test_int8_gate_failure_writes_nothing(lite0_run, tmp_path, monkeypatch, capsys):  # noqa: F811
-    import export.pipeline as pipeline
-    from export import parity
+    from transferzoo.export import pipeline
+    from transferzoo.export import parity
 
     run_dir, _ = lite0_run
     out = tmp_path / "q.onnx"

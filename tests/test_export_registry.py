@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import zoo
-from export.pipeline import ExportOptions, export
-from export.sources import load_zoo
+from transferzoo import zoo
+from transferzoo.export.pipeline import ExportOptions, export
+from transferzoo.export.sources import load_zoo
 
 pytestmark = pytest.mark.slow
 

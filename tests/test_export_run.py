@@ -13,9 +13,9 @@ import pytest
 import safetensors.torch
 import torch
 
-import zoo
-import zoo.assembly as za
-from export import images, metadata
+from transferzoo import zoo
+from transferzoo.zoo import assembly as za
+from transferzoo.export import images, metadata
 from export_helpers import mv3_run, mv3_run_b  # noqa: F401
 from transferzoo.cli import main
 
@@ -83,7 +83,7 @@ def test_with_preprocessing_equals_float_path(mv3_run, tmp_path):  # noqa: F811
     assert inp.type == "tensor(uint8)" and inp.shape[1:] == [224, 224, 3]
 
     # serve's torch-free predict reads the metadata and gives the same answer for both files
-    from serve.predict import predict_onnx
+    from transferzoo.serve.predict import predict_onnx
 
     paths = [str(Path(json.loads((mv3_run / "run.json").read_text())["data_root"]) / n) for n in b.names[:3]]
     p1 = [r.to_dict() if hasattr(r, "to_dict") else r for r in predict_onnx(str(f32), paths, top_k=2)]

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import zoo
-from export import atomic, images, metadata, parity
-from export.pipeline import ExportOptions
-from export.static_padding import freeze_same_padding
+from transferzoo import zoo
+from transferzoo.export import atomic, images, metadata, parity
+from transferzoo.export.pipeline import ExportOptions
+from transferzoo.export.static_padding import freeze_same_padding
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -67,7 +67,7 @@ def test_fit_partial_cli_writes_a_run_with_curves(digits, tmp_path, capsys):
     assert s["strategy"] == "partial" and s["val_accuracy"] > 0.5  # 5 classes: chance 0.2
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 4
     assert (run / "curves.png").exists() and "## Training" in (run / "report.md").read_text()
-    from transfer.config import load_config
+    from transferzoo.transfer.config import load_config
 
     cfg = load_config(run / "config.yaml")  # the resolved config reloads with --config
     assert cfg.strategy == "partial" and cfg.finetune["views"] == 1 and cfg.finetune["epochs"] == 4

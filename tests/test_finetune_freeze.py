@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-import zoo.assembly as za
-from transfer.freeze import block_groups, train_mode, unfreeze_top
-from transfer.optim import create_optimizer
-from transfer.train_config import TrainConfig
+from transferzoo.zoo import assembly as za
+from transferzoo.transfer.finetune.freeze import block_groups, train_mode, unfreeze_top
+from transferzoo.transfer.finetune.optim import create_optimizer
+from transferzoo.transfer.train_config import TrainConfig
 
 
 def _model():

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from transfer.optim import create_optimizer, create_schedule
-from transfer.train_config import TrainConfig
-from transfer.trainloop import LoopData, TrainingDiverged, run
+from transferzoo.transfer.finetune.optim import create_optimizer, create_schedule
+from transferzoo.transfer.train_config import TrainConfig
+from transferzoo.transfer.finetune.loop import LoopData, TrainingDiverged, run
 
 
 class Probe(nn.Module):

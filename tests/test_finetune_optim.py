@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-import zoo.assembly as za
-from transfer.freeze import unfreeze_top
-from transfer.optim import create_optimizer, create_schedule, param_groups
-from transfer.train_config import TrainConfig
+from transferzoo.zoo import assembly as za
+from transferzoo.transfer.finetune.freeze import unfreeze_top
+from transferzoo.transfer.finetune.optim import create_optimizer, create_schedule, param_groups
+from transferzoo.transfer.train_config import TrainConfig
 
 
 def _model(k):

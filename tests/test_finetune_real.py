@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from transfer.data import ImageDataset, scan_folder
-from transfer.finetune import finetune, transforms_for
-from transfer.rundir import load_model
-from transfer.train_config import TrainConfig
+from transferzoo.transfer.data import ImageDataset, scan_folder
+from transferzoo.transfer.finetune.finetuner import finetune, transforms_for
+from transferzoo.transfer.rundir import load_model
+from transferzoo.transfer.train_config import TrainConfig
 
 
 @pytest.mark.slow

@@ -18,9 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 12
 DRIVER = """
 import sys
-from transfer.data import scan_folder
-from transfer.finetune import finetune
-from transfer.train_config import TrainConfig
+from transferzoo.transfer.data import scan_folder
+from transferzoo.transfer.finetune.finetuner import finetune
+from transferzoo.transfer.train_config import TrainConfig
 data, out, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
 cfg = TrainConfig(strategy="partial", unfreeze=1, epochs={epochs}, views=2, image_size=64, batch_size=32,
                   workers=0, seed=3, progress=False, dropout=0.2, mixup=0.2)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from transferzoo.cli import main
-from transferzoo.pipeline_config import DEFAULT_YAML, load_pipeline
+from transferzoo.pipeline.config import DEFAULT_YAML, load_pipeline
 
 
 def cli(*args, timeout=900) -> subprocess.CompletedProcess:
@@ -19,7 +19,7 @@ def cli(*args, timeout=900) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory) -> Path:
-    from transfer.sample_data import write_lfw_subset
+    from transferzoo.transfer.sample_data import write_lfw_subset
 
     return write_lfw_subset(tmp_path_factory.mktemp("lfw") / "faces", per_class=40)
 
@@ -94,7 +94,7 @@ def test_run_pipeline_end_to_end_then_resume(tmp_path, faces):
     write_yaml(pipe, cfg)
     third = json.loads(cli("run", pipe, "--json").stdout)
     assert third["skipped_stages"] == ["fit"]
-    from serve.model import Model
+    from transferzoo.serve.model import Model
 
     assert Model(out / "model.onnx").meta.preprocess.input_format == "uint8_nhwc"
 

@@ -13,10 +13,10 @@ import onnxruntime as ort
 import pytest
 from serve_fixtures import serve_models_dir, tiny_onnx  # noqa: F401
 
-from serve.batcher import Batcher
-from serve.errors import BadRequest, Overloaded, RequestTimeout
-from serve.metrics import Metrics
-from serve.model import Model
+from transferzoo.serve.batcher import Batcher
+from transferzoo.serve.errors import BadRequest, Overloaded, RequestTimeout
+from transferzoo.serve.metrics import Metrics
+from transferzoo.serve.model import Model
 
 
 class SlowModel:

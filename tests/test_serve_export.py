@@ -13,7 +13,7 @@ from serve_fixtures import ServerProcess
 @pytest.mark.slow
 def test_exported_models_served_end_to_end(tmp_path, sample_photos):
     from transferzoo.cli import main
-    from zoo.predict import predict_images
+    from transferzoo.zoo.predict import predict_images
 
     plain, u8 = tmp_path / "lite0.onnx", tmp_path / "lite0_u8.onnx"
     assert main(["export", "efficientnet_lite0", "--out", str(plain), "--threads", "1"]) == 0

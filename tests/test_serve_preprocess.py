@@ -13,9 +13,9 @@ import timm
 from PIL import Image
 from serve_fixtures import REPO, lite0_onnx, serve_models_dir, tiny_onnx  # noqa: F401
 
-from serve.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from serve.model import Preprocess, parse_metadata
-from serve.preprocess import decode_image, to_input
+from transferzoo.serve.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from transferzoo.serve.model import Preprocess, parse_metadata
+from transferzoo.serve.preprocess import decode_image, to_input
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 
@@ -98,9 +98,9 @@ def test_metadata_validation():
 
 def test_predict_onnx_matches_zoo_predict(lite0_onnx, sample_photos, tmp_path):
     from transferzoo.cli import main
-    from zoo.predict import predict_images
+    from transferzoo.zoo.predict import predict_images
 
-    from serve.predict import predict_onnx
+    from transferzoo.serve.predict import predict_onnx
 
     paths = [str(p) for p in sample_photos.values()]
     broken = tmp_path / "broken.jpg"
@@ -117,9 +117,9 @@ def test_predict_onnx_matches_zoo_predict(lite0_onnx, sample_photos, tmp_path):
 
 
 def test_serve_imports_no_torch_timm_or_zoo(tiny_onnx):
-    code = ("import sys, serve.app, serve.server, serve.predict;"
-            f"serve.predict.predict_onnx({str(tiny_onnx)!r}, []);"
-            "bad = [m for m in ('torch', 'timm', 'zoo', 'transfer', 'export') if m in sys.modules];"
+    code = ("import sys, transferzoo.serve.app, transferzoo.serve.server, transferzoo.serve.predict;"
+            f"transferzoo.serve.predict.predict_onnx({str(tiny_onnx)!r}, []);"
+            "bad = [m for m in ('torch', 'timm', 'transferzoo.transfer', 'transferzoo.export') if m in sys.modules];"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
@@ -127,7 +127,7 @@ def test_serve_imports_no_torch_timm_or_zoo(tiny_onnx):
 def test_model_refuses_metadata_that_contradicts_the_graph(tiny_onnx, tmp_path):
     import onnx
 
-    from serve.model import Model
+    from transferzoo.serve.model import Model
 
     proto = onnx.load(str(tiny_onnx))
     for key, value, match in [("input_format", "uint8_nhwc", "uint8_nhwc"), ("input_size", "[3, 32, 32]", "float32_nchw"),

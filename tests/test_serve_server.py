@@ -146,7 +146,7 @@ def test_plain_http_json_infer(server, tiny_onnx):
 # --- /classify ---------------------------------------------------------------------------------------
 
 def test_classify_multipart_and_raw_match_timm_and_onnxruntime(server, lite0_onnx, tiny_u8_onnx, sample_photos):
-    import zoo
+    from transferzoo import zoo
 
     pre = zoo.preprocessing("efficientnet_lite0").to_dict()
     for name, path in sample_photos.items():
@@ -255,7 +255,7 @@ def test_cli_rejects_bad_settings(tiny_onnx, tmp_path):
 def test_threads_default_divides_the_cores_among_instances(tiny_onnx):
     import os
 
-    from serve.config import ServerConfig
+    from transferzoo.serve.config import ServerConfig
 
     cores = os.cpu_count() or 1
     assert ServerConfig(models=(str(tiny_onnx),)).threads_per_run() == 0  # one instance: onnxruntime's all-cores default

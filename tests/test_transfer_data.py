@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from transfer.data import DataSplits, ImageDataset, Sample, scan_folder
+from transferzoo.transfer.data import DataSplits, ImageDataset, Sample, scan_folder
 
 
 def _photo(size=(64, 48), seed=0) -> Image.Image:

@@ -9,13 +9,13 @@ import pytest
 import torch
 import yaml
 
-import zoo.assembly as za
-from transfer import featsets
-from transfer.config import FeatureConfig, FitConfig, from_dict, load_config
-from transfer.engine import Extractor, image_decoder
-from transfer.fit import fit
-from transfer.rundir import load_model
-from transfer.sample_data import write_digits, write_lfw_subset
+from transferzoo.zoo import assembly as za
+from transferzoo.transfer.features import sets as featsets
+from transferzoo.transfer.config import FeatureConfig, FitConfig, from_dict, load_config
+from transferzoo.transfer.features.engine import Extractor, image_decoder
+from transferzoo.transfer.fit import fit
+from transferzoo.transfer.rundir import load_model
+from transferzoo.transfer.sample_data import write_digits, write_lfw_subset
 from transferzoo.cli import main
 
 
@@ -50,7 +50,7 @@ def test_feature_outputs_equal_transfer_model_features(sample_photos, cache_dir)
     np.testing.assert_allclose(fs.get("top"), top, atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(featsets.build(fs, "stage1+stage3"), st, atol=1e-4, rtol=1e-4)
     # the ImageNet head still recognises the photo of a cat through the cached features
-    from zoo.labels import imagenet_labels
+    from transferzoo.zoo.labels import imagenet_labels
 
     top1 = [imagenet_labels()[i].lower() for i in featsets.build(fs, "imagenet").argmax(1)]
     assert "cat" in top1[list(sample_photos).index("chelsea")]
@@ -179,8 +179,8 @@ def test_hymenoptera_auto(hymenoptera, cache_dir, tmp_path):
 
 
 def test_auto_says_what_the_plan_wanted_and_what_it_ran(lfw_dir, cache_dir, tmp_path, monkeypatch):
-    import transfer.fit as fit_mod
-    import transfer.plan as plan_mod
+    from transferzoo.transfer import fit as fit_mod
+    from transferzoo.transfer import plan as plan_mod
 
     # an installation without the finetuning package: only the cached-feature strategies
     monkeypatch.setattr(fit_mod, "_load_plugins", lambda: None)

@@ -7,9 +7,18 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from transfer.knn import fit_knn, select_knn
-from transfer.probe import (L2Penalty, MulticlassHinge, ProbeSpec, SmoothL1Penalty, SoftmaxCrossEntropy, cross_validate,
-                            fit_probe, penalty, stratified_folds)
+from transferzoo.transfer.probe.knn import fit_knn, select_knn
+from transferzoo.transfer.probe.linear import (
+    L2Penalty,
+    MulticlassHinge,
+    ProbeSpec,
+    SmoothL1Penalty,
+    SoftmaxCrossEntropy,
+    cross_validate,
+    fit_probe,
+    penalty,
+    stratified_folds,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -120,7 +129,7 @@ def test_batched_ce_gradcheck_and_value():
     s = torch.randn(3, 5, 4, dtype=torch.float64, generator=g, requires_grad=True)
     y = torch.randint(0, 4, (3, 5), generator=g)
     w = torch.tensor([[1.0] * 5, [1.0] * 3 + [0.0] * 2, [1.0] * 4 + [0.0]], dtype=torch.float64)
-    from transfer.probe import BatchedSoftmaxCrossEntropy
+    from transferzoo.transfer.probe.linear import BatchedSoftmaxCrossEntropy
 
     assert torch.autograd.gradcheck(lambda t: BatchedSoftmaxCrossEntropy.apply(t, y, w), (s,))
     want = sum(torch.nn.functional.cross_entropy(s[i, :int(w[i].sum())], y[i, :int(w[i].sum())]) for i in range(3))

@@ -8,10 +8,10 @@ import torch
 import yaml
 from PIL import Image
 
-import zoo
-import zoo.assembly as za
-from transfer.data import scan_folder
-from transfer.rundir import load_model, weights_provenance, write_run
+from transferzoo import zoo
+from transferzoo.zoo import assembly as za
+from transferzoo.transfer.data import scan_folder
+from transferzoo.transfer.rundir import load_model, weights_provenance, write_run
 
 
 def test_write_run_layout_and_rebuild(tmp_path):

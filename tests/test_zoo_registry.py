@@ -8,8 +8,8 @@ import pytest
 import timm
 import torch
 
-import zoo
-from zoo.layers import layer_table
+from transferzoo import zoo
+from transferzoo.zoo.layers import layer_table
 
 LICENSES = {"apache-2.0", "bsd-3-clause", "mit", "cc-by-4.0"}
 

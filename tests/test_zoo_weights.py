@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import zoo
-from zoo import sources
-from zoo.predict import predict_images
+from transferzoo import zoo
+from transferzoo.zoo import sources
+from transferzoo.zoo.predict import predict_images
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 

@@ -139,7 +139,7 @@ class FitConfig:
 
     def validate(self) -> "FitConfig":
         _choice("strategy", self.strategy, STRATEGIES)
-        import zoo
+        from transferzoo import zoo
 
         zoo.get(self.model)  # UnknownModelError with suggestions
         self.data.validate()

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import zoo
-from zoo.images import IMAGE_EXTENSIONS, MAX_PIXELS
+from transferzoo import zoo
+from transferzoo.zoo.images import IMAGE_EXTENSIONS, MAX_PIXELS
 
 
 @dataclass(frozen=True)

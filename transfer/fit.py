@@ -26,16 +26,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-import zoo
+from transferzoo import zoo
 
-from . import featsets
+from .features import sets as featsets
 from .config import FitConfig
 from .data import DataSplits, Sample, scan_folder
-from .engine import Extractor, FeatureSet
-from .knn import fit_knn, select_knn
+from transferzoo.transfer.features.engine import Extractor, FeatureSet
+from transferzoo.transfer.probe.knn import fit_knn, select_knn
 from .plan import baselines_on_val, make_plan
-from .probe import DEFAULT_LAMBDAS, ProbeSpec, _log_loss, cross_validate, fit_probe
-from .report import confusion_matrix
+from transferzoo.transfer.probe.linear import DEFAULT_LAMBDAS, ProbeSpec, _log_loss, cross_validate, fit_probe
+from transferzoo.transfer.report.markdown import confusion_matrix
 
 
 @dataclass
@@ -237,7 +237,7 @@ def parity_check(model: torch.nn.Module, samples: list[Sample], cached_logits: n
     model computes what was evaluated. Raises if they disagree."""
     if not samples:
         return None
-    from .engine import image_decoder
+    from transferzoo.transfer.features.engine import image_decoder
 
     decode = image_decoder(model_name)
     x = torch.from_numpy(np.stack([decode(s.path) for s in samples]))

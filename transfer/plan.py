@@ -32,14 +32,14 @@ import time
 
 import numpy as np
 
-import zoo
+from transferzoo import zoo
 
-from . import featsets
+from .features import sets as featsets
 from .config import FitConfig
 from .data import DataSplits
-from .engine import FeatureSet
-from .knn import fit_knn, select_knn
-from .probe import ProbeSpec, cross_validate, fit_probe
+from transferzoo.transfer.features.engine import FeatureSet
+from transferzoo.transfer.probe.knn import fit_knn, select_knn
+from transferzoo.transfer.probe.linear import ProbeSpec, cross_validate, fit_probe
 
 LOT_PER_CLASS = 300
 VERY_MUCH_PER_CLASS = 1000
@@ -70,7 +70,7 @@ def imagenet_confidence(fs: FeatureSet, rows) -> dict | None:
     p = np.exp(logp)
     top1 = p.max(axis=1)
     ent = -(p * logp).sum(axis=1) / math.log(p.shape[1])
-    from zoo.labels import imagenet_labels
+    from transferzoo.zoo.labels import imagenet_labels
 
     labels = imagenet_labels() if p.shape[1] == 1000 else None
     common = np.bincount(p.argmax(axis=1), minlength=p.shape[1]).argsort()[::-1][:5]

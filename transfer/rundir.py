@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 import yaml
 
-import zoo.assembly as za
-from zoo.fileio import atomic_write  # noqa: F401  (re-exported: transfer's writers use it)
+from transferzoo.zoo import assembly as za
+from transferzoo.zoo.fileio import atomic_write
 
 from .data import DataSplits, Sample
 
@@ -77,7 +77,7 @@ def write_run(
     "confusion" (val confusion matrix, rows = true class) confusion.png is drawn from it.
     `extra_files` (relative path -> bytes) are written too and may override confusion.png/report.md
     (part 2 passes metrics.jsonl, curves.png). Returns the run directory."""
-    from .report import confusion_png, report_md
+    from transferzoo.transfer.report.markdown import confusion_png, report_md
 
     missing = [k for k in REQUIRED_SUMMARY if k not in summary]
     assert not missing, f"summary lacks {missing}"

@@ -20,7 +20,7 @@ def write_sample_photos(out: Path) -> list[Path]:
     from PIL import Image
     from skimage import data
 
-    from transfer.rundir import atomic_write
+    from transferzoo.transfer.rundir import atomic_write
 
     paths = []
     for name in SAMPLES:
@@ -36,13 +36,13 @@ def write_sample_photos(out: Path) -> list[Path]:
 
 
 def run_demo(args) -> int:
-    from transfer.config import FitConfig
-    from transfer.sample_data import write_lfw_subset
-    from zoo.predict import predict_images
+    from transferzoo.transfer.config import FitConfig
+    from transferzoo.transfer.sample_data import write_lfw_subset
+    from transferzoo.zoo.predict import predict_images
 
-    from .commands._common import print_json
-    from .pipeline import run_pipeline
-    from .pipeline_config import PipelineConfig
+    from transferzoo.commands._common import print_json
+    from transferzoo.pipeline.runner import run_pipeline
+    from transferzoo.pipeline.config import PipelineConfig
 
     t0 = time.perf_counter()
     out = Path(args.out).resolve()

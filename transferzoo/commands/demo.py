@@ -14,6 +14,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args) -> int:
-    from ..demo import run_demo
+    from transferzoo.demo import run_demo
 
     return run_demo(args)

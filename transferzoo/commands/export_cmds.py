@@ -47,10 +47,10 @@ def _log(quiet: bool):
 def cmd_export(args) -> int:
     import torch
 
-    from export.errors import GateError
-    from export.onnx_export import DEFAULT_OPSET
-    from export.pipeline import ExportOptions, export
-    from export.sources import load_source
+    from transferzoo.export.errors import GateError
+    from transferzoo.export.onnx_export import DEFAULT_OPSET
+    from transferzoo.export.pipeline import ExportOptions, export
+    from transferzoo.export.sources import load_source
 
     opts = ExportOptions(out=args.out, opset=args.opset or DEFAULT_OPSET, exporter=args.exporter, quantize=args.quantize,
                          calibration=args.calibration, parity_data=args.parity_data,

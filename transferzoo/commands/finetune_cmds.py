@@ -59,7 +59,7 @@ def finetune_overrides(args) -> dict:
 
 def train_config_from_args(args, strategy: str, base: dict | None = None):
     """TrainConfig from a YAML `finetune:` mapping (base) overridden by the CLI flags given."""
-    from transfer.train_config import TrainConfig
+    from transferzoo.transfer.train_config import TrainConfig
 
     return TrainConfig.from_dict(dict(base or {}, strategy=strategy), **finetune_overrides(args))
 
@@ -82,10 +82,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_lr_find(args) -> int:
     from pathlib import Path
 
-    from transfer.data import scan_folder
-    from transfer.finetune import Finetuner
-    from transfer.lr_find import lr_find, plot_png
-    from transfer.rundir import atomic_json, atomic_write
+    from transferzoo.transfer.data import scan_folder
+    from transferzoo.transfer.finetune.finetuner import Finetuner
+    from transferzoo.transfer.finetune.lr_find import lr_find, plot_png
+    from transferzoo.transfer.rundir import atomic_json, atomic_write
 
     if not 0 < args.start_lr < args.end_lr:
         raise ValueError("--start-lr must be > 0 and below --end-lr")
@@ -99,7 +99,7 @@ def cmd_lr_find(args) -> int:
         res = lr_find(ft, start=args.start_lr, end=args.end_lr, steps=args.steps)
     finally:
         ft.close()
-        from transfer.prefix_cache import remove
+        from transferzoo.transfer.finetune.prefix_cache import remove
 
         remove(out / "cache")
     atomic_write(out / "lr_find.png", plot_png(res, f"{ft.model_name}, {args.strategy}"))

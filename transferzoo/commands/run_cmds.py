@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args) -> int:
-    from ..pipeline_config import DEFAULT_YAML, load_pipeline
+    from transferzoo.pipeline.config import DEFAULT_YAML, load_pipeline
 
     if args.print_default_config:
         sys.stdout.write(DEFAULT_YAML)
@@ -26,7 +26,7 @@ def cmd_run(args) -> int:
     if not args.pipeline:
         raise ValueError("give a PIPELINE.yaml (start from `transferzoo run --print-default-config > pipeline.yaml`)")
     cfg = load_pipeline(args.pipeline)  # everything validated before any work starts
-    from ..pipeline import run_pipeline
+    from transferzoo.pipeline.runner import run_pipeline
 
     log = (lambda m: print(m, file=sys.stderr)) if args.json else print
     res = run_pipeline(cfg, log=log)

@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args) -> int:
-    from serve.config import Limits, ServerConfig
-    from serve.server import run
+    from transferzoo.serve.config import Limits, ServerConfig
+    from transferzoo.serve.server import run
 
     limits = Limits(max_body_bytes=int(args.max_body_mb * (1 << 20)), max_json_bytes=int(args.max_json_mb * (1 << 20)),
                     max_image_pixels=args.max_image_pixels)

@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--l1-ratio", type=float, help="elasticnet: share of L1 (0.5)")
     p.add_argument("--lambdas", type=float, nargs="+", help="penalty strengths tried by CV (default: log grid 1e-4..10)")
     p.add_argument("--flip-augment", action="store_true", default=None, help="also train on horizontally flipped images")
-    from .finetune_cmds import add_finetune_args  # partial / full settings (part 2)
+    from .finetune_cmds import add_finetune_args
 
     add_finetune_args(p)
     p.set_defaults(func=cmd_fit)
@@ -61,14 +61,14 @@ _FLAGS = {
 
 
 def build_config(args):
-    from transfer.config import FitConfig, load_config, replace_path
+    from transferzoo.transfer.config import FitConfig, load_config, replace_path
 
     cfg = load_config(args.config) if args.config else FitConfig()
     for flag, path in _FLAGS.items():
         value = getattr(args, flag, None)
         if value is not None:
             replace_path(cfg, path, value)
-    from .finetune_cmds import finetune_overrides  # partial / full flags -> the config's finetune: mapping
+    from .finetune_cmds import finetune_overrides
 
     cfg.finetune = dict(cfg.finetune or {}, **finetune_overrides(args))
     return cfg.validate()
@@ -83,8 +83,8 @@ def _logger(quiet: bool):
 
 
 def cmd_plan(args) -> int:
-    from transfer.fit import plan
-    from transfer.plan import format_plan
+    from transferzoo.transfer.fit import plan
+    from transferzoo.transfer.plan import format_plan
 
     cfg = build_config(args)
     p = plan(args.data, cfg, log=_logger(args.json))
@@ -98,7 +98,7 @@ def cmd_plan(args) -> int:
 def cmd_fit(args) -> int:
     from pathlib import Path
 
-    from transfer.fit import fit
+    from transferzoo.transfer.fit import fit
 
     cfg = build_config(args)
     out = args.out or str(Path("runs") / Path(args.data).resolve().name)

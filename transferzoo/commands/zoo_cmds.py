@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_models(args) -> int:
-    import zoo
+    from transferzoo import zoo
 
     rows = []
     for name in zoo.list_models(args.pattern, available_only=args.available):
@@ -56,8 +56,8 @@ def cmd_models(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    import zoo
-    from zoo.layers import layer_table
+    from transferzoo import zoo
+    from transferzoo.zoo.layers import layer_table
 
     size = tuple(args.input_size) if args.input_size else zoo.preprocessing(args.model).input_size[1:]
     if min(size) < 8 or max(size) > 4096:
@@ -78,11 +78,11 @@ def cmd_inspect(args) -> int:
 
 def cmd_predict(args) -> int:
     if args.model.endswith(".onnx"):
-        from serve.predict import predict_onnx  # torch-free: preprocessing from the file's metadata
+        from transferzoo.serve.predict import predict_onnx
 
         results = predict_onnx(args.model, args.images, top_k=args.top_k)
     else:
-        from zoo.predict import predict_images
+        from transferzoo.zoo.predict import predict_images
 
         results = predict_images(args.model, args.images, top_k=args.top_k, weights=args.weights)
     results = [r.to_dict() if hasattr(r, "to_dict") else r for r in results]

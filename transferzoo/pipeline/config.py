@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from transfer.config import FitConfig, from_dict
+from transferzoo.transfer.config import FitConfig, from_dict
 
 QUANTIZE = (None, "int8", "fp16")
 

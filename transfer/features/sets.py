@@ -14,10 +14,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-import zoo.assembly as za
+from transferzoo.zoo import assembly as za
 
 from .engine import FeatureSet
-from .probe import Probe
+from transferzoo.transfer.probe.linear import Probe
 
 
 def stage_sets(num_stages: int) -> list[str]:

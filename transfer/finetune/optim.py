@@ -12,7 +12,7 @@ import torch.nn as nn
 from timm.optim import create_optimizer_v2, param_groups_layer_decay
 from timm.scheduler import create_scheduler_v2
 
-from .train_config import TrainConfig
+from transferzoo.transfer.train_config import TrainConfig
 
 # our names -> timm's (timm's 'sgd' is Nesterov; plain momentum SGD is 'momentum')
 TIMM_OPT = {"sgd": "momentum", "nesterov": "nesterov", "rmsprop": "rmsprop", "adagrad": "adagrad",

@@ -26,17 +26,17 @@ import timm
 import torch
 import torch.nn as nn
 
-import zoo
-import zoo.assembly as za
+from transferzoo import zoo
+from transferzoo.zoo import assembly as za
 
 from . import checkpoint as ckpt
 from . import ddp as ddp_mod
 from . import prefix_cache as pc
-from .data import DataSplits, Sample
+from transferzoo.transfer.data import DataSplits, Sample
 from .freeze import FreezeInfo, train_mode, unfreeze_top
 from .optim import create_optimizer, create_schedule
-from .train_config import TrainConfig
-from .trainloop import LoopData, LoopResult, evaluate, run, write_jsonl
+from transferzoo.transfer.train_config import TrainConfig
+from .loop import LoopData, LoopResult, evaluate, run, write_jsonl
 
 
 @dataclass
@@ -236,7 +236,7 @@ class Finetuner:
                 drop_last=len(self.train_sampler) > bs and len(self.train_sampler) % bs == 1,
                 prefetch_factor=4 if self.workers else None,
             )
-            from .data import ImageDataset
+            from transferzoo.transfer.data import ImageDataset
 
             self.val_loader = torch.utils.data.DataLoader(
                 ImageDataset(self.splits.val, self.eval_tf), batch_size=bs, shuffle=False,
@@ -377,7 +377,7 @@ class Finetuner:
         def on_epoch(history):
             if self.run_dir is not None:
                 write_jsonl(self.run_dir / "metrics.jsonl", history)
-                from .curves import write_curves
+                from transferzoo.transfer.report.figures import write_curves
 
                 write_curves(self.run_dir / "curves.png", history)
 
@@ -389,7 +389,7 @@ class Finetuner:
         self.model.eval()
         summary = self._summary(cfg, res, acc, loss, pred, true, extra)
         if self.splits.test:
-            from .data import ImageDataset
+            from transferzoo.transfer.data import ImageDataset
 
             loader = torch.utils.data.DataLoader(ImageDataset(self.splits.test, self.eval_tf), batch_size=cfg.batch_size,
                                                  num_workers=self.workers)
@@ -400,7 +400,7 @@ class Finetuner:
                               val_true=true, val_prob=prob, preprocessing=self.pre, config=cfg)
 
     def _summary(self, cfg, res: LoopResult, acc, loss, pred, true, extra) -> dict:
-        from .report import confusion_matrix
+        from transferzoo.transfer.report.markdown import confusion_matrix
 
         C = len(self.splits.classes)
         cm = confusion_matrix(true, pred, C)
@@ -430,8 +430,8 @@ class Finetuner:
         """The run directory (rank 0 only); the prefix cache is removed unless `keep_cache`."""
         if self.run_dir is None or not self.dist.is_main:
             return None
-        from .report_finetune import finetune_extra_files
-        from .rundir import weights_provenance, write_run
+        from transferzoo.transfer.report.finetune import finetune_extra_files
+        from transferzoo.transfer.rundir import weights_provenance, write_run
 
         extra = finetune_extra_files(result, self.splits, plan)
         cfg = {"model": self.model_name, "strategy": result.config.strategy, "finetune": result.config.to_dict()}

@@ -24,10 +24,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from zoo.errors import ZooError
+from transferzoo.zoo.errors import ZooError
 
 from . import checkpoint as ckpt
-from .train_config import TrainConfig
+from transferzoo.transfer.train_config import TrainConfig
 
 
 class TrainingDiverged(ZooError):
@@ -240,6 +240,6 @@ def run(
 
 
 def write_jsonl(path, history: list[dict]) -> None:
-    from .rundir import atomic_write
+    from transferzoo.transfer.rundir import atomic_write
 
     atomic_write(path, "".join(json.dumps(r) + "\n" for r in history))

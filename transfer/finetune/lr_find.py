@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .optim import create_optimizer
-from .trainloop import autocast
+from .loop import autocast
 
 
 @dataclass

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 
-from .fit import FitContext, FitResult, register_strategy
-from .train_config import TrainConfig
+from transferzoo.transfer.fit import FitContext, FitResult, register_strategy
+from transferzoo.transfer.train_config import TrainConfig
 
 
 def train_config(ctx: FitContext, strategy: str) -> TrainConfig:
@@ -24,7 +24,7 @@ def train_config(ctx: FitContext, strategy: str) -> TrainConfig:
 
 
 def run_finetune(ctx: FitContext, strategy: str) -> FitResult:
-    from .finetune import Finetuner
+    from .finetuner import Finetuner
 
     cfg = train_config(ctx, strategy)
     plan = ctx.plan

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from zoo.assembly import ACTIVATIONS
+from transferzoo.zoo.assembly import ACTIVATIONS
 
 L1_EPS = 1e-3
 DEFAULT_LAMBDAS = tuple(float(v) for v in np.logspace(-4, 1, 8))

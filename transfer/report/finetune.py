@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-import zoo
+from transferzoo import zoo
 
 
 def misclassified(result, samples, k: int = 16) -> list[dict]:
@@ -85,8 +85,8 @@ def finetune_section(summary: dict, history: list[dict], mistakes: list[dict], l
 
 def finetune_extra_files(result, splits, plan) -> dict[str, bytes]:
     """metrics.jsonl, curves.png, misclassified.png and report.md (part 1's report + this section)."""
-    from .curves import curves_png
-    from .report import report_md
+    from .figures import curves_png
+    from .markdown import report_md
 
     labels = list(splits.classes)
     mistakes = misclassified(result, splits.val)

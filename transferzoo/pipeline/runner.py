@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transfer.rundir import atomic_write as write_atomic
+from transferzoo.transfer.rundir import atomic_write as write_atomic
 
-from .pipeline_config import PipelineConfig
+from .config import PipelineConfig
 
 
 @dataclass
@@ -101,7 +101,7 @@ class Pipeline:
             res.skipped.append("fit")
         else:
             self._invalidate_after("fit")
-            from transfer import fit
+            from transferzoo.transfer import fit
 
             cfg = self.cfg.fit
             if (run_dir / "checkpoint").is_dir() and not (run_dir / "metrics.json").is_file():
@@ -122,8 +122,8 @@ class Pipeline:
             res.skipped.append("export")
         else:
             self._invalidate_after("export")
-            from export.pipeline import ExportOptions, export
-            from export.sources import load_run
+            from transferzoo.export.pipeline import ExportOptions, export
+            from transferzoo.export.sources import load_run
 
             e = self.cfg.export
             opts = dict(out=onnx_path, exporter=e.exporter, quantize=e.quantize, with_preprocessing=e.with_preprocessing,
@@ -145,7 +145,7 @@ class Pipeline:
         res.serve = report
 
     def write_report(self, res: PipelineResult) -> Path:
-        from .pipeline_report import render
+        from .report import render
 
         path = self.out / "report.md"
         write_atomic(path, render(res, self.cfg))

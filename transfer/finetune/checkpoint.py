@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo.fileio import atomic_write
+from transferzoo.zoo.fileio import atomic_write
 
 NAME = "last.pt"
 

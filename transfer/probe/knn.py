@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .probe import standardiser
+from .linear import standardiser
 
 P = {"l2": 2.0, "l1": 1.0}
 

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-import zoo
+from transferzoo import zoo
 
-from .config import FeatureConfig
-from .featcache import FeatureCache, _atomic_bytes
+from transferzoo.transfer.config import FeatureConfig
+from .cache import FeatureCache, _atomic_bytes
 
 log = logging.getLogger(__name__)
 CHUNK_IMAGES = 1024  # images per cache chunk (rows written to disk at once)
@@ -83,7 +83,7 @@ def build_feature_module(model_name: str, weights=None) -> tuple[FeatureModule, 
 
 def weights_identity(model_name: str, weights=None) -> str:
     """sha256 of the pretrained weights `zoo.create` would load, without loading them."""
-    from zoo import sources
+    from transferzoo.zoo import sources
 
     entry = zoo.get(model_name)
     if weights is not None:

@@ -89,9 +89,9 @@ def _val_images(run_dir: Path, n: int) -> list[tuple[Path, int]]:
 def serve_check(model_path: Path, run_dir: Path, cfg, log=print) -> dict:
     import tritonclient.http as httpclient
 
-    from serve.config import Limits, ServerConfig
-    from serve.model import Model
-    from serve.preprocess import decode_image, to_input
+    from transferzoo.serve.config import Limits, ServerConfig
+    from transferzoo.serve.model import Model
+    from transferzoo.serve.preprocess import decode_image, to_input
 
     images = _val_images(run_dir, cfg.requests)
     per_run = ServerConfig(models=(str(model_path),), threads=cfg.threads, instances=cfg.instances).threads_per_run()
