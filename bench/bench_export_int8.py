@@ -60,7 +60,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from transferzoo.export import quantize, runtime
+    from transferzoo.export import parity, quantize
+    from transferzoo.zoo import runtime
     from transferzoo.export.images import from_folder, prepare
     from transferzoo.export.pipeline import ExportOptions, export
     from transferzoo.export.sources import load_source
@@ -82,9 +83,9 @@ def main(argv=None) -> int:
         naive = None
         if calib is not None:
             naive = quantize.quantize_int8(onnx.load(str(fp32.path)), calib.float, op_types=("Conv", "Gemm", "MatMul"))
-        sessions = {"fp32": runtime.session(str(fp32.path), args.threads), "int8": runtime.session(str(int8.path), args.threads)}
+        sessions = {"fp32": runtime.session(str(fp32.path), args.threads, spinning=True), "int8": runtime.session(str(int8.path), args.threads, spinning=True)}
         if naive is not None:
-            sessions["int8 (Conv/Gemm/MatMul only)"] = runtime.session(naive, args.threads)
+            sessions["int8 (Conv/Gemm/MatMul only)"] = runtime.session(naive, args.threads, spinning=True)
         rows = []
         rng = np.random.default_rng(0)
         for b in (1, 16):

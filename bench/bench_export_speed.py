@@ -31,7 +31,8 @@ TARGETS = {"efficientnet_lite0": 4.0, "resnet50": 2.0, "mobilenetv3_large_100": 
 def bench_model(name: str, batches: list[int], rounds: int, threads: int, tmp: Path) -> list[dict]:
     import torch
 
-    from transferzoo.export import runtime
+    from transferzoo.export import parity
+    from transferzoo.zoo import runtime
     from transferzoo.export.pipeline import ExportOptions, export
     from transferzoo.export.sources import load_zoo
 
@@ -40,7 +41,7 @@ def bench_model(name: str, batches: list[int], rounds: int, threads: int, tmp: P
     real = bool(zoo.available_sources(zoo.get(name)))
     src = load_zoo(name, random_weights=not real)
     res = export(src, ExportOptions(out=tmp / f"{name}.onnx", parity_limit=2, threads=threads))
-    sess = runtime.session(str(res.path), threads)
+    sess = runtime.session(str(res.path), threads, spinning=True)
     inp = sess.get_inputs()[0].name
     model = src.model.eval()
     rows = []

@@ -52,11 +52,9 @@ def model_path(arg: str | None) -> Path:
 
 
 def ort_session(path: Path, threads: int):
-    import onnxruntime as ort
+    from transferzoo.zoo import runtime
 
-    from transferzoo.serve.model import session_options
-
-    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    return runtime.session(str(path), threads)
 
 
 UINT8 = False  # set from the model: uint8_nhwc models (--with-preprocessing) take RGB pixels

@@ -14,7 +14,7 @@ import torch
 
 from transferzoo import zoo
 from transferzoo.zoo.images import IMAGE_EXTENSIONS
-from transferzoo.zoo.info import Preprocessing
+from transferzoo.zoo.model_info import Preprocessing
 
 
 @dataclass

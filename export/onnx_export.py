@@ -15,9 +15,13 @@ import re
 import sys
 import warnings
 
+import numpy as np
 import onnx
 import torch
 import torch.nn as nn
+
+from transferzoo.zoo import runtime
+from transferzoo.zoo.fileio import atomic_write
 
 from .errors import ExportError
 
@@ -52,25 +56,61 @@ def _quiet():
         os.close(saved)
 
 
-def to_onnx(module: nn.Module, example: torch.Tensor, exporter: str, opset: int,
-            input_name: str = "input", output_name: str = "logits") -> onnx.ModelProto:
-    """Export `module` (eval mode) traced at `example`; dimension 0 is dynamic ('batch')."""
+def to_onnx(module: nn.Module, example: torch.Tensor, exporter: str = "torchscript", opset: int = DEFAULT_OPSET,
+            input_name: str = "input", output_names: tuple[str, ...] = ("logits",)) -> onnx.ModelProto:
+    """Export `module` (eval mode) traced at `example`; dimension 0 of the input and of every output
+    is dynamic ('batch'). The one place that calls torch.onnx.export."""
     module = module.eval()
+    names = list(output_names)
     with torch.no_grad(), _quiet():
         if exporter == "torchscript":
             buf = io.BytesIO()
             torch.onnx.export(module, (example,), buf, dynamo=False, opset_version=opset,
-                              input_names=[input_name], output_names=[output_name],
-                              dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+                              input_names=[input_name], output_names=names,
+                              dynamic_axes={n: {0: "batch"} for n in [input_name, *names]},
                               do_constant_folding=True)
             return onnx.load_from_string(buf.getvalue())
         if exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1, max=4096)
             prog = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset,
-                                     input_names=[input_name], output_names=[output_name],
+                                     input_names=[input_name], output_names=names,
                                      dynamic_shapes=({0: batch},), optimize=True, verbose=False)
             return prog.model_proto
     raise ValueError(f"unknown exporter {exporter!r}")
+
+
+def max_relative_diff(got: list[np.ndarray], want: list[np.ndarray]) -> float:
+    """Largest |got - want| over all outputs, each relative to its output's scale (at least 1)."""
+    if len(got) != len(want):
+        return float("inf")
+    worst = 0.0
+    for g, w in zip(got, want):
+        if g.shape != w.shape:
+            return float("inf")
+        worst = max(worst, float(np.abs(g - w).max() / max(1.0, float(np.abs(w).max()))))
+    return worst
+
+
+def verified_session(module: nn.Module, path: str | os.PathLike, check_inputs: torch.Tensor, *,
+                     output_names: tuple[str, ...] = ("output",), input_name: str = "input", tol: float = 1e-3,
+                     threads: int = 0, providers: list | None = None):
+    """torch module -> ONNX file at `path` (atomically) -> an onnxruntime session that is proven to
+    compute what the module computes on `check_inputs` (real images where there are some): max
+    |onnxruntime - torch| relative to each output's scale <= `tol`, else RuntimeError and no file.
+    Returns (session, the measured difference)."""
+    module = module.eval()
+    graph = to_onnx(module, check_inputs[:2], "torchscript", DEFAULT_OPSET, input_name, output_names)
+    onnx.checker.check_model(graph)
+    sess = runtime.session(graph, threads, providers=providers)
+    with torch.inference_mode():
+        want = module(check_inputs)
+    want = [t.float().numpy() for t in (want if isinstance(want, (tuple, list)) else (want,))]
+    got = sess.run(None, {input_name: np.ascontiguousarray(check_inputs.numpy(), dtype=np.float32)})
+    worst = max_relative_diff(got, want)
+    if worst > tol:
+        raise RuntimeError(f"onnxruntime disagrees with PyTorch by {worst:.2e} (> {tol}) on {len(check_inputs)} inputs")
+    atomic_write(path, graph.SerializeToString())
+    return sess, worst
 
 
 _OP_PATTERNS = (

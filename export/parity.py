@@ -106,3 +106,10 @@ def summary(comparisons: list[Comparison]) -> dict:
                     "accuracy_reference": c.accuracy_reference, "accuracy_onnx": c.accuracy_onnx,
                     "reference": c.reference}
     return out
+
+
+def onnx_outputs(sess, x: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """Output 0 of an onnxruntime session for `x`, in batches of `batch_size`."""
+    name = sess.get_inputs()[0].name
+    outs = [sess.run(None, {name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    return np.concatenate(outs, axis=0)

@@ -24,7 +24,10 @@ import torch
 
 from transferzoo import zoo
 
-from . import atomic, images, metadata, onnx_export, parity, quantize, runtime
+from transferzoo.zoo import runtime
+from transferzoo.zoo.fileio import atomic_commit, json_bytes
+
+from . import images, metadata, onnx_export, parity, quantize
 from .errors import ExportError, GateError
 from .preprocess_graph import WithPreprocessing
 from .sources import Source
@@ -128,7 +131,7 @@ def _random_inputs(pre: zoo.Preprocessing, uint8: bool, seed: int = 0) -> dict[i
 def _verify(model: onnx.ModelProto, checks: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]],
             tol: parity.Tolerance, threads: int, reference_name: str) -> list[parity.Comparison]:
     sess = runtime.session(model, threads)
-    return [parity.compare(name, ref, runtime.run(sess, x), tol, labels, reference_name) for name, x, ref, labels in checks]
+    return [parity.compare(name, ref, parity.onnx_outputs(sess, x), tol, labels, reference_name) for name, x, ref, labels in checks]
 
 
 def export(source: Source, opts: ExportOptions, log=lambda msg: None) -> ExportResult:
@@ -159,7 +162,7 @@ def export(source: Source, opts: ExportOptions, log=lambda msg: None) -> ExportR
         attempt: dict = {"exporter": exporter}
         attempts.append(attempt)
         try:
-            graph = onnx_export.to_onnx(frozen, example, exporter, opts.opset, output_name=output_name)
+            graph = onnx_export.to_onnx(frozen, example, exporter, opts.opset, output_names=(output_name,))
         except Exception as e:  # any exporter failure: record it, try the next exporter
             attempt.update(stage="export", error=onnx_export.short_error(e), op=onnx_export.failing_op(e))
             log(f"{exporter}: export failed: {attempt['error']}")
@@ -215,7 +218,7 @@ def export(source: Source, opts: ExportOptions, log=lambda msg: None) -> ExportR
                                           parity=summary, precision=precision, opset=opts.opset))
     data = final.SerializeToString()
     report["size_bytes"] = len(data)
-    atomic.commit({opts.out: data, opts.report_path: atomic.json_bytes(report)})
+    atomic_commit({opts.out: data, opts.report_path: json_bytes(report)})
     log(f"wrote {opts.out} ({len(data) / 1e6:.1f} MB) and {opts.report_path}")
     return ExportResult(opts.out, opts.report_path, report)
 
@@ -243,10 +246,10 @@ def _quantized(fp32: onnx.ModelProto, source: Source, opts: ExportOptions, real_
     sess = runtime.session(model, opts.threads)
     comps = []
     for b, x in _random_inputs(source.preprocessing, opts.with_preprocessing).items():
-        out = runtime.run(sess, x)  # dynamic batch still works; numbers reported, gate is on real images
-        c = parity.compare(f"random batch {b}", runtime.run(ref_sess, x), out, parity.Tolerance(tol.name, min_top1_agreement=0.0), None, "onnx fp32")
+        out = parity.onnx_outputs(sess, x)  # dynamic batch still works; numbers reported, gate is on real images
+        c = parity.compare(f"random batch {b}", parity.onnx_outputs(ref_sess, x), out, parity.Tolerance(tol.name, min_top1_agreement=0.0), None, "onnx fp32")
         comps.append(c)
-    comps.append(parity.compare("real images", runtime.run(ref_sess, real_x), runtime.run(sess, real_x), tol,
+    comps.append(parity.compare("real images", parity.onnx_outputs(ref_sess, real_x), parity.onnx_outputs(sess, real_x), tol,
                                 batch.labels, "onnx fp32"))
     return model, comps, info
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from transferzoo.zoo.info import Preprocessing
+from transferzoo.zoo.model_info import Preprocessing
 
 
 class WithPreprocessing(nn.Module):

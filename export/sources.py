@@ -23,7 +23,8 @@ import torch.nn as nn
 from transferzoo import zoo
 from transferzoo.zoo import assembly as za
 from transferzoo.zoo.labels import imagenet_labels
-from transferzoo.zoo.sources import read_state_dict, sha256_file
+from transferzoo.zoo.fileio import sha256_file
+from transferzoo.zoo.sources import read_state_dict
 
 from .ensemble import ProbabilityEnsemble
 from .images import ImageSet, from_split

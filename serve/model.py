@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from transferzoo.zoo import runtime
+
 # onnxruntime type -> (KServe V2 datatype, numpy dtype)
 ORT_TYPES: dict[str, tuple[str, type]] = {
     "tensor(float)": ("FP32", np.float32), "tensor(float16)": ("FP16", np.float16), "tensor(double)": ("FP64", np.float64),
@@ -112,34 +114,17 @@ def _spec(arg, path: str) -> TensorSpec:
     return TensorSpec(arg.name, datatype, dtype, shape)
 
 
-def session_options(threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    # No busy-waiting between runs: on a shared CPU, spinning intra-op threads steal the cores the
-    # HTTP side (and everyone else) needs; measured here, a batch-1 run was ~4x slower with it on.
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return so
-
-
 class Model:
     """One served model: name, session, tensor specs and metadata. `run` may be called by several
     worker threads at once (serve.batcher's instances): onnxruntime's run is thread-safe."""
 
     def __init__(self, path: str | os.PathLike, name: str | None = None, threads: int = 0):
-        import onnxruntime as ort
-
         self.path = os.fspath(path)
         self.name = name or Path(self.path).stem
         if not NAME_RE.match(self.name):
             raise ValueError(f"{self.path}: model name {self.name!r} must be letters, digits, '_', '.', '-' (rename the file or use NAME=PATH)")
         try:
-            self.session = ort.InferenceSession(self.path, session_options(threads), providers=["CPUExecutionProvider"])
+            self.session = runtime.session(self.path, threads)
         except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
             raise ValueError(f"{self.path}: onnxruntime cannot load this file ({e})") from None
         self.meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)

@@ -58,7 +58,7 @@ def test_run_dir_export_via_subprocess(mv3_run, tmp_path):  # noqa: F811
     assert meta["output_format"] == "logits" and meta["input_size"] == [3, 224, 224]
     assert meta["mean"] == list(run["preprocessing"]["mean"]) and meta["interpolation"] == run["preprocessing"]["interpolation"]
     assert meta["source_model"] == "mobilenetv3_small_100.lamb_in1k" and meta["exporter"] == report["exporter"]
-    assert meta["checkpoint_sha256"] == zoo.sha256_file(mv3_run / "model.safetensors")
+    assert meta["checkpoint_sha256"] == zoo.fileio.sha256_file(mv3_run / "model.safetensors")
     assert meta["run_summary"] == run["summary"] and meta["parity"]["passed"] is True
 
     # independent check: the file's logits on the val images equal the rebuilt PyTorch model's
@@ -139,7 +139,7 @@ def test_bare_checkpoint_with_model_and_labels(tmp_path, hymenoptera):
     assert report["images"]["labelled"] and report["images"]["count"] == 10  # folder names matched the labels
     meta = metadata.read(out)
     assert meta["labels"] == ["ants", "bees"] and meta["source_kind"] == "checkpoint"
-    assert meta["checkpoint_sha256"] == zoo.sha256_file(ckpt)
+    assert meta["checkpoint_sha256"] == zoo.fileio.sha256_file(ckpt)
     # wrong architecture for the checkpoint -> a clear error, nothing written
     assert main(["export", str(ckpt), "--model", "resnet18", "--out", str(tmp_path / "x.onnx")]) == 2
     assert not (tmp_path / "x.onnx").exists()

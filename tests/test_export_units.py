@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from transferzoo import zoo
-from transferzoo.export import atomic, images, metadata, parity
+from transferzoo.export import images, metadata, parity
+from transferzoo.zoo.fileio import atomic_commit
 from transferzoo.export.pipeline import ExportOptions
 from transferzoo.export.static_padding import freeze_same_padding
 
@@ -54,10 +55,10 @@ def test_atomic_commit_writes_all_or_nothing(tmp_path):
     blocker = tmp_path / "not_a_dir"
     blocker.write_text("file")
     with pytest.raises(OSError):
-        atomic.commit({existing: b"new", blocker / "report.json": b"{}"})
+        atomic_commit({existing: b"new", blocker / "report.json": b"{}"})
     assert existing.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "not_a_dir"]  # no temp files left
-    atomic.commit({existing: b"new", tmp_path / "r.json": b"{}"})
+    atomic_commit({existing: b"new", tmp_path / "r.json": b"{}"})
     assert existing.read_bytes() == b"new" and (tmp_path / "r.json").read_bytes() == b"{}"
 
 

@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 
 from transferzoo import zoo
 from transferzoo.zoo import sources
+from transferzoo.zoo.fileio import sha256_file
 from transferzoo.zoo.predict import predict_images
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -106,7 +107,7 @@ def test_hf_cache_source_is_verified_against_its_blob_name(tmp_path, monkeypatch
     f = tmp_path / "w.safetensors"
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(f))
     payload = f.read_bytes()
-    sha = sources.sha256_file(f)
+    sha = sha256_file(f)
     cache = tmp_path / "hub"
     _fake_hf_cache(cache, "timm/resnet18.a1_in1k", payload + (b"x" if tamper else b""), sha)
     monkeypatch.setattr(hfc, "HF_HUB_CACHE", str(cache))

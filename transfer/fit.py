@@ -15,7 +15,6 @@ fit full-batch, and write the same run directory (`transfer.rundir`).
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import time
@@ -34,6 +33,7 @@ from .data import DataSplits, Sample, scan_folder
 from transferzoo.transfer.features.engine import Extractor, FeatureSet
 from transferzoo.transfer.probe.knn import fit_knn, select_knn
 from .plan import baselines_on_val, make_plan
+from .threads import probe_threads, torch_threads
 from transferzoo.transfer.probe.linear import DEFAULT_LAMBDAS, ProbeSpec, _log_loss, cross_validate, fit_probe
 from transferzoo.transfer.report.markdown import confusion_matrix
 
@@ -85,22 +85,6 @@ def _load_plugins() -> None:
     except ModuleNotFoundError as e:
         if e.name != f"{__package__}.finetune_plugin":
             raise
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    prev = torch.get_num_threads()
-    torch.set_num_threads(max(1, n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
-
-
-def probe_threads(rows: int, dim: int, cores: int) -> int:
-    """Small full-batch problems are dominated by per-op overhead, and torch's thread pool makes
-    them several times slower on a loaded machine: one thread until the matrices get large."""
-    return 1 if rows * dim < 4_000_000 else cores
 
 
 # -- data + features ----------------------------------------------------------------------------

@@ -15,28 +15,12 @@ import torch
 import yaml
 
 from transferzoo.zoo import assembly as za
-from transferzoo.zoo.fileio import atomic_write
+from transferzoo.zoo.fileio import atomic_write, json_bytes, write_json
 
 from .data import DataSplits, Sample
 
 FORMAT = "transferzoo-run/1"
 REQUIRED_SUMMARY = ("strategy", "model", "val_accuracy", "num_classes", "num_train", "num_val", "wall_seconds")
-
-
-def atomic_json(path, obj) -> Path:
-    return atomic_write(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(o):
-    if is_dataclass(o):
-        return asdict(o)
-    if isinstance(o, Path):
-        return str(o)
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if hasattr(o, "item"):
-        return o.item()
-    return str(o)
 
 
 def weights_provenance(model: torch.nn.Module) -> dict:
@@ -93,16 +77,16 @@ def write_run(
     cfg = asdict(config) if is_dataclass(config) else dict(config)
 
     atomic_write(run_dir / "model.safetensors", _safetensors_bytes(model))
-    atomic_write(run_dir / "config.yaml", yaml.safe_dump(json.loads(json.dumps(cfg, default=_json_default)), sort_keys=False))
-    atomic_json(run_dir / "labels.json", labels)
+    atomic_write(run_dir / "config.yaml", yaml.safe_dump(json.loads(json_bytes(cfg)), sort_keys=False))
+    write_json(run_dir / "labels.json", labels)
     split_files = {}
     for name in ("train", "val", "test"):
         samples = splits.split(name)
         if samples or name != "test":
             atomic_write(run_dir / "splits" / f"{name}.tsv", _tsv(samples, splits.root))
             split_files[name] = f"splits/{name}.tsv"
-    atomic_json(run_dir / "plan.json", plan if plan is not None else {"strategy": summary["strategy"], "planned": False})
-    atomic_json(run_dir / "metrics.json", summary)
+    write_json(run_dir / "plan.json", plan if plan is not None else {"strategy": summary["strategy"], "planned": False})
+    write_json(run_dir / "metrics.json", summary)
     extra_files = dict(extra_files or {})
     if "confusion.png" not in extra_files and summary.get("confusion") is not None:
         extra_files["confusion.png"] = confusion_png(summary["confusion"], labels)
@@ -122,7 +106,7 @@ def write_run(
         "data_root": str(splits.root),
         "splits": split_files,
     }
-    atomic_json(run_dir / "run.json", run)
+    write_json(run_dir / "run.json", run)
     return run_dir
 
 

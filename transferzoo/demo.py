@@ -20,7 +20,7 @@ def write_sample_photos(out: Path) -> list[Path]:
     from PIL import Image
     from skimage import data
 
-    from transferzoo.transfer.rundir import atomic_write
+    from transferzoo.zoo.fileio import atomic_write
 
     paths = []
     for name in SAMPLES:

@@ -1,6 +1,7 @@
-"""zoo: a registry of pretrained CNN backbones on top of timm.
+"""zoo: a registry of pretrained CNN backbones on top of timm, and the foundations every other
+package stands on.
 
-    import zoo
+    from transferzoo import zoo
     zoo.list_models("resnet*")                  # registry names
     zoo.list_models(available_only=True)        # those with weights on this machine
     zoo.get("efficientnet_lite0")               # the registry entry
@@ -8,31 +9,58 @@
     model = zoo.create("efficientnet_lite0", num_classes=5)
     tf = zoo.transforms("efficientnet_lite0")   # timm eval transform
 
-`zoo` imports none of transfer/export/serve.
+What it holds: the registry (`registry`), weight sources (`sources`), what timm knows about an entry
+(`model_info`), model building (`factory`, `assembly`, `spec`), the layer table (`layers`); and the shared
+foundations: errors a user can act on (`errors`), typed configuration (`config`), atomic files and
+digests (`fileio`), safe image decoding (`images`), onnxruntime sessions (`runtime`).
+
+`zoo` imports none of transfer/export/serve. Importing it costs no torch or timm: the names below
+load their module on first use (PEP 562), so the torch-free server can use `zoo.images`,
+`zoo.runtime` and `zoo.config`.
 """
 from __future__ import annotations
 
-from .errors import ChecksumMismatchError, ImageError, UnknownModelError, WeightsUnavailableError, ZooError
-from .factory import create, transforms
-from .images import load_rgb
-from .info import ModelInfo, Preprocessing, Stage, info, preprocessing
-from .registry import REGISTRY, ModelEntry, PackageWeights, get
-from .registry import names as _names
-from .sources import ResolvedWeights, available_sources, resolve, sha256_file
+import importlib
+
+# public name -> the submodule that defines it
+_API = {
+    "ZooError": "errors", "UnknownModelError": "errors", "WeightsUnavailableError": "errors",
+    "ChecksumMismatchError": "errors", "ImageError": "errors",
+    "REGISTRY": "registry", "ModelEntry": "registry", "PackageWeights": "registry", "get": "registry",
+    "ModelInfo": "model_info", "Preprocessing": "model_info", "Stage": "model_info", "info": "model_info", "preprocessing": "model_info",
+    "create": "factory", "transforms": "factory",
+    "ResolvedWeights": "sources", "available_sources": "sources", "resolve": "sources",
+    "load_rgb": "images",
+}
+_SUBMODULES = ("assembly", "config", "errors", "factory", "fileio", "images", "labels", "layers",
+               "model_info", "predict", "registry", "runtime", "sources", "spec")
+
+
+def __getattr__(name: str):
+    if name in _API:
+        value = getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API) | set(_SUBMODULES))
 
 
 def list_models(pattern: str | None = None, available_only: bool = False) -> list[str]:
     """Registry names matching a shell-style pattern; with available_only, only those whose weights
     are on this machine now (an installed package or the local cache)."""
-    out = _names(pattern)
+    from .registry import REGISTRY, names
+    from .sources import available_sources
+
+    out = names(pattern)
     if available_only:
         out = [n for n in out if available_sources(REGISTRY[n])]
     return out
 
 
-__all__ = [
-    "REGISTRY", "ModelEntry", "PackageWeights", "ModelInfo", "Preprocessing", "Stage", "ResolvedWeights",
-    "ZooError", "UnknownModelError", "WeightsUnavailableError", "ChecksumMismatchError", "ImageError",
-    "list_models", "get", "info", "preprocessing", "create", "transforms", "resolve", "available_sources",
-    "sha256_file", "load_rgb",
-]
+__all__ = sorted(_API) + ["list_models"]

@@ -92,7 +92,7 @@ class TransferModel(nn.Module):
 
 
 def feature_dim(spec: ModelSpec) -> int:
-    from .info import info
+    from .model_info import info
 
     i = info(spec.model)
     if spec.stages is None:
@@ -103,7 +103,7 @@ def feature_dim(spec: ModelSpec) -> int:
 def build(spec: ModelSpec, pretrained: bool = True, weights=None) -> TransferModel:
     """The backbone with its pretrained weights (or random, to load a trained state dict into)."""
     from .factory import create
-    from .info import info
+    from .model_info import info
 
     n_stages = len(info(spec.model).stages)
     if spec.stages is not None and any(not 0 <= s < n_stages for s in spec.stages):

@@ -1,52 +1,130 @@
-"""Atomic file writes, shared by everything that writes artifacts (run directories, checkpoints,
-ONNX files, reports): each file goes to a temp file in the target's folder, is fsynced, then
-os.replace'd into place, so a crash never leaves a half-written file and never clobbers a good one.
+"""Atomic file writes and file digests, shared by everything that writes or reuses artifacts (run
+directories, checkpoints, caches, ONNX files, reports).
 
-`atomic_commit` writes all temp files first and only then renames them, so a failure while
-writing (disk full, serialisation error) leaves every existing file untouched."""
+Every file goes to a temp file in the target's folder, is fsynced, then renamed into place and the
+folder fsynced, so a crash never leaves a half-written file and never clobbers a good one.
+`atomic_commit` writes all temp files first and only then renames them, so a failure while writing
+(disk full, serialisation error) leaves every existing file untouched. This module is the only
+place that renames files into place.
+"""
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
-import tempfile
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+TEMP_SUFFIX = ".tmp"
 
 
-def _temp_for(path: Path, data: bytes) -> str:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def temp_path_for(path: str | os.PathLike) -> Path:
+    """A fresh temp name beside `path` (same folder, so the rename cannot cross file systems)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit(tmp: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Rename a finished temp file into place and make the rename durable."""
+    path = Path(path)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path
+
+
+def _write_temp(path: Path, data: bytes) -> Path:
+    tmp = temp_path_for(path)
+    # 0o666 through the process umask (what open() gives), without toggling the umask
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
     return tmp
 
 
 def atomic_commit(files: dict[str | os.PathLike, bytes | str]) -> None:
     """Write {path: data} atomically: all temp files first, then the renames."""
-    temps: list[tuple[str, Path]] = []
+    temps: list[tuple[Path, Path]] = []
     try:
         for path, data in files.items():
             path = Path(path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            temps.append((_temp_for(path, data.encode("utf-8") if isinstance(data, str) else data), path))
+            temps.append((_write_temp(path, data.encode("utf-8") if isinstance(data, str) else data), path))
     except BaseException:
         for tmp, _ in temps:
-            os.unlink(tmp)
+            tmp.unlink(missing_ok=True)
         raise
     for tmp, path in temps:
         os.replace(tmp, path)
+    for folder in {path.parent for _, path in temps}:
+        _fsync_dir(folder)
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     atomic_commit({path: data})
     return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """For writers that need a file name (torch.onnx.export, np.memmap): yields a temp path beside
+    `path`, renamed onto it when the block succeeds, removed when it fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(path)
+    try:
+        yield tmp
+        if tmp.exists():
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        commit(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def file_digest(path: str | os.PathLike, algorithm: str | Callable = "sha256") -> str:
+    """Hex digest of a file's bytes (`hashlib.file_digest`: chunked, no copy into Python)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, algorithm).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    return file_digest(path, "sha256")
+
+
+def _json_default(o):
+    if is_dataclass(o):
+        return asdict(o)
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "tolist"):  # numpy arrays and scalars, torch tensors
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+def json_bytes(obj) -> bytes:
+    """Indented JSON for the files people read (numpy values, paths and dataclasses converted)."""
+    return (json.dumps(obj, indent=2, default=_json_default) + "\n").encode()
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    return atomic_write(path, json_bytes(obj))

@@ -13,7 +13,6 @@ because silently falling through to another copy would hide tampering.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import re
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from .fileio import sha256_file
 from .errors import ChecksumMismatchError, WeightsUnavailableError, ZooError
 from .registry import ModelEntry, PackageWeights
 
@@ -37,14 +37,6 @@ class ResolvedWeights:
 
     def provenance(self) -> dict:
         return {"source": self.source, "location": self.location, "sha256": self.sha256}
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _verify(path: str, expected: str | None) -> str:

@@ -22,7 +22,6 @@ import logging
 import os
 import sys
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +31,13 @@ import torch
 import torch.nn as nn
 
 from transferzoo import zoo
+from transferzoo.export.onnx_export import verified_session
+from transferzoo.zoo import runtime
+from transferzoo.zoo.fileio import file_digest, sha256_file, write_json
 
 from transferzoo.transfer.config import FeatureConfig
-from .cache import FeatureCache, _atomic_bytes
+from transferzoo.transfer.threads import torch_threads
+from .cache import FeatureCache
 
 log = logging.getLogger(__name__)
 CHUNK_IMAGES = 1024  # images per cache chunk (rows written to disk at once)
@@ -87,14 +90,14 @@ def weights_identity(model_name: str, weights=None) -> str:
 
     entry = zoo.get(model_name)
     if weights is not None:
-        return sources.sha256_file(weights)
+        return sha256_file(weights)
     for pkg in entry.packages:
         path = sources.package_file(pkg)
         if path is not None:
-            return pkg.sha256 or sources.sha256_file(path)
+            return pkg.sha256 or sha256_file(path)
     cached = sources.cached_file(entry)
     if cached is not None:
-        return sources.sha256_file(cached)
+        return sha256_file(cached)
     return sources.resolve(entry).sha256  # raises WeightsUnavailableError with what to do
 
 
@@ -106,60 +109,19 @@ class TorchEngine:
         self.module, self.threads = module, threads
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        prev = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            with torch.inference_mode():
-                return [o.numpy() for o in self.module(torch.from_numpy(x))]
-        finally:
-            torch.set_num_threads(prev)
+        with torch_threads(self.threads), torch.inference_mode():
+            return [o.numpy() for o in self.module(torch.from_numpy(x))]
 
 
 class OrtEngine:
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: Path, threads: int):
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        # no busy-waiting between ops: on a shared / loaded CPU spinning threads steal the cores the
-        # decode threads need (measured ~20% faster on the project's loaded 2-core machine)
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+    def __init__(self, session):
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
-
-
-def export_onnx(module: FeatureModule, path: Path, input_size: tuple[int, int, int], n_outputs: int) -> None:
-    """torch.onnx.export (TorchScript exporter: robust for these CNNs, dynamic batch), atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    dummy = torch.zeros(2, *input_size)
-    names = [f"out{i}" for i in range(n_outputs)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (dummy,), str(tmp), dynamo=False, input_names=["input"], output_names=names,
-                          dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}}, opset_version=17)
-    import onnx
-
-    onnx.checker.check_model(str(tmp))
-    os.replace(tmp, path)
-
-
-def check_engines(ort_engine, torch_engine, x: np.ndarray, tol: float = 1e-3) -> float:
-    """Largest |ort - torch| relative to each output's scale; raises if above `tol`."""
-    a, b = ort_engine(x), torch_engine(x)
-    worst = 0.0
-    for oa, ob in zip(a, b):
-        worst = max(worst, float(np.abs(oa - ob).max() / max(1.0, float(np.abs(ob).max()))))
-    if worst > tol:
-        raise RuntimeError(f"onnxruntime features differ from PyTorch by {worst:.2e} (> {tol})")
-    return worst
 
 
 def image_decoder(model_name: str):
@@ -241,19 +203,32 @@ class Extractor:
                 (self.cache.dir / "no_classifier").touch()
         return self._module
 
+    def _verified_onnx(self, onnx_path: Path, check_path: Path) -> dict | None:
+        """The check record of a cached ONNX feature model, if it is still the file that was checked."""
+        if not (onnx_path.exists() and check_path.exists()):
+            return None
+        try:
+            check = json.loads(check_path.read_text())
+        except (OSError, ValueError):
+            return None
+        if check.get("sha256") != file_digest(onnx_path):
+            log.warning("cached ONNX feature model %s does not match its check record; exporting again", onnx_path)
+            return None
+        return check
+
     def engine(self, sample: np.ndarray | None = None):
         if self._engine is not None:
             return self._engine
         onnx_path = self.cache.dir / "features.onnx"
         check_path = self.cache.dir / "features.onnx.check.json"
-        if self.cfg.engine != "torch" and onnx_path.exists() and check_path.exists() and self.classifier_known():
+        check = self._verified_onnx(onnx_path, check_path) if self.cfg.engine != "torch" else None
+        if check is not None and self.classifier_known():
             try:  # exported and checked before: the PyTorch model is not even built
-                self._engine = OrtEngine(onnx_path, self.threads)
-                self.engine_info = {"exported": False, **json.loads(check_path.read_text())}
+                self._engine = OrtEngine(runtime.session(onnx_path, self.threads))
+                self.engine_info = {"exported": False, **check}
                 return self._engine
-            except Exception as e:  # a damaged file: export again below
+            except Exception as e:  # an unloadable file: export again below
                 log.warning("cached ONNX feature model unusable (%s); exporting again", e)
-                check_path.unlink(missing_ok=True)
         module = self._ensure_module()
         torch_engine = TorchEngine(module, self.threads)
         if self.cfg.engine == "torch":
@@ -261,19 +236,16 @@ class Extractor:
             return self._engine
         t0 = time.perf_counter()
         try:
-            if not (onnx_path.exists() and check_path.exists()):
-                export_onnx(module, onnx_path, self.pre.input_size, len(self.dims))
-                ort_engine = OrtEngine(onnx_path, self.threads)
-                if sample is None:
-                    raise RuntimeError("no real images to check the ONNX export against")
-                worst = check_engines(ort_engine, TorchEngine(module, 1), sample[:4])  # 4 images: 1 thread is fastest
-                _atomic_bytes(check_path, json.dumps({"max_rel_diff": worst, "images": int(min(4, len(sample)))}).encode())
-                self.engine_info = {"exported": True, "max_rel_diff": worst}
-            else:
-                ort_engine = OrtEngine(onnx_path, self.threads)
-                self.engine_info = {"exported": False, **json.loads(check_path.read_text())}
+            if sample is None:
+                raise RuntimeError("no real images to check the ONNX export against")
+            names = tuple(f"out{i}" for i in range(len(self.dims)))
+            x = torch.from_numpy(np.ascontiguousarray(sample[:4]))
+            with torch_threads(1):  # 4 images: thread start-up costs more than it saves
+                session, worst = verified_session(module, onnx_path, x, output_names=names, threads=self.threads)
+            self.engine_info = {"exported": True, "max_rel_diff": worst}
+            write_json(check_path, {"max_rel_diff": worst, "images": len(x), "sha256": file_digest(onnx_path)})
             self.engine_info["setup_seconds"] = round(time.perf_counter() - t0, 3)
-            self._engine = ort_engine
+            self._engine = OrtEngine(session)
         except Exception as e:  # export unsupported, ORT missing, mismatch: eager PyTorch is still correct
             if self.cfg.engine == "onnxruntime":
                 raise RuntimeError(f"onnxruntime engine unavailable for {self.model_name}: {e}") from e

@@ -119,8 +119,8 @@ class _SeededImages(torch.utils.data.Dataset):
     def __getitem__(self, j):
         epoch, i = divmod(int(j), len(self.samples))
         s = self.samples[i]
-        pc.seed_everything_for(self.seed, epoch, i)
-        return self.transform(zoo.load_rgb(s.path)), s.label
+        with pc.seeded_rng(self.seed, epoch, i):
+            return self.transform(zoo.load_rgb(s.path)), s.label
 
 
 def plan_unfreeze(plan: dict | None, model_name: str, model) -> int:
@@ -211,7 +211,7 @@ class Finetuner:
             key = pc.cache_key(fp=self.fingerprint, cut=self.split.cut, pre=self.pre.to_dict())
             engine = pc.prefix_engine(self.split.prefix, self.cache_dir, self.pre.input_size, self.device, self.amp,
                                       "torch" if self.dist.enabled else cfg.prefix_engine)
-            common = dict(batch_size=bs, workers=self.workers, load=zoo.load_rgb, device=self.device,
+            common = dict(input_size=self.pre.input_size, batch_size=bs, workers=self.workers, load=zoo.load_rgb, device=self.device,
                           progress=self._progress(), rank=self.dist.rank, world=self.dist.world,
                           barrier=self.dist.barrier if self.dist.enabled else None)
             self.log(f"caching the frozen prefix's activations (entering {self.split.cut}): "

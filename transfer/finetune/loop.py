@@ -240,6 +240,6 @@ def run(
 
 
 def write_jsonl(path, history: list[dict]) -> None:
-    from transferzoo.transfer.rundir import atomic_write
+    from transferzoo.zoo.fileio import atomic_write
 
     atomic_write(path, "".join(json.dumps(r) + "\n" for r in history))

@@ -20,6 +20,7 @@ file with any number of DataLoader workers, and a resumed run rebuilds exactly w
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -31,6 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+
+from transferzoo.export.onnx_export import verified_session
+from transferzoo.zoo.fileio import commit, write_json
 
 
 def _chain(module: nn.Module, prefix: str = ""):
@@ -62,7 +66,6 @@ class Split:
     prefix: Chain  # frozen
     suffix: Chain  # trained, ends with the model's head
     cut: str  # name of the first trained module
-    frozen_norms: tuple[str, ...]
 
 
 def split_backbone(model, probe_size: int = 64) -> Split | None:
@@ -95,16 +98,26 @@ def split_backbone(model, probe_size: int = 64) -> Split | None:
     if not ok:
         return None
     prefix, suffix = Chain(named[:first]), Chain(named[first:], head=model.head)
-    return Split(prefix=prefix.eval(), suffix=suffix, cut=named[first][0], frozen_norms=())
+    return Split(prefix=prefix.eval(), suffix=suffix, cut=named[first][0])
 
 
-def seed_everything_for(seed: int, *keys: int) -> None:
-    """Seed python/torch/numpy RNGs from (seed, keys): per-sample augmentation independent of workers."""
+@contextlib.contextmanager
+def seeded_rng(seed: int, *keys: int):
+    """Python/torch/numpy RNGs seeded from (seed, keys) inside the block, restored after it: per-sample
+    augmentation independent of the number of workers, and building a cache in the main process
+    (workers=0) leaves the global RNG streams exactly where reusing the cache leaves them."""
     h = hashlib.blake2b(repr((seed,) + keys).encode(), digest_size=8).digest()
     s = int.from_bytes(h, "little") & 0x7FFF_FFFF
+    saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
     random.seed(s)
     torch.manual_seed(s)
     np.random.seed(s)
+    try:
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.set_rng_state(saved[2])
 
 
 class ViewDataset(torch.utils.data.Dataset):
@@ -119,8 +132,8 @@ class ViewDataset(torch.utils.data.Dataset):
     def __getitem__(self, j):
         i, v = divmod(j, self.views)
         s = self.samples[i]
-        seed_everything_for(self.seed, i, v)
-        return self.transform(self.load(s.path)), s.label
+        with seeded_rng(self.seed, i, v):
+            return self.transform(self.load(s.path)), s.label
 
 
 class TorchPrefix:
@@ -138,36 +151,15 @@ class TorchPrefix:
 
 
 class OrtPrefix:
-    """The prefix exported with torch.onnx and run by onnxruntime: on CPU several times faster than
-    eager PyTorch (bench/bench_finetune_prefix.py). Verified against PyTorch at export."""
+    """The prefix exported to ONNX and run by onnxruntime: on CPU several times faster than eager
+    PyTorch (bench/bench_finetune_prefix.py). Verified against PyTorch at export."""
 
     name = "onnxruntime"
 
-    def __init__(self, prefix: nn.Module, path: Path, input_size, threads: int | None = None):
-        import warnings
-
-        import onnxruntime as ort
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    def __init__(self, prefix: nn.Module, path: Path, input_size, threads: int = 0):
+        # a private generator: checking the export must not move the global RNG streams
         dummy = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(prefix, (dummy,), str(tmp), dynamo=False, input_names=["x"], output_names=["y"],
-                              dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, opset_version=17)
-        os.replace(tmp, path)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or (os.cpu_count() or 1)
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        with torch.inference_mode():
-            ref = prefix(dummy).numpy()
-        got = self(dummy)
-        scale = max(1.0, float(np.abs(ref).max()))
-        if got.shape != ref.shape or float(np.abs(got - ref).max()) > 1e-3 * scale:
-            raise RuntimeError("onnxruntime prefix disagrees with PyTorch")
+        self.session, _ = verified_session(prefix, path, dummy, input_name="x", output_names=("y",), threads=threads)
 
     def __call__(self, xb: torch.Tensor) -> np.ndarray:
         return self.session.run(None, {"x": np.ascontiguousarray(xb.numpy(), dtype=np.float32)})[0]
@@ -213,7 +205,7 @@ def _open(path: Path, meta: dict, mode: str) -> np.memmap:
 
 def build_split_cache(
     cache_dir: Path, name: str, key: str, run_prefix, samples, transform, views: int, seed: int,
-    *, batch_size: int, workers: int, load, device: torch.device,
+    *, input_size: tuple[int, int, int], batch_size: int, workers: int, load, device: torch.device,
     progress: bool = False, rank: int = 0, world: int = 1, barrier=None,
 ) -> CachedSplit:
     """Compute (or reuse, when `meta.json` says it is complete for `key`) one split's cache.
@@ -228,18 +220,19 @@ def build_split_cache(
         if meta.get("key") == key and meta.get("complete") and data_path.exists():
             return CachedSplit(data_path, _open(data_path, meta, "r"), labels, views)
     ds = ViewDataset(samples, transform, views, seed, load)
-    probe = run_prefix(ds[0][0].unsqueeze(0)).shape[1:]  # output shape
+    probe = run_prefix(torch.zeros(1, *input_size)).shape[1:]  # output shape (zeros: no decode, no RNG)
     meta = {"key": key, "shape": [len(ds), *probe], "views": views, "complete": False}
+    # every rank fills its rows of one file under a name of its own; rank 0 renames it into place
+    # once all are done, so `data_path` only ever holds a complete cache
+    partial = data_path.with_name(f".{data_path.name}.partial")
     if rank == 0:
-        _open(data_path, meta, "w+").flush()
-        tmp = meta_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, meta_path)
+        meta_path.unlink(missing_ok=True)
+        _open(partial, meta, "w+").flush()
     if barrier:
         barrier()
     per = -(-len(ds) // world)
     lo, hi = rank * per, min(len(ds), (rank + 1) * per)
-    out = _open(data_path, meta, "r+")
+    out = _open(partial, meta, "r+")
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(ds, range(lo, hi)), batch_size=batch_size, shuffle=False, num_workers=workers,
         pin_memory=device.type == "cuda", persistent_workers=False,
@@ -256,10 +249,11 @@ def build_split_cache(
     if barrier:
         barrier()
     if rank == 0:
+        with open(partial, "rb+") as f:
+            os.fsync(f.fileno())
+        commit(partial, data_path)
         meta["complete"] = True
-        tmp = meta_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(meta))
-        os.replace(tmp, meta_path)
+        write_json(meta_path, meta)
     if barrier:
         barrier()
     return CachedSplit(data_path, _open(data_path, meta, "r"), labels, views)

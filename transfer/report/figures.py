@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 
-from transferzoo.transfer.rundir import atomic_write
+from transferzoo.zoo.fileio import atomic_write
 
 
 def curves_png(history: list[dict], title: str = "") -> bytes:

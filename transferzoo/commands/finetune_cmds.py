@@ -85,7 +85,7 @@ def cmd_lr_find(args) -> int:
     from transferzoo.transfer.data import scan_folder
     from transferzoo.transfer.finetune.finetuner import Finetuner
     from transferzoo.transfer.finetune.lr_find import lr_find, plot_png
-    from transferzoo.transfer.rundir import atomic_json, atomic_write
+    from transferzoo.zoo.fileio import atomic_write, write_json
 
     if not 0 < args.start_lr < args.end_lr:
         raise ValueError("--start-lr must be > 0 and below --end-lr")
@@ -103,7 +103,7 @@ def cmd_lr_find(args) -> int:
 
         remove(out / "cache")
     atomic_write(out / "lr_find.png", plot_png(res, f"{ft.model_name}, {args.strategy}"))
-    atomic_json(out / "lr_find.json", res.to_dict())
+    write_json(out / "lr_find.json", res.to_dict())
     if args.json:
         d = res.to_dict()
         print_json({"suggestion": d["suggestion"], "min_loss_lr": d["min_loss_lr"], "steps": d["steps"],

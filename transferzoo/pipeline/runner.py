@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transferzoo.transfer.rundir import atomic_write as write_atomic
+from transferzoo.zoo.fileio import atomic_write
 
 from .config import PipelineConfig
 
@@ -71,7 +71,7 @@ class Pipeline:
 
     def _mark(self, stage: str, fingerprint: str, **info) -> None:
         self.state[stage] = {"fingerprint": fingerprint, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
-        write_atomic(self.state_path, json.dumps(self.state, indent=2))
+        atomic_write(self.state_path, json.dumps(self.state, indent=2))
 
     def _invalidate_after(self, stage: str) -> None:
         order = ["fit", "export", "serve"]
@@ -83,7 +83,7 @@ class Pipeline:
         import yaml
 
         self.out.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.out / "pipeline.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        atomic_write(self.out / "pipeline.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
         res = PipelineResult(self.out)
         self.stage_fit(res)
         if self.cfg.export.enabled:
@@ -140,7 +140,7 @@ class Pipeline:
 
         self.log("serve: starting the server on a free loopback port")
         report = serve_check(self.out / "model.onnx", self.out / "run", self.cfg.serve, log=lambda m: self.log(f"  {m}"))
-        write_atomic(self.out / "serve.json", json.dumps(report, indent=2))
+        atomic_write(self.out / "serve.json", json.dumps(report, indent=2))
         self._mark("serve", self.cfg.stage_hash("data", "fit", "export", "serve"))
         res.serve = report
 
@@ -148,7 +148,7 @@ class Pipeline:
         from .report import render
 
         path = self.out / "report.md"
-        write_atomic(path, render(res, self.cfg))
+        atomic_write(path, render(res, self.cfg))
         return path
 
 
