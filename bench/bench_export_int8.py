@@ -60,7 +60,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from transferzoo.export import parity, quantize
+    from transferzoo.export import quantize
     from transferzoo.zoo import runtime
     from transferzoo.export.images import from_folder, prepare
     from transferzoo.export.pipeline import ExportOptions, export

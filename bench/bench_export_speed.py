@@ -31,7 +31,6 @@ TARGETS = {"efficientnet_lite0": 4.0, "resnet50": 2.0, "mobilenetv3_large_100": 
 def bench_model(name: str, batches: list[int], rounds: int, threads: int, tmp: Path) -> list[dict]:
     import torch
 
-    from transferzoo.export import parity
     from transferzoo.zoo import runtime
     from transferzoo.export.pipeline import ExportOptions, export
     from transferzoo.export.sources import load_zoo

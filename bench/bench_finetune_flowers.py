@@ -24,7 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transferzoo.transfer.config import FitConfig
-from transferzoo.transfer.fit import fit
+from transferzoo.zoo.config import override
+from transferzoo.transfer.strategies import fit
 
 SHARED = Path(os.environ.get("TRANSFERZOO_SHARED", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 
@@ -39,7 +40,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(SHARED / "flowers"))
     ap.add_argument("--model", default="efficientnet_lite0")
     ap.add_argument("--strategy", default="auto")
-    ap.add_argument("--image-size", type=int, default=None, help="finetuning input size (default: TrainConfig's)")
+    ap.add_argument("--image-size", type=int, default=None, help="finetuning input size (default: FinetuneConfig's)")
     ap.add_argument("--views", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--unfreeze", type=int, default=None)
@@ -55,8 +56,8 @@ def main() -> None:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     print(f"load average before: {os.getloadavg()}", file=sys.stderr)
 
-    cfg = FitConfig(model=args.model, strategy=args.strategy, finetune=ft, progress=False)
-    cfg.features.cache_dir = cache
+    cfg = override(FitConfig(model=args.model, strategy=args.strategy, finetune=ft, progress=False),
+                   {"features.cache_dir": cache})
     t = time.perf_counter()
     res = fit(args.data, cfg, out=out / "ours", log=log)
     ours_s = time.perf_counter() - t
@@ -66,8 +67,7 @@ def main() -> None:
              "seconds": round(ours_s, 1), "peak_rss_mb": round(rss[0]), "worker_peak_rss_mb": round(rss[1])}]
     base = None
     if not args.skip_baseline:
-        cfg = FitConfig(model=args.model, strategy="linear", progress=False)
-        cfg.features.cache_dir = cache
+        cfg = override(FitConfig(model=args.model, strategy="linear", progress=False), {"features.cache_dir": cache})
         t = time.perf_counter()
         base = fit(args.data, cfg, out=out / "linear", log=log).summary
         base_s = time.perf_counter() - t

@@ -20,9 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from transferzoo.transfer.data import scan_folder
-from transferzoo.transfer.finetune.finetuner import Finetuner, finetune
+from transferzoo.transfer import fit
+from transferzoo.transfer.finetune.finetuner import Finetuner
 from transferzoo.transfer.finetune.optim import create_optimizer
-from transferzoo.transfer.train_config import TrainConfig
+from transferzoo.transfer.config import FinetuneConfig, FitConfig
 
 
 def steps_per_second(ft: Finetuner, batches, steps: int, warmup: int = 5) -> float:
@@ -64,8 +65,8 @@ def main() -> None:
     long = scan_folder(args.data)
     need = (args.steps + 10) * args.batch_size
     long.train = (long.train * (need // len(long.train) + 1))[:need]
-    cfg = TrainConfig(strategy="full", batch_size=args.batch_size, workers=args.workers, progress=False, checkpoint=False)
-    ft = Finetuner(long, "efficientnet_lite0", cfg)
+    cfg = FinetuneConfig(batch_size=args.batch_size, workers=args.workers, checkpoint=False)
+    ft = Finetuner(long, "efficientnet_lite0", "full", cfg, progress=False)
     assert ft.amp and ft.device.type == "cuda"
 
     def loader_batches():
@@ -95,11 +96,10 @@ def main() -> None:
     print(f"\nend-to-end / synthetic: {e2e / syn:.2f} (the data pipeline's cost: {100 * (1 - e2e / syn):.0f}% of throughput)")
 
     for strategy, extra in (("full", {}), ("partial", {"unfreeze": 1, "views": 2})):
-        cfg = TrainConfig(strategy=strategy, epochs=3, batch_size=args.batch_size, workers=args.workers, progress=False,
-                          checkpoint=False, **extra)
+        cfg = FitConfig(strategy=strategy, progress=False, finetune=FinetuneConfig(
+            epochs=3, batch_size=args.batch_size, workers=args.workers, checkpoint=False, **extra))
         t = time.perf_counter()
-        r = finetune(splits, "efficientnet_lite0", cfg, run_dir=f"/tmp/gpu_run_{strategy}")
-        s = r.summary
+        s = fit(args.data, cfg, out=f"/tmp/gpu_run_{strategy}").summary
         print(f"{strategy}: val accuracy {s['val_accuracy']:.4f} ({s['num_train']} train / {s['num_val']} val), "
               f"{time.perf_counter() - t:.1f}s, device {s['device']}, cache {s.get('prefix_cache', {}).get('engine')}")
 

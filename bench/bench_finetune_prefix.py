@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from transferzoo.transfer.finetune import prefix_cache as pc
 from transferzoo.transfer.data import scan_folder
 from transferzoo.transfer.finetune.finetuner import Finetuner
-from transferzoo.transfer.train_config import TrainConfig
+from transferzoo.transfer.config import FinetuneConfig
 
 SHARED = Path(os.environ.get("TRANSFERZOO_SHARED", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 
@@ -54,16 +54,17 @@ def main() -> None:
     splits.train = [splits.train[i] for i in sorted(rng.choice(len(splits.train), min(args.images, len(splits.train)), replace=False))]
     splits.val = splits.val[:64]
     print(f"load average before: {os.getloadavg()}; torch threads {torch.get_num_threads()}", file=sys.stderr)
-    common = dict(strategy="partial", unfreeze=1, image_size=args.image_size, views=args.views, progress=False,
-                  checkpoint=False, workers=2)
+    common = dict(unfreeze=1, image_size=args.image_size, views=args.views, checkpoint=False, workers=2)
     tmp = Path(tempfile.mkdtemp(prefix="bench_prefix_"))
-    streamed = Finetuner(splits, "efficientnet_lite0", TrainConfig(cache_prefix=False, **common), run_dir=tmp / "s")
+    streamed = Finetuner(splits, "efficientnet_lite0", "partial", FinetuneConfig(cache_prefix=False, **common),
+                         run_dir=tmp / "s", progress=False)
     s_epoch = epoch_seconds(streamed)
     streamed.close()
     rows = [("streamed: whole network every epoch", s_epoch, None)]
     for engine in ("onnxruntime", "torch"):
         t = time.perf_counter()
-        cached = Finetuner(splits, "efficientnet_lite0", TrainConfig(prefix_engine=engine, **common), run_dir=tmp / engine)
+        cached = Finetuner(splits, "efficientnet_lite0", "partial", FinetuneConfig(prefix_engine=engine, **common),
+                           run_dir=tmp / engine, progress=False)
         build = cached.cache_info["seconds"]
         c_epoch = epoch_seconds(cached)
         rows.append((f"cached ({engine} prefix): suffix only", c_epoch, build))

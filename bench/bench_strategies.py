@@ -25,8 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transferzoo.transfer.config import FitConfig
+from transferzoo.zoo.config import override
 from transferzoo.transfer.sample_data import subsample_folder
-from transferzoo.transfer.fit import fit
+from transferzoo.transfer.strategies import fit
 from transferzoo.transfer.sample_data import write_digits, write_lfw_subset
 
 SHARED = Path(os.environ.get("TRANSFERZOO_SHARED", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
@@ -54,9 +55,9 @@ def run_one(name: str, strategy: str, tmp: Path, args) -> dict:
     if strategy == "full" and args.full_image_size:
         ft["image_size"] = args.full_image_size
     cfg = FitConfig(model=args.model, strategy=strategy, finetune=ft, progress=False)
-    cfg.features.cache_dir = tempfile.mkdtemp(prefix="bench_strat_cache_")
+    cfg = override(cfg, {"features.cache_dir": tempfile.mkdtemp(prefix="bench_strat_cache_")})
     if name == "flowers10":
-        cfg.data.val_fraction = 0.3
+        cfg = override(cfg, {"data.val_fraction": 0.3})
     t = time.perf_counter()
     s = fit(data, cfg, out=tmp / "runs" / f"{name}-{strategy}", log=lambda m: print(m, file=sys.stderr, flush=True)).summary
     return {"dataset": name, "strategy": strategy, "ran": s["strategy"], "planned": s.get("planned_strategy"),
@@ -96,7 +97,7 @@ def main() -> None:
     ap.add_argument("--model", default="efficientnet_lite0")
     ap.add_argument("--results", default="bench_strategies.jsonl")
     ap.add_argument("--table-only", action="store_true")
-    ap.add_argument("--epochs", type=int, default=None, help="finetuning epochs (default: TrainConfig's)")
+    ap.add_argument("--epochs", type=int, default=None, help="finetuning epochs (default: FinetuneConfig's)")
     ap.add_argument("--full-image-size", type=int, default=None, help="input size for `full` (CPU: e.g. 160)")
     args = ap.parse_args()
     path = Path(args.results)

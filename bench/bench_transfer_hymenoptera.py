@@ -25,17 +25,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from transferzoo.transfer.config import FeatureConfig, FitConfig
+from transferzoo.zoo.config import override
 from transferzoo.transfer.data import scan_folder
 from transferzoo.transfer.features.engine import Extractor
-from transferzoo.transfer.fit import fit, torch_threads
-from transferzoo.transfer.probe.linear import cross_validate, fit_probe
+from transferzoo.transfer import fit
+from transferzoo.transfer.threads import torch_threads
+from transferzoo.transfer.probe.cv import cross_validate
+from transferzoo.transfer.probe.linear import fit_probe
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 def ours(data: Path, cache: Path, label: str) -> dict:
-    cfg = FitConfig(strategy="auto")
-    cfg.features.cache_dir = str(cache)
+    cfg = override(FitConfig(strategy="auto"), {"features.cache_dir": str(cache)})
     t = time.perf_counter()
     res = fit(data, cfg)
     wall = time.perf_counter() - t

@@ -19,8 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transferzoo.transfer.config import FitConfig
+from transferzoo.zoo.config import override
 from transferzoo.transfer.sample_data import subsample_folder
-from transferzoo.transfer.fit import plan
+from transferzoo.transfer.strategies import plan
 from transferzoo.transfer.sample_data import write_digits, write_lfw_subset
 
 SHARED = Path(os.environ.get("TRANSFERZOO_SHARED", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
@@ -52,7 +53,7 @@ def main() -> None:
             continue
         cfg = FitConfig(model=args.model)
         if "10 per class" in name:
-            cfg.data.val_fraction = 0.3
+            cfg = override(cfg, {"data.val_fraction": 0.3})
         t = time.perf_counter()
         p = plan(folder, cfg, log=lambda m: print(m, file=sys.stderr))
         ev = p["evidence"]

@@ -29,8 +29,9 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from transferzoo import zoo
 from transferzoo.transfer.config import FitConfig
+from transferzoo.zoo.config import override
 from transferzoo.transfer.data import ImageDataset, scan_folder
-from transferzoo.transfer.fit import fit
+from transferzoo.transfer.strategies import fit
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -93,8 +94,7 @@ def main() -> None:
     args = ap.parse_args()
     data = Path(args.data)
     print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()}", flush=True)
-    cfg = FitConfig(strategy="auto")
-    cfg.features.cache_dir = tempfile.mkdtemp(prefix="bench_tut_")
+    cfg = override(FitConfig(strategy="auto"), {"features.cache_dir": tempfile.mkdtemp(prefix="bench_tut_")})
     t = time.perf_counter()
     res = fit(data, cfg)
     ours_s = time.perf_counter() - t

@@ -24,10 +24,8 @@ from transferzoo.zoo import runtime
 from transferzoo.zoo.fileio import atomic_write
 
 from .errors import ExportError
+from .options import DEFAULT_OPSET, EXPORTERS, OPSET_RANGE
 
-EXPORTERS = ("torchscript", "dynamo")
-DEFAULT_OPSET = 18
-OPSET_RANGE = (13, 20)  # 13: per-channel QuantizeLinear; 20: what both exporters handle here
 PREFERRED: dict[str, tuple[str, ...]] = {}  # family -> order, where the default order is not the best
 
 

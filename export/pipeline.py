@@ -25,56 +25,17 @@ import torch
 from transferzoo import zoo
 
 from transferzoo.zoo import runtime
+from transferzoo.zoo.config import ConfigError
 from transferzoo.zoo.fileio import atomic_commit, json_bytes
 
 from . import images, metadata, onnx_export, parity, quantize
 from .errors import ExportError, GateError
+from .options import ExportOptions
 from .preprocess_graph import WithPreprocessing
 from .sources import Source
 from .static_padding import freeze_same_padding
 
 RANDOM_BATCHES = (1, 3)
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    out: Path
-    opset: int = onnx_export.DEFAULT_OPSET
-    exporter: str = "auto"
-    quantize: str | None = None  # None | 'int8' | 'fp16'
-    calibration: Path | None = None
-    parity_data: Path | None = None
-    with_preprocessing: bool = False
-    parity_limit: int = 200
-    calibration_limit: int = 128
-    threads: int = 2
-
-    def __post_init__(self):
-        object.__setattr__(self, "out", Path(self.out))
-        if self.out.suffix != ".onnx":
-            raise ValueError(f"--out must end in .onnx, got {self.out}")
-        if self.out.is_dir():
-            raise ValueError(f"--out {self.out} is a directory")
-        lo, hi = onnx_export.OPSET_RANGE
-        if not lo <= self.opset <= hi:
-            raise ValueError(f"--opset must be in {lo}..{hi}, got {self.opset}")
-        onnx_export.exporter_order(self.exporter, "")  # validates the name
-        if self.quantize not in (None, "int8", "fp16"):
-            raise ValueError(f"--quantize must be int8 or fp16, got {self.quantize!r}")
-        for name in ("calibration", "parity_data"):
-            v = getattr(self, name)
-            if v is not None:
-                object.__setattr__(self, name, Path(v))
-                if not Path(v).is_dir():
-                    raise ValueError(f"--{name.replace('_', '-')} {v}: not a directory")
-        if self.calibration is not None and self.quantize != "int8":
-            raise ValueError("--calibration only applies to --quantize int8")
-        if self.parity_limit < 1 or self.calibration_limit < 1 or self.threads < 1:
-            raise ValueError("--parity-limit, --calibration-limit and --threads must be >= 1")
-
-    @property
-    def report_path(self) -> Path:
-        return self.out.with_suffix(".parity.json")
 
 
 @dataclass
@@ -136,6 +97,9 @@ def _verify(model: onnx.ModelProto, checks: list[tuple[str, np.ndarray, np.ndarr
 
 def export(source: Source, opts: ExportOptions, log=lambda msg: None) -> ExportResult:
     """Export `source` per `opts`; raises ExportError (no graph), GateError (a graph failed a check)."""
+    if opts.out is None:
+        raise ConfigError("out", "required: the MODEL.onnx file to write")
+    opts.check_paths()
     t0 = time.perf_counter()
     pre = source.preprocessing
     uint8 = opts.with_preprocessing

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request as StarletteRequest
 from starlette.routing import Route
 
-from . import __version__
+from transferzoo import __version__
 from .batcher import Batcher
 from .body import read_body
 from .config import ServerConfig

@@ -104,14 +104,25 @@ def test_subset_spreads_over_classes():
 
 
 @pytest.mark.parametrize("kw, msg", [
-    ({"out": "m.txt"}, "end in .onnx"), ({"out": "m.onnx", "opset": 9}, "--opset"),
-    ({"out": "m.onnx", "quantize": "int4"}, "--quantize"), ({"out": "m.onnx", "exporter": "tf"}, "exporter"),
-    ({"out": "m.onnx", "parity_data": "/nonexistent"}, "not a directory"),
-    ({"out": "m.onnx", "calibration": "/"}, "only applies"), ({"out": "m.onnx", "parity_limit": 0}, ">= 1"),
+    ({"out": "m.txt"}, "out: must end in .onnx"), ({"out": "m.onnx", "opset": 9}, r"opset: expected 13\.\.20, got 9"),
+    ({"out": "m.onnx", "quantize": "int4"}, "quantize: expected one of null, 'int8' or 'fp16', got 'int4'"),
+    ({"out": "m.onnx", "exporter": "tf"}, "exporter: expected one of 'auto', 'torchscript' or 'dynamo'"),
+    ({"out": "m.onnx", "calibration": "/"}, "calibration: only applies"),
+    ({"out": "m.onnx", "parity_limit": 0}, "parity_limit: expected >= 1, got 0"),
 ])
 def test_options_are_validated(kw, msg):
     with pytest.raises(ValueError, match=msg):
         ExportOptions(**kw)
+
+
+def test_option_paths_are_checked_where_used_and_flags_are_named(tmp_path, capsys):
+    from transferzoo.cli import main
+
+    with pytest.raises(ValueError, match="parity_data: /nonexistent: not a directory"):
+        ExportOptions(out="m.onnx", parity_data="/nonexistent").check_paths()
+    assert main(["export", "efficientnet_lite0", "--out", str(tmp_path / "m.onnx"), "--opset", "9"]) == 2
+    assert "--opset: expected 13..20, got 9" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_same_padding_freeze_is_exact_and_static():

@@ -41,13 +41,20 @@ def test_lr_find_cli_suggests_a_learning_rate_and_plots(digits, tmp_path, capsys
 @pytest.mark.parametrize("argv,match", [
     (["lr-find", "{data}", "--start-lr", "0"], "--start-lr"),
     (["lr-find", "/nonexistent/folder"], "does not exist"),
-    (["fit", "{data}", "--strategy", "partial", "--optimizer", "lion"], "optimizer"),
-    (["fit", "{data}", "--strategy", "partial", "--epochs", "0"], "epochs"),
+    (["fit", "{data}", "--strategy", "partial", "--epochs", "0"], "--epochs: expected >= 1, got 0"),
+    (["fit", "{data}", "--strategy", "partial", "--warmup-epochs", "7"], "--warmup-epochs: must be below epochs (6), got 7.0"),
 ])
 def test_bad_input_is_a_one_line_error(digits, argv, match, capsys):
     rc = main([a.replace("{data}", str(digits)) for a in argv])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error:") and match in err and "Traceback" not in err
+
+
+def test_flag_choices_come_from_the_settings(digits, capsys):
+    with pytest.raises(SystemExit) as e:  # argparse refuses it, listing the choices FinetuneConfig declares
+        main(["fit", str(digits), "--strategy", "partial", "--optimizer", "lion"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "invalid choice: 'lion'" in err and "'adamw'" in err
 
 
 def test_divergence_stops_fit_with_a_clear_message(digits, tmp_path, capsys):
@@ -70,7 +77,7 @@ def test_fit_partial_cli_writes_a_run_with_curves(digits, tmp_path, capsys):
     from transferzoo.transfer.config import load_config
 
     cfg = load_config(run / "config.yaml")  # the resolved config reloads with --config
-    assert cfg.strategy == "partial" and cfg.finetune["views"] == 1 and cfg.finetune["epochs"] == 4
+    assert cfg.strategy == "partial" and cfg.finetune.views == 1 and cfg.finetune.epochs == 4
 
 
 def _free_port() -> int:

@@ -7,7 +7,7 @@ import torch
 from transferzoo.zoo import assembly as za
 from transferzoo.transfer.finetune.freeze import block_groups, train_mode, unfreeze_top
 from transferzoo.transfer.finetune.optim import create_optimizer
-from transferzoo.transfer.train_config import TrainConfig
+from transferzoo.transfer.config import FinetuneConfig
 
 
 def _model():
@@ -47,7 +47,7 @@ def test_frozen_batchnorm_running_stats_do_not_change_while_training():
     info = unfreeze_top(model, 1)
     before = _bn_stats(model)
     frozen_params = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
-    opt = create_optimizer(model, TrainConfig(lr=1e-2))
+    opt = create_optimizer(model, FinetuneConfig(lr=1e-2).resolved("partial"))
     g = torch.Generator().manual_seed(0)
     for _ in range(3):
         train_mode(model, info)

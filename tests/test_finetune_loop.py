@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 
 from transferzoo.transfer.finetune.optim import create_optimizer, create_schedule
-from transferzoo.transfer.train_config import TrainConfig
+from transferzoo.transfer.config import FinetuneConfig, FitConfig
+from transferzoo.zoo.config import from_dict
 from transferzoo.transfer.finetune.loop import LoopData, TrainingDiverged, run
 
 
@@ -49,6 +50,7 @@ def _data(digits, bs=100):
 
 
 def _run(model, cfg, digits, logs=None):
+    cfg = cfg.resolved("partial")
     data = _data(digits, cfg.batch_size)
     opt = create_optimizer(model, cfg)
     sched = create_schedule(opt, cfg, data.steps_per_epoch)
@@ -57,7 +59,7 @@ def _run(model, cfg, digits, logs=None):
 
 
 def test_training_learns_and_logs_every_epoch(digits):
-    cfg = TrainConfig(optimizer="sgd", lr=0.5, epochs=4, warmup_epochs=0, batch_size=100, progress=False)
+    cfg = FinetuneConfig(optimizer="sgd", lr=0.5, epochs=4, warmup_epochs=0, batch_size=100)
     res = _run(Probe(), cfg, digits)
     assert [h["epoch"] for h in res.history] == [1, 2, 3, 4]
     assert res.history[-1]["val_accuracy"] > 0.75  # chance is 0.1
@@ -66,28 +68,28 @@ def test_training_learns_and_logs_every_epoch(digits):
 
 
 def test_initial_loss_is_ln_c_for_a_fresh_head(digits):
-    res = _run(Probe(), TrainConfig(lr=1e-3, epochs=1, warmup_epochs=0, label_smoothing=0.0, progress=False), digits)
+    res = _run(Probe(), FinetuneConfig(lr=1e-3, epochs=1, warmup_epochs=0, label_smoothing=0.0), digits)
     assert res.checks["initial_loss"] == pytest.approx(math.log(10), abs=1e-3) and res.checks["initial_loss_ok"]
 
 
 def test_a_badly_initialised_head_is_flagged(digits):
     logs = []
-    res = _run(Probe(scale=3.0), TrainConfig(lr=1e-3, epochs=1, warmup_epochs=0, progress=False), digits, logs)
+    res = _run(Probe(scale=3.0), FinetuneConfig(lr=1e-3, epochs=1, warmup_epochs=0), digits, logs)
     assert not res.checks["initial_loss_ok"] and res.initial_loss > 2 * math.log(10)
     assert any("far from ln(10)" in m for m in logs)
 
 
 @pytest.mark.parametrize("optimizer,lr", [("sgd", 9.0), ("adam", 5.0)])
 def test_divergence_stops_the_run_with_a_clear_message(digits, optimizer, lr):
-    cfg = TrainConfig(optimizer=optimizer, lr=lr, momentum=0.99, epochs=5, warmup_epochs=0, label_smoothing=0.0,
-                      weight_decay=0.0, progress=False)
+    cfg = FinetuneConfig(optimizer=optimizer, lr=lr, momentum=0.99, epochs=5, warmup_epochs=0, label_smoothing=0.0,
+                      weight_decay=0.0)
     with pytest.raises(TrainingDiverged, match=r"diverged at epoch \d+, step \d+: .*(initial loss|loss is).*Lower the learning rate"):
         _run(Probe(), cfg, digits)
 
 
 def test_early_stopping_keeps_the_best_epoch(digits):
     # a learning rate so small that validation cannot improve after the first epoch
-    cfg = TrainConfig(optimizer="sgd", lr=1e-9, epochs=10, warmup_epochs=0, patience=2, progress=False)
+    cfg = FinetuneConfig(optimizer="sgd", lr=1e-9, epochs=10, warmup_epochs=0, patience=2)
     model = Probe()
     res = _run(model, cfg, digits)
     assert res.stopped == "early_stopping" and len(res.history) < 10
@@ -95,14 +97,17 @@ def test_early_stopping_keeps_the_best_epoch(digits):
 
 
 def test_settings_are_validated_with_actionable_messages():
-    with pytest.raises(ValueError, match="optimizer.*one of"):
-        TrainConfig(optimizer="lion")
-    with pytest.raises(ValueError, match="warmup_epochs"):
-        TrainConfig(epochs=2, warmup_epochs=2)
+    with pytest.raises(ValueError, match="optimizer: expected one of .*'adamw'.*got 'lion'"):
+        FinetuneConfig(optimizer="lion")
+    with pytest.raises(ValueError, match="warmup_epochs: must be below epochs"):
+        FinetuneConfig(epochs=2, warmup_epochs=2)
     with pytest.raises(ValueError, match="did you mean 'weight_decay'"):
-        TrainConfig.from_dict({"weight_decy": 0.1})
-    with pytest.raises(ValueError, match="expected int"):
-        TrainConfig.from_dict({"epochs": "many"})
-    cfg = TrainConfig.from_dict({"optimizer": "sgd", "epochs": "3"}, lr=None, views=2)
-    assert cfg.epochs == 3 and cfg.views == 2 and cfg.base_lr == 0.01
-    assert TrainConfig(strategy="full").base_lr == pytest.approx(1e-3 / 3) and TrainConfig(strategy="full").head_scale == 10
+        from_dict(FinetuneConfig, {"weight_decy": 0.1})
+    with pytest.raises(ValueError, match="epochs: expected int, got 'many'"):
+        from_dict(FinetuneConfig, {"epochs": "many"})
+    with pytest.raises(ValueError, match=r"finetune.lr: expected \(0, 10\), got -1"):
+        from_dict(FitConfig, {"finetune": {"lr": -1}})
+    cfg = from_dict(FinetuneConfig, {"optimizer": "sgd", "epochs": 3, "views": 2}).resolved("partial")
+    assert cfg.epochs == 3 and cfg.views == 2 and cfg.lr == 0.01 and cfg.head_lr_scale == 1
+    full = FinetuneConfig().resolved("full", seed=5)
+    assert full.lr == pytest.approx(1e-3 / 3) and full.head_lr_scale == 10 and full.seed == 5

@@ -9,7 +9,7 @@ import torch
 from transferzoo.zoo import assembly as za
 from transferzoo.transfer.finetune.freeze import unfreeze_top
 from transferzoo.transfer.finetune.optim import create_optimizer, create_schedule, param_groups
-from transferzoo.transfer.train_config import TrainConfig
+from transferzoo.transfer.config import FinetuneConfig
 
 
 def _model(k):
@@ -25,7 +25,7 @@ def _scale_of(groups, param):
 
 def test_partial_groups_hold_only_trainable_params_with_discriminative_lrs():
     m = _model(2)
-    groups = param_groups(m, TrainConfig(layer_decay=0.5))
+    groups = param_groups(m, FinetuneConfig(layer_decay=0.5).resolved("partial"))
     params = [p for g in groups for p in g["params"]]
     assert len(params) == len({id(p) for p in params}) == sum(1 for p in m.parameters() if p.requires_grad)
     b = m.backbone
@@ -45,11 +45,11 @@ def test_partial_groups_hold_only_trainable_params_with_discriminative_lrs():
 
 def test_full_layer_decay_spans_the_network():
     m = _model(None)
-    groups = param_groups(m, TrainConfig(strategy="full", layer_decay=0.8))
+    groups = param_groups(m, FinetuneConfig(layer_decay=0.8).resolved("full"))
     stem = _scale_of(groups, m.backbone.conv_stem.weight)
     n_layers = 1 + 16  # stem, 16 blocks (the last shares its layer with conv_head): timm's fine group_matcher
     assert stem == pytest.approx(0.8 ** (n_layers - 1))
-    cfg = TrainConfig(strategy="full", layer_decay=0.8, lr=1e-3, warmup_epochs=0)
+    cfg = FinetuneConfig(layer_decay=0.8, lr=1e-3, warmup_epochs=0).resolved("full")
     opt = create_optimizer(m, cfg)
     create_schedule(opt, cfg, steps_per_epoch=10)  # timm's scheduler applies each group's scale once
     lrs = {g["lr"] for g in opt.param_groups}
@@ -64,7 +64,7 @@ def test_full_layer_decay_spans_the_network():
     ("adam", torch.optim.Adam, {}), ("adamw", torch.optim.AdamW, {}),
 ])
 def test_optimizers(name, cls, extra):
-    opt = create_optimizer(_model(1), TrainConfig(optimizer=name))
+    opt = create_optimizer(_model(1), FinetuneConfig(optimizer=name).resolved("partial"))
     assert type(opt) is cls
     for k, v in extra.items():
         assert opt.defaults[k] == v
@@ -75,7 +75,7 @@ def test_optimizers(name, cls, extra):
 def _trace(schedule, steps=100, warmup_epochs=1, epochs=10):
     m = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(m.parameters(), lr=1.0)
-    cfg = TrainConfig(schedule=schedule, warmup_epochs=warmup_epochs, epochs=epochs, min_lr_ratio=0.0)
+    cfg = FinetuneConfig(schedule=schedule, warmup_epochs=warmup_epochs, epochs=epochs, min_lr_ratio=0.0).resolved("partial")
     sched = create_schedule(opt, cfg, steps_per_epoch=steps // epochs)
     out = [opt.param_groups[0]["lr"]]
     for t in range(1, steps + 1):

@@ -8,19 +8,29 @@ import numpy as np
 import pytest
 import torch
 
+from transferzoo.transfer.config import FinetuneConfig
 from transferzoo.transfer.data import ImageDataset, scan_folder
-from transferzoo.transfer.finetune.finetuner import finetune, transforms_for
+from transferzoo.transfer.finetune.finetuner import Finetuner, transforms_for
 from transferzoo.transfer.rundir import load_model
-from transferzoo.transfer.train_config import TrainConfig
+
+
+def finetune(splits, strategy, cfg, run_dir):
+    ft = Finetuner(splits, "efficientnet_lite0", strategy, cfg, run_dir=run_dir, progress=False)
+    try:
+        res = ft.train()
+        ft.write_run(res)
+        return res
+    finally:
+        ft.close()
 
 
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_partial_finetune_on_real_images_beats_chance_and_writes_the_run(hymenoptera, tmp_path):
     splits = scan_folder(hymenoptera)
-    cfg = TrainConfig(strategy="partial", unfreeze=1, epochs=2, views=1, image_size=128, batch_size=32, progress=False)
+    cfg = FinetuneConfig(unfreeze=1, epochs=2, views=1, image_size=128, batch_size=32)
     run = tmp_path / "run"
-    res = finetune(splits, "efficientnet_lite0", cfg, run_dir=run)
+    res = finetune(splits, "partial", cfg, run)
     s = res.summary
     assert s["val_accuracy"] > 0.8, s  # two classes: chance is 0.5
     assert s["prefix_cache"]["cut"] == "blocks.6.0" and s["trained_blocks"] == 1
@@ -51,9 +61,8 @@ def test_full_finetune_streams_images_and_learns(hymenoptera, tmp_path):
     splits = scan_folder(hymenoptera)
     rng = np.random.default_rng(0)
     splits.train = [splits.train[i] for i in sorted(rng.choice(len(splits.train), 64, replace=False))]
-    cfg = TrainConfig(strategy="full", epochs=3, warmup_epochs=0.5, image_size=96, batch_size=16, workers=1,
-                      progress=False, checkpoint=False)
-    res = finetune(splits, "efficientnet_lite0", cfg, run_dir=tmp_path / "run")
+    cfg = FinetuneConfig(epochs=3, warmup_epochs=0.5, image_size=96, batch_size=16, workers=1, checkpoint=False)
+    res = finetune(splits, "full", cfg, tmp_path / "run")
     s = res.summary
     assert s["trainable_params"] == s["total_params"] and "prefix_cache" not in s
     assert s["val_accuracy"] > 0.75, s

@@ -16,22 +16,15 @@ from finetune_data import write_digits
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 12
-DRIVER = """
-import sys
-from transferzoo.transfer.data import scan_folder
-from transferzoo.transfer.finetune.finetuner import finetune
-from transferzoo.transfer.train_config import TrainConfig
-data, out, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
-cfg = TrainConfig(strategy="partial", unfreeze=1, epochs={epochs}, views=2, image_size=64, batch_size=32,
-                  workers=0, seed=3, progress=False, dropout=0.2, mixup=0.2)
-finetune(scan_folder(data, seed=3), "efficientnet_lite0", cfg, run_dir=out, resume=resume)
-""".format(epochs=EPOCHS)
+COMMAND = [sys.executable, "-m", "transferzoo", "fit", "--strategy", "partial", "--unfreeze", "1",
+           "--epochs", str(EPOCHS), "--views", "2", "--image-size", "64", "--train-batch-size", "32", "--workers", "0",
+           "--seed", "3", "--mixup", "0.2", "--no-progress"]
 
 
 def _run(data, out, resume=False, kill_after_epochs=None):
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(data), str(out), "1" if resume else "0"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = COMMAND + [str(data), "--out", str(out)] + (["--resume"] if resume else [])
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if kill_after_epochs is None:
         out_text, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, out_text

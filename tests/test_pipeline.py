@@ -38,14 +38,16 @@ def test_default_config_is_valid_once_data_is_set(tmp_path, faces):
 
 @pytest.mark.parametrize("patch, message", [
     ({"fit": {"probe": {"activaton": "relu"}}}, "unknown config key 'fit.probe.activaton' (did you mean 'activation'?)"),
-    ({"export": {"quantize": "int4"}}, "export.quantize: expected null, 'int8' or 'fp16'"),
-    ({"serve": {"requests": "many"}}, "config key 'serve.requests': expected int"),
+    ({"export": {"quantize": "int4"}}, "export.quantize: expected one of null, 'int8' or 'fp16', got 'int4'"),
+    ({"serve": {"requests": "many"}}, "serve.requests: expected int, got 'many'"),
+    ({"export": {"out": "x.onnx"}}, "unknown config key 'export.out'"),
+    ({"serve": {"limits": {"max_json_depth": 1}}}, "serve.limits.max_json_depth: expected 2..256, got 1"),
     ({"serve": {"instances": 0}}, "serve.instances: expected 1..64, got 0"),
     ({"data": "no/such/folder"}, "data: folder"),
     ({"export": {"parity_data": "missing"}}, "export.parity_data: folder"),
     ({"fit": {"model": "resnt50"}}, "did you mean 'resnet50'"),
     ({"export": {"enabled": False}}, "serve.enabled: serving needs export.enabled"),
-    ({"fit": {"strategy": "magic"}}, "strategy: 'magic' is not one of"),
+    ({"fit": {"strategy": "magic"}}, "fit.strategy: expected one of 'auto', 'linear', 'stages', 'partial' or 'full', got 'magic'"),
 ])
 def test_bad_configs_name_the_key_and_write_nothing(tmp_path, faces, capsys, patch, message):
     cfg = {"data": str(faces), "out": str(tmp_path / "out")}

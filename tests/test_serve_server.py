@@ -2,11 +2,7 @@
 defaults: binary tensors) and plain HTTP; every answer is compared with onnxruntime run directly."""
 from __future__ import annotations
 
-import gzip
-import io
-import json
 import signal
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 

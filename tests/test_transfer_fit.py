@@ -11,9 +11,10 @@ import yaml
 
 from transferzoo.zoo import assembly as za
 from transferzoo.transfer.features import sets as featsets
-from transferzoo.transfer.config import FeatureConfig, FitConfig, from_dict, load_config
+from transferzoo.transfer.config import FeatureConfig, FitConfig, ProbeConfig, load_config
+from transferzoo.zoo.config import from_dict, override
 from transferzoo.transfer.features.engine import Extractor, image_decoder
-from transferzoo.transfer.fit import fit
+from transferzoo.transfer.strategies import fit
 from transferzoo.transfer.rundir import load_model
 from transferzoo.transfer.sample_data import write_digits, write_lfw_subset
 from transferzoo.cli import main
@@ -86,10 +87,9 @@ def test_cache_reused_by_content_not_by_stat(digits_dir, cache_dir, tmp_path):
 
 
 def test_fit_linear_model_equals_probe_on_real_images(digits_dir, cache_dir, tmp_path):
-    cfg = FitConfig(strategy="linear")
-    cfg.features.cache_dir = str(cache_dir)
-    cfg.data.val_fraction = 0.3
-    cfg.probe.cv_repeats, cfg.probe.cv_folds, cfg.probe.lambdas = 1, 3, [0.01, 0.1, 1.0]
+    cfg = override(FitConfig(strategy="linear"), {"features.cache_dir": str(cache_dir), "data.val_fraction": 0.3,
+                                                  "probe.cv_repeats": 1, "probe.cv_folds": 3,
+                                                  "probe.lambdas": [0.01, 0.1, 1.0]})
     res = fit(digits_dir, cfg, out=tmp_path / "run")
     s = res.summary
     assert s["strategy"] == "linear" and s["num_classes"] == 10
@@ -169,8 +169,7 @@ def test_config_file_and_errors(tmp_path, lfw_dir, capsys):
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_hymenoptera_auto(hymenoptera, cache_dir, tmp_path):
-    cfg = FitConfig()
-    cfg.features.cache_dir = str(cache_dir)
+    cfg = FitConfig(features=FeatureConfig(cache_dir=str(cache_dir)))
     res = fit(hymenoptera, cfg, out=tmp_path / "run")
     s = res.summary
     assert s["planned_strategy"] == "linear" and s["num_val"] == 153
@@ -178,29 +177,9 @@ def test_hymenoptera_auto(hymenoptera, cache_dir, tmp_path):
     assert s["knn"]["val_accuracy"] > 0.85
 
 
-def test_auto_says_what_the_plan_wanted_and_what_it_ran(lfw_dir, cache_dir, tmp_path, monkeypatch):
-    from transferzoo.transfer import fit as fit_mod
-    from transferzoo.transfer import plan as plan_mod
-
-    # an installation without the finetuning package: only the cached-feature strategies
-    monkeypatch.setattr(fit_mod, "_load_plugins", lambda: None)
-    monkeypatch.setattr(fit_mod, "STRATEGIES", {k: fit_mod.STRATEGIES[k] for k in ("linear", "stages")})
-    monkeypatch.setattr(plan_mod, "LOT_PER_CLASS", 10)  # make 24 images per class "a lot of data"
-    cfg = FitConfig()
-    cfg.features.cache_dir = str(cache_dir)
-    cfg.probe.cv_folds, cfg.probe.cv_repeats, cfg.probe.lambdas = 3, 1, [0.1]
-    res = fit(lfw_dir, cfg, out=tmp_path / "run")
-    s = res.summary
-    assert s["planned_strategy"] in ("partial", "full") and s["strategy"] in ("linear", "stages")
-    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
-    assert plan["ran"] == s["strategy"] and "not available" in plan["note"]
-    assert main(["fit", str(lfw_dir), "--strategy", "partial", "--cache-dir", str(cache_dir)]) == 2
-
-
 def test_written_config_reloads(lfw_dir, cache_dir, tmp_path):
-    cfg = FitConfig(strategy="linear")
-    cfg.features.cache_dir = str(cache_dir)
-    cfg.probe.cv_folds, cfg.probe.cv_repeats, cfg.probe.lambdas = 3, 1, [0.1]
+    cfg = FitConfig(strategy="linear", features=FeatureConfig(cache_dir=str(cache_dir)),
+                    probe=ProbeConfig(cv_folds=3, cv_repeats=1, lambdas=[0.1]))
     fit(lfw_dir, cfg, out=tmp_path / "run")
     again = load_config(tmp_path / "run" / "config.yaml")
     assert again.to_dict() == cfg.to_dict()

@@ -8,22 +8,21 @@ import torch
 from sklearn.datasets import load_digits
 
 from transferzoo.transfer.probe.knn import fit_knn, select_knn
-from transferzoo.transfer.probe.linear import (
+from transferzoo.transfer.probe.cv import cross_validate, stratified_folds
+from transferzoo.transfer.probe.linear import ProbeSpec, fit_probe
+from transferzoo.transfer.probe.losses import (
+    BatchedSoftmaxCrossEntropy,
     L2Penalty,
     MulticlassHinge,
-    ProbeSpec,
     SmoothL1Penalty,
     SoftmaxCrossEntropy,
-    cross_validate,
-    fit_probe,
     penalty,
-    stratified_folds,
 )
 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """Small full-batch fits: one thread is fastest (as transfer.fit does for them)."""
+    """Small full-batch fits: one thread is fastest (as transfer.strategies does for them)."""
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -129,8 +128,6 @@ def test_batched_ce_gradcheck_and_value():
     s = torch.randn(3, 5, 4, dtype=torch.float64, generator=g, requires_grad=True)
     y = torch.randint(0, 4, (3, 5), generator=g)
     w = torch.tensor([[1.0] * 5, [1.0] * 3 + [0.0] * 2, [1.0] * 4 + [0.0]], dtype=torch.float64)
-    from transferzoo.transfer.probe.linear import BatchedSoftmaxCrossEntropy
-
     assert torch.autograd.gradcheck(lambda t: BatchedSoftmaxCrossEntropy.apply(t, y, w), (s,))
     want = sum(torch.nn.functional.cross_entropy(s[i, :int(w[i].sum())], y[i, :int(w[i].sum())]) for i in range(3))
     assert torch.allclose(BatchedSoftmaxCrossEntropy.apply(s, y, w), want)

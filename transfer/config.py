@@ -1,4 +1,4 @@
-"""`transferzoo fit` settings: one typed dataclass tree, validated at the boundary.
+"""`transferzoo fit` settings: one typed dataclass tree (`zoo.config`), checked at the boundary.
 
 A YAML file (`--config FILE.yaml`) holds any subset of the fields, nested as below; unknown keys are
 an error naming the key path (e.g. ``probe.activaton``) and the closest valid name. CLI flags
@@ -11,25 +11,33 @@ override the file. The resolved config (every field, defaults included) goes to 
     probe: {head: linear, hidden: 256, activation: relu, loss: ce, penalty: l2, l1_ratio: 0.5,
             lambdas: null, cv_folds: 5, cv_repeats: null, max_iter: 300}
     knn: {enabled: true, metrics: [l2, l1], ks: [1, 3, 5, 7, 11, 15, 21]}
-    finetune: {...}           # partial / full settings (transfer.train_config.TrainConfig)
+    finetune: {optimizer: adamw, lr: null, epochs: 6, ...}   # partial / full (FinetuneConfig)
 """
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import os
-import types
-import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-STRATEGIES = ("auto", "linear", "stages", "partial", "full")
+from transferzoo.zoo.config import Config, ConfigError, load_yaml, setting
+from transferzoo.zoo.spec import ACTIVATIONS, HEAD_KINDS
+
+STRATEGIES = ("auto", "linear", "stages", "partial", "full")  # what `fit --strategy` takes
+PROBE_STRATEGIES = ("linear", "stages")  # cached features + a probe fit full-batch
+FINETUNE_STRATEGIES = ("partial", "full")  # gradient steps through the backbone
 ENGINES = ("auto", "onnxruntime", "torch")
 CACHE_KEYS = ("content", "stat")
-HEADS = ("linear", "mlp")
-ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu")
 LOSSES = ("ce", "hinge")
 PENALTIES = ("l2", "l1", "elasticnet")
 METRICS = ("l2", "l1")
+OPTIMIZERS = ("sgd", "nesterov", "rmsprop", "adagrad", "adam", "adamw")
+SCHEDULES = ("cosine", "linear", "inverse_sqrt", "constant")
+INITS = ("xavier", "he")
+AMP = ("auto", "bf16", "off")
+
+# a good starting learning rate for each optimizer (the LR finder or --search refine it)
+DEFAULT_LR = {"sgd": 0.01, "nesterov": 0.01, "rmsprop": 1e-4, "adagrad": 0.01, "adam": 1e-3, "adamw": 1e-3}
 
 
 def default_cache_dir() -> Path:
@@ -40,214 +48,149 @@ def default_cache_dir() -> Path:
     return Path(base) / "transferzoo" / "features"
 
 
-def _choice(path: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"{path}: {value!r} is not one of {', '.join(map(str, allowed))}")
-
-
-@dataclass
-class DataConfig:
-    val_fraction: float = 0.2  # used when the folder has no train/ + val/ split
-    test_fraction: float = 0.0
-    seed: int = 0
+@dataclass(frozen=True)
+class DataConfig(Config):
+    val_fraction: float = setting(0.2, gt=0, lt=1)  # used when the folder has no train/ + val/ split
+    test_fraction: float = setting(0.0, ge=0, lt=1)
+    seed: int = setting(0, ge=0)
     strict: bool = False  # unreadable / non-image files are fatal instead of skipped
 
-    def validate(self, p="data"):
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"{p}.val_fraction: must be in (0, 1), got {self.val_fraction}")
-        if not 0 <= self.test_fraction < 1 or self.val_fraction + self.test_fraction >= 1:
-            raise ValueError(f"{p}.test_fraction: must be in [0, 1) with val_fraction + test_fraction < 1")
+    def check(self):
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError("test_fraction", f"val_fraction + test_fraction must be < 1, got "
+                                               f"{self.val_fraction} + {self.test_fraction}")
 
 
-@dataclass
-class FeatureConfig:
-    engine: str = "auto"  # auto: onnxruntime if the export verifies, else torch
-    batch_size: int = 8  # ORT on CPU: 2-8 equally fast here, 32 ~1.3x slower and +700 MB arena (measured)
-    threads: int | None = None  # None: all cores
+@dataclass(frozen=True)
+class FeatureConfig(Config):
+    engine: str = setting("auto", choices=ENGINES)  # auto: onnxruntime if the export verifies, else torch
+    batch_size: int = setting(8, ge=1, le=4096)  # ORT on CPU: 2-8 equally fast here, 32 ~1.3x slower, +700 MB arena
+    threads: int | None = setting(None, ge=1)  # None: all cores
     cache_dir: str | None = None  # None: $TRANSFERZOO_CACHE/features or ~/.cache/transferzoo/features
-    cache_key: str = "content"  # content: file bytes (hash memoised by path+size+mtime); stat: path+size+mtime
+    cache_key: str = setting("content", choices=CACHE_KEYS)  # content: file bytes; stat: path+size+mtime
     flip_augment: bool = False  # also cache horizontally flipped views and train on them
-
-    def validate(self, p="features"):
-        _choice(f"{p}.engine", self.engine, ENGINES)
-        _choice(f"{p}.cache_key", self.cache_key, CACHE_KEYS)
-        if not 1 <= self.batch_size <= 4096:
-            raise ValueError(f"{p}.batch_size: must be in 1..4096, got {self.batch_size}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"{p}.threads: must be >= 1 (or null for all cores)")
 
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
 
 
-@dataclass
-class ProbeConfig:
-    head: str = "linear"
-    hidden: int = 256  # mlp head width
-    activation: str = "relu"
-    loss: str = "ce"  # ce: softmax cross-entropy; hinge: multiclass SVM (Weston-Watkins)
-    penalty: str = "l2"
-    l1_ratio: float = 0.5  # elasticnet: share of the L1 term
-    lambdas: list[float] | None = None  # regularisation strengths tried by CV; None: a log grid
-    cv_folds: int = 5
-    cv_repeats: int | None = None  # None: 2 below 2000 training images, else 1
-    max_iter: int = 300  # L-BFGS iterations per fit
+@dataclass(frozen=True)
+class ProbeConfig(Config):
+    head: str = setting("linear", choices=HEAD_KINDS)
+    hidden: int = setting(256, ge=1)  # mlp head width
+    activation: str = setting("relu", choices=ACTIVATIONS)
+    loss: str = setting("ce", choices=LOSSES)  # ce: softmax cross-entropy; hinge: multiclass SVM (Weston-Watkins)
+    penalty: str = setting("l2", choices=PENALTIES)
+    l1_ratio: float = setting(0.5, ge=0, le=1)  # elasticnet: share of the L1 term
+    lambdas: list[float] | None = setting(None, ge=0)  # regularisation strengths tried by CV; None: a log grid
+    cv_folds: int = setting(5, ge=2, le=20)
+    cv_repeats: int | None = setting(None, ge=1, le=10)  # None: 2 below 2000 training images, else 1
+    max_iter: int = setting(300, ge=1)  # L-BFGS iterations per fit
 
-    def validate(self, p="probe"):
-        _choice(f"{p}.head", self.head, HEADS)
-        _choice(f"{p}.activation", self.activation, ACTIVATIONS)
-        _choice(f"{p}.loss", self.loss, LOSSES)
-        _choice(f"{p}.penalty", self.penalty, PENALTIES)
-        if self.hidden < 1:
-            raise ValueError(f"{p}.hidden: must be >= 1")
-        if not 0 <= self.l1_ratio <= 1:
-            raise ValueError(f"{p}.l1_ratio: must be in [0, 1]")
-        if self.lambdas is not None and (not self.lambdas or any(l < 0 for l in self.lambdas)):
-            raise ValueError(f"{p}.lambdas: a non-empty list of values >= 0")
-        if not 2 <= self.cv_folds <= 20:
-            raise ValueError(f"{p}.cv_folds: must be in 2..20")
-        if self.cv_repeats is not None and not 1 <= self.cv_repeats <= 10:
-            raise ValueError(f"{p}.cv_repeats: must be in 1..10")
-        if self.max_iter < 1:
-            raise ValueError(f"{p}.max_iter: must be >= 1")
+    def check(self):
+        if self.lambdas is not None and not self.lambdas:
+            raise ConfigError("lambdas", "give at least one value (or null for the default grid)")
 
 
-@dataclass
-class KnnConfig:
+@dataclass(frozen=True)
+class KnnConfig(Config):
     enabled: bool = True
-    metrics: list[str] = field(default_factory=lambda: ["l2", "l1"])
-    ks: list[int] = field(default_factory=lambda: [1, 3, 5, 7, 11, 15, 21])
+    metrics: list[str] = setting(default_factory=lambda: ["l2", "l1"], choices=METRICS)
+    ks: list[int] = setting(default_factory=lambda: [1, 3, 5, 7, 11, 15, 21], ge=1)
 
-    def validate(self, p="knn"):
-        for m in self.metrics:
-            _choice(f"{p}.metrics", m, METRICS)
-        if not self.ks or any(k < 1 for k in self.ks):
-            raise ValueError(f"{p}.ks: a non-empty list of integers >= 1")
+    def check(self):
+        for name in ("metrics", "ks"):
+            if not getattr(self, name):
+                raise ConfigError(name, "give at least one value")
 
 
-@dataclass
-class FitConfig:
+@dataclass(frozen=True)
+class FinetuneConfig(Config):
+    """`partial` / `full` settings. Every default was chosen on the benchmarks (bench/bench_finetune*.py);
+    `resolved(strategy, seed)` fills the ones left to the strategy (lr, head_lr_scale, seed)."""
+
+    unfreeze: int | None = setting(None, ge=1)  # partial: top blocks trained; None: the plan's, else 1
+    # optimisation
+    optimizer: str = setting("adamw", choices=OPTIMIZERS)
+    lr: float | None = setting(None, gt=0, lt=10)  # None: DEFAULT_LR[optimizer] (partial) or a third of it (full)
+    weight_decay: float = setting(0.05, ge=0, lt=1)
+    momentum: float = setting(0.9, ge=0, lt=1)  # sgd / nesterov / rmsprop
+    layer_decay: float = setting(0.75, gt=0, le=1)  # LR multiplier per layer going down from the top
+    head_lr_scale: float | None = setting(None, gt=0)  # the new head's LR relative to lr; None: 1 (partial), 10 (full)
+    schedule: str = setting("cosine", choices=SCHEDULES)
+    warmup_epochs: float = setting(1.0, ge=0)
+    min_lr_ratio: float = setting(0.01, ge=0, le=1)  # the schedule's final LR as a fraction of lr
+    epochs: int = setting(6, ge=1)
+    batch_size: int = setting(64, ge=2)
+    grad_clip: float = setting(0.0, ge=0)  # max gradient norm, 0 = off
+    # regularisation
+    label_smoothing: float = setting(0.1, ge=0, lt=1)
+    dropout: float = setting(0.2, ge=0, lt=1)  # before the new head
+    drop_path: float = setting(0.0, ge=0, lt=1)  # stochastic depth (models that support it)
+    init: str = setting("xavier", choices=INITS)  # new layers: Glorot or Kaiming
+    # augmentation (timm.data.create_transform(is_training=True) and timm.data.Mixup)
+    image_size: int | None = setting(None, ge=32, le=1024)  # None: the model's pretrained input size
+    scale_min: float = setting(0.25, gt=0, le=1)  # random resized crop: smallest area fraction
+    hflip: float = setting(0.5, ge=0, le=1)
+    vflip: float = setting(0.0, ge=0, le=1)
+    color_jitter: float = setting(0.2, ge=0, le=1)  # 0 = off
+    auto_augment: str | None = None  # e.g. 'rand-m9-mstd0.5' (timm RandAugment)
+    random_erasing: float = setting(0.0, ge=0, le=1)  # cutout / random erasing probability
+    mixup: float = setting(0.0, ge=0)  # mixup alpha, 0 = off
+    cutmix: float = setting(0.0, ge=0)  # cutmix alpha, 0 = off
+    # prefix cache (partial): frozen layers run once per image and augmented view, never per epoch
+    cache_prefix: bool = True
+    views: int = setting(2, ge=1)  # augmented views cached per training image
+    prefix_engine: str = setting("auto", choices=ENGINES)  # auto: onnxruntime on CPU if it verifies
+    # the loop
+    patience: int = setting(0, ge=0)  # early stopping: epochs without val improvement, 0 = off
+    divergence_factor: float = setting(3.0, gt=1)  # stop when the loss exceeds this times the initial loss
+    overfit_check: int = setting(0, ge=0)  # >0: first check the model can overfit this many training images
+    search: int = setting(0, ge=0)  # >0: random search over lr / weight decay with this many trials first
+    search_epochs: int = setting(2, ge=1)
+    seed: int | None = setting(None, ge=0)  # None: the data split's seed
+    workers: int | None = setting(None, ge=0)  # DataLoader worker processes; None = min(4, cpu count)
+    amp: str = setting("auto", choices=AMP)  # bf16 autocast: auto (on CUDA only), bf16, off
+    checkpoint: bool = True  # write checkpoint/ each epoch (for --resume)
+
+    def check(self):
+        if self.warmup_epochs >= self.epochs:
+            raise ConfigError("warmup_epochs", f"must be below epochs ({self.epochs}), got {self.warmup_epochs}")
+
+    def resolved(self, strategy: str, seed: int = 0) -> FinetuneConfig:
+        """The settings as they run for `strategy`: lr, head_lr_scale and seed filled in."""
+        if strategy not in FINETUNE_STRATEGIES:
+            raise ConfigError("strategy", f"expected one of {', '.join(FINETUNE_STRATEGIES)}, got {strategy!r}")
+        lr = self.lr if self.lr is not None else DEFAULT_LR[self.optimizer] / (3 if strategy == "full" else 1)
+        head = self.head_lr_scale if self.head_lr_scale is not None else (10.0 if strategy == "full" else 1.0)
+        return dataclasses.replace(self, lr=lr, head_lr_scale=head, seed=seed if self.seed is None else self.seed)
+
+    @property
+    def uses_mixup(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0
+
+
+@dataclass(frozen=True)
+class FitConfig(Config):
     model: str = "efficientnet_lite0"
-    strategy: str = "auto"
+    strategy: str = setting("auto", choices=STRATEGIES)
     weights: str | None = None  # explicit pretrained weight file
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
-    finetune: dict = field(default_factory=dict)  # partial / full: transfer.train_config.TrainConfig fields
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     progress: bool | None = None  # None: progress bars only when stderr is a TTY
 
-    def validate(self) -> "FitConfig":
-        _choice("strategy", self.strategy, STRATEGIES)
-        from transferzoo import zoo
+    def check(self):
+        from transferzoo.zoo.errors import UnknownModelError
+        from transferzoo.zoo.registry import get
 
-        zoo.get(self.model)  # UnknownModelError with suggestions
-        self.data.validate()
-        self.features.validate()
-        self.probe.validate()
-        self.knn.validate()
-        if self.finetune:
-            try:
-                from .train_config import TrainConfig
-            except ImportError:
-                pass
-            else:
-                TrainConfig.from_dict({k: v for k, v in self.finetune.items() if k != "strategy"})
-        return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _type_ok(value, tp) -> tuple[bool, object]:
-    """(ok, converted) for the simple types these dataclasses use."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            return type(None) in args, None
-        for a in args:
-            if a is type(None):
-                continue
-            ok, v = _type_ok(value, a)
-            if ok:
-                return True, v
-        return False, value
-    if origin is list:
-        (inner,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            return False, value
-        out = []
-        for v in value:
-            ok, c = _type_ok(v, inner)
-            if not ok:
-                return False, value
-            out.append(c)
-        return True, out
-    if origin is dict or tp is dict:
-        return isinstance(value, dict), value
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok, float(value) if ok else value
-    if tp is str:
-        return isinstance(value, str), value
-    return True, value
-
-
-def from_dict(cls, d: dict, path: str = ""):
-    """Build dataclass `cls` from a nested mapping; unknown keys and wrong types raise ValueError
-    with the key path."""
-    if not isinstance(d, dict):
-        raise ValueError(f"{path or 'config'}: expected a mapping, got {type(d).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in fields(cls)}
-    kwargs = {}
-    for key, value in d.items():
-        kp = f"{path}.{key}" if path else str(key)
-        if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown config key {kp!r}{hint}; valid keys here: {', '.join(known)}")
-        tp = hints[key]
-        if is_dataclass(tp):
-            kwargs[key] = from_dict(tp, value if value is not None else {}, kp)
-            continue
-        ok, conv = _type_ok(value, tp)
-        if not ok:
-            raise ValueError(f"config key {kp!r}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
-        kwargs[key] = conv
-    return cls(**kwargs)
+        try:
+            get(self.model)
+        except UnknownModelError as e:
+            raise ConfigError("model", str(e)) from None
 
 
 def load_config(path) -> FitConfig:
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({e})") from None
-    try:
-        return from_dict(FitConfig, raw).validate()
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
-
-
-def replace_path(cfg: FitConfig, dotted: str, value) -> None:
-    """Set `a.b` on a config in place (CLI overrides); the value is type-checked like the file."""
-    obj = cfg
-    *parents, last = dotted.split(".")
-    for p in parents:
-        obj = getattr(obj, p)
-    tp = typing.get_type_hints(type(obj))[last]
-    ok, conv = _type_ok(value, tp)
-    if not ok:
-        raise ValueError(f"{dotted}: expected {tp}, got {value!r}")
-    setattr(obj, last, conv)
-
+    return load_yaml(path, FitConfig)

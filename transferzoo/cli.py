@@ -1,5 +1,6 @@
-"""`transferzoo` entry point. Sub-commands live one module each in `transferzoo/commands/`; each
-module defines `register(subparsers)` which adds its parser and sets `func(args) -> int`.
+"""`transferzoo` entry point. Sub-commands live in `transferzoo/commands/`, one module per area; each
+defines `register(subparsers)`, which adds its parsers and sets `func(args) -> int`. The modules
+import their heavy dependencies (torch, timm, onnx) only when a command runs.
 
 The error boundary is here: user mistakes (ValueError and its ZooError subclasses, missing files)
 print one line `error: ...` and exit 2; anything else is a bug and keeps its traceback.
@@ -7,12 +8,12 @@ print one line `error: ...` and exit 2; anything else is a bug and keeps its tra
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
-import pkgutil
 import sys
 
-from . import commands
+from .commands import demo, export_cmds, run_cmds, serve_cmds, transfer_cmds, zoo_cmds
+
+COMMANDS = (demo, run_cmds, zoo_cmds, transfer_cmds, export_cmds, serve_cmds)  # in the order `--help` lists them
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,8 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="From a folder of labelled images to a verified ONNX model behind an inference server.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    mods = [importlib.import_module(f"{commands.__name__}.{m.name}") for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")]
-    for mod in sorted(mods, key=lambda m: (getattr(m, "ORDER", 50), m.__name__)):
+    for mod in COMMANDS:
         mod.register(sub)
     return parser
 

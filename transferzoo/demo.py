@@ -8,10 +8,13 @@
 """
 from __future__ import annotations
 
-import os
+import io
+import shutil
 import sys
 import time
 from pathlib import Path
+
+from transferzoo.zoo.fileio import atomic_write, commit
 
 SAMPLES = ("chelsea", "coffee")
 
@@ -20,14 +23,10 @@ def write_sample_photos(out: Path) -> list[Path]:
     from PIL import Image
     from skimage import data
 
-    from transferzoo.zoo.fileio import atomic_write
-
     paths = []
     for name in SAMPLES:
         path = out / f"{name}.png"
         if not path.exists():
-            import io
-
             buf = io.BytesIO()
             Image.fromarray(getattr(data, name)()).save(buf, format="PNG")
             atomic_write(path, buf.getvalue())
@@ -56,12 +55,13 @@ def run_demo(args) -> int:
     data = out / "data"
     if not data.is_dir():
         tmp = out / ".data.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted demo
         write_lfw_subset(tmp)
-        os.replace(tmp, data)
+        commit(tmp, data)
     say(f"2/4  embedded dataset: scikit-image lfw_subset (200 real 25x25 crops, face / not_face) -> {data}")
 
-    cfg = PipelineConfig(data=str(data), out=str(out / "pipeline"), fit=FitConfig(model="efficientnet_lite0", progress=False))
-    cfg.validate()
+    cfg = PipelineConfig(data=str(data), out=str(out / "pipeline"),
+                         fit=FitConfig(model="efficientnet_lite0", progress=False)).resolved()
     say("3/4  pipeline: plan -> fit -> export (parity gate) -> serve (tritonclient + image endpoint)")
     res = run_pipeline(cfg, log=quiet)
     s = res.summary()

@@ -1,79 +1,32 @@
-"""A zoo backbone with a new head: the model every training strategy produces and export rebuilds.
-
-It is described by a small serialisable `HeadSpec` + `ModelSpec` (stored in a run directory as JSON),
-so export can rebuild it from files alone. The state dict keys are `backbone.*` and `head.*`.
-
-- stages=None: the backbone's own pooled pre-logits features (timm `num_classes=0`), e.g. 1280-d
-  for EfficientNet-Lite0 (after its conv_head).
-- stages=[i, j, ...]: global-average-pooled outputs of those feature stages (timm `features_only`,
-  indices into `feature_info`), concatenated: the "linear classifiers from different stages" probe.
+"""A zoo backbone with a new head: the model every training strategy produces and export rebuilds,
+built from its description (`zoo.spec.ModelSpec`). The state dict keys are `backbone.*` and `head.*`.
 """
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn as nn
 
 from .errors import ZooError
+from .spec import LOG_SOFTMAX, HeadSpec, ModelSpec
 
-ACTIVATIONS = {
-    "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "gelu": nn.GELU,
-    # the pretrained ImageNet head's log-probabilities as features: Linear(pretrained classifier) ->
-    # LogSoftmax -> Linear (the "imagenet" feature set of transfer's probes)
-    "log_softmax": functools.partial(nn.LogSoftmax, dim=1),
-}
+__all__ = ["HeadSpec", "ModelSpec", "TransferModel", "build", "feature_dim", "make_head", "activation"]
 
-
-@dataclass(frozen=True)
-class HeadSpec:
-    kind: str = "linear"  # 'linear' | 'mlp'
-    hidden: int = 0  # mlp hidden width
-    activation: str = "relu"
-    dropout: float = 0.0
-
-    def __post_init__(self):
-        if self.kind not in ("linear", "mlp"):
-            raise ZooError(f"head kind must be 'linear' or 'mlp', got {self.kind!r}")
-        if self.kind == "mlp" and self.hidden <= 0:
-            raise ZooError("an 'mlp' head needs hidden > 0")
-        if self.activation not in ACTIVATIONS:
-            raise ZooError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ZooError(f"dropout must be in [0, 1), got {self.dropout}")
+_ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "gelu": nn.GELU,
+                LOG_SOFTMAX: functools.partial(nn.LogSoftmax, dim=1)}
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    model: str  # zoo name
-    num_classes: int
-    stages: tuple[int, ...] | None = None
-    head: HeadSpec = field(default_factory=HeadSpec)
-    drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["stages"] = list(self.stages) if self.stages is not None else None
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
-        d = dict(d)
-        d["head"] = HeadSpec(**d.get("head", {}))
-        if d.get("stages") is not None:
-            d["stages"] = tuple(int(s) for s in d["stages"])
-        return cls(**d)
+def activation(name: str) -> nn.Module:
+    return _ACTIVATIONS[name]()
 
 
 def make_head(in_features: int, num_classes: int, spec: HeadSpec) -> nn.Module:
     if spec.kind == "linear":
         layers: list[nn.Module] = [nn.Dropout(spec.dropout)] if spec.dropout else []
         return nn.Sequential(*layers, nn.Linear(in_features, num_classes))
-    act = ACTIVATIONS[spec.activation]
     return nn.Sequential(
-        nn.Linear(in_features, spec.hidden), act(), nn.Dropout(spec.dropout), nn.Linear(spec.hidden, num_classes)
+        nn.Linear(in_features, spec.hidden), activation(spec.activation), nn.Dropout(spec.dropout), nn.Linear(spec.hidden, num_classes)
     )
 
 

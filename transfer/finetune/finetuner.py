@@ -1,7 +1,8 @@
 """`partial` and `full` finetuning: a zoo backbone + new head trained end to end on the user's images.
 
-    from transfer.finetune import Finetuner
-    ft = Finetuner(splits, "efficientnet_lite0", TrainConfig(strategy="partial", unfreeze=2), run_dir="runs/x")
+    from transferzoo.transfer.finetune.finetuner import Finetuner
+    cfg = FinetuneConfig(unfreeze=2).resolved("partial")
+    ft = Finetuner(splits, "efficientnet_lite0", "partial", cfg, run_dir="runs/x")
     result = ft.train()            # -> FinetuneResult (model, summary, history, val predictions)
     ft.write_run(result, plan)     # run directory (transfer/RUN_DIR.md), with metrics.jsonl + curves.png
 
@@ -35,7 +36,7 @@ from . import prefix_cache as pc
 from transferzoo.transfer.data import DataSplits, Sample
 from .freeze import FreezeInfo, train_mode, unfreeze_top
 from .optim import create_optimizer, create_schedule
-from transferzoo.transfer.train_config import TrainConfig
+from transferzoo.transfer.config import FinetuneConfig
 from .loop import LoopData, LoopResult, evaluate, run, write_jsonl
 
 
@@ -49,7 +50,7 @@ class FinetuneResult:
     val_true: np.ndarray
     val_prob: np.ndarray
     preprocessing: zoo.Preprocessing
-    config: TrainConfig
+    config: FinetuneConfig
 
 
 def init_new_layers(module: nn.Module, how: str) -> None:
@@ -67,14 +68,14 @@ def init_new_layers(module: nn.Module, how: str) -> None:
             linears[-1].weight.mul_(0.1)
 
 
-def preprocessing_for(model_name: str, cfg: TrainConfig) -> zoo.Preprocessing:
+def preprocessing_for(model_name: str, cfg: FinetuneConfig) -> zoo.Preprocessing:
     pre = zoo.preprocessing(model_name)
     if cfg.image_size:
         pre = replace(pre, input_size=(3, cfg.image_size, cfg.image_size))
     return pre
 
 
-def transforms_for(pre: zoo.Preprocessing, cfg: TrainConfig):
+def transforms_for(pre: zoo.Preprocessing, cfg: FinetuneConfig):
     common = dict(input_size=pre.input_size, mean=pre.mean, std=pre.std, interpolation=pre.interpolation)
     train_tf = timm.data.create_transform(
         **common, is_training=True, scale=(cfg.scale_min, 1.0), hflip=cfg.hflip, vflip=cfg.vflip,
@@ -134,11 +135,11 @@ def plan_unfreeze(plan: dict | None, model_name: str, model) -> int:
     return min(k, len(block_groups(model.backbone)))
 
 
-def _fingerprint(model_name: str, cfg: TrainConfig, splits: DataSplits, world: int) -> str:
+def _fingerprint(model_name: str, strategy: str, cfg: FinetuneConfig, splits: DataSplits, world: int) -> str:
     d = cfg.to_dict()
-    for k in ("epochs", "progress", "workers", "checkpoint", "patience", "resume"):
+    for k in ("epochs", "workers", "checkpoint", "patience"):
         d.pop(k, None)  # may change between a run and its resume
-    return pc.cache_key(model=model_name, cfg=d, world=world, classes=splits.classes,
+    return pc.cache_key(model=model_name, strategy=strategy, cfg=d, world=world, classes=splits.classes,
                         train=[(s.path, s.label) for s in splits.train], val=[(s.path, s.label) for s in splits.val])
 
 
@@ -146,10 +147,13 @@ class Finetuner:
     """Everything a finetuning run needs, set up once: model, frozen part, data path (cached prefix
     or streamed images), optimizer. `train()`, `lr_find()` and `search()` use it."""
 
-    def __init__(self, splits: DataSplits, model_name: str, cfg: TrainConfig, *, run_dir=None, plan: dict | None = None,
-                 weights=None, resume: bool = False, log=None, dist: ddp_mod.Dist | None = None):
+    def __init__(self, splits: DataSplits, model_name: str, strategy: str, cfg: FinetuneConfig, *, run_dir=None,
+                 plan: dict | None = None, weights=None, resume: bool = False, log=None, progress: bool | None = None,
+                 dist: ddp_mod.Dist | None = None):
+        """`cfg` is resolved for `strategy` here if it is not already (FinetuneConfig.resolved)."""
         self.t0 = time.perf_counter()
-        self.splits, self.cfg, self.plan = splits, cfg, plan
+        cfg = cfg.resolved(strategy, cfg.seed or 0)
+        self.splits, self.strategy, self.cfg, self.plan = splits, strategy, cfg, plan
         self.model_name = zoo.get(model_name).name
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.dist = dist or ddp_mod.setup()
@@ -157,7 +161,8 @@ class Finetuner:
         self.device = self.dist.device
         self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and self.device.type == "cuda")
         self.workers = cfg.workers if cfg.workers is not None else min(4, os.cpu_count() or 1)
-        self.resume = resume or cfg.resume
+        self.resume = resume
+        self.progress = progress
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         import random
@@ -169,9 +174,9 @@ class Finetuner:
         self.spec = za.ModelSpec(model=self.model_name, num_classes=len(splits.classes),
                                  head=za.HeadSpec(dropout=cfg.dropout), drop_path_rate=cfg.drop_path)
         self.model = za.build(self.spec, pretrained=True, weights=weights)
-        if cfg.strategy == "partial" and unfreeze is None:
+        if strategy == "partial" and unfreeze is None:
             unfreeze = plan_unfreeze(plan, self.model_name, self.model)
-        self.unfreeze = unfreeze if cfg.strategy == "partial" else None
+        self.unfreeze = unfreeze if strategy == "partial" else None
         init_new_layers(self.model.head, cfg.init)
         self.freeze: FreezeInfo = unfreeze_top(self.model, self.unfreeze)
         self.model.to(self.device)
@@ -179,10 +184,10 @@ class Finetuner:
             self.model.to(memory_format=torch.channels_last)
         self.pre = preprocessing_for(self.model_name, cfg)
         self.train_tf, self.eval_tf = transforms_for(self.pre, cfg)
-        self.fingerprint = _fingerprint(self.model_name, cfg, splits, self.dist.world)
+        self.fingerprint = _fingerprint(self.model_name, strategy, cfg, splits, self.dist.world)
         self.split = None
         self.cache_info: dict = {}
-        if cfg.strategy == "partial" and cfg.cache_prefix:
+        if strategy == "partial" and cfg.cache_prefix:
             self.split = pc.split_backbone(self.model)
             if self.split is None:
                 self.log("note: this backbone cannot be cut into a cached prefix; streaming images every epoch")
@@ -201,7 +206,7 @@ class Finetuner:
         return base / "cache" / f"prefix-{self.fingerprint}"
 
     def _progress(self) -> bool:
-        return (sys.stderr.isatty() if self.cfg.progress is None else self.cfg.progress) and self.dist.is_main
+        return (sys.stderr.isatty() if self.progress is None else self.progress) and self.dist.is_main
 
     def _setup_data(self) -> None:
         cfg = self.cfg
@@ -282,8 +287,8 @@ class Finetuner:
     def reset(self) -> None:
         self.trainable.load_state_dict(self.initial_state)
 
-    def _run(self, cfg: TrainConfig, *, ckpt_dir=None, resume_state=None, on_epoch=None, epochs=None,
-             data: LoopData | None = None, check_initial=True, extra_state=None) -> LoopResult:
+    def _run(self, cfg: FinetuneConfig, *, ckpt_dir=None, resume_state=None, on_epoch=None, epochs=None,
+             data: LoopData | None = None, check_initial=True, extra_state=None, progress: bool | None = None) -> LoopResult:
         optimizer = create_optimizer(self.model, cfg)
         data = data or self.loop_data()
         sched = create_schedule(optimizer, cfg, data.steps_per_epoch, epochs)
@@ -291,7 +296,7 @@ class Finetuner:
         return run(module=module, set_train=self.set_train, state_module=self.trainable, optimizer=optimizer,
                    scheduler=sched, data=data, cfg=cfg, num_classes=len(self.splits.classes), device=self.device,
                    amp=self.amp, ckpt_dir=ckpt_dir, resume=resume_state, fingerprint=self.fingerprint,
-                   on_epoch=on_epoch, is_main=self.dist.is_main,
+                   on_epoch=on_epoch, is_main=self.dist.is_main, progress=self._progress() if progress is None else progress,
                    all_reduce=self.dist.all_reduce_sum if self.dist.enabled else None, log=self.log,
                    epochs=epochs, check_initial=check_initial, extra_state=extra_state)
 
@@ -301,7 +306,7 @@ class Finetuner:
         overfit a handful of examples has a bug in its data or wiring.) Weights are restored after."""
         samples = self.splits.train[:0]
         cfg = replace(self.cfg, epochs=steps, warmup_epochs=0, label_smoothing=0.0, mixup=0.0, cutmix=0.0,
-                      dropout=0.0, patience=0, weight_decay=0.0, checkpoint=False, schedule="constant", progress=False)
+                      dropout=0.0, patience=0, weight_decay=0.0, checkpoint=False, schedule="constant")
         if self.split is not None:
             n = min(n, len(self.train_cache))
             rng = np.random.default_rng(self.cfg.seed)
@@ -315,7 +320,7 @@ class Finetuner:
             x = torch.stack([self.eval_tf(zoo.load_rgb(s.path)) for s in samples])
             y = torch.tensor([s.label for s in samples])
         data = LoopData(train=lambda e: iter([(x, y)]), val=lambda: iter([(x, y)]), steps_per_epoch=1)
-        res = self._run(cfg, data=data, check_initial=False)
+        res = self._run(cfg, data=data, check_initial=False, progress=False)
         final = res.history[-1]
         self.reset()
         ok = final["train_loss"] < 0.1 or final["val_accuracy"] == 1.0
@@ -324,11 +329,11 @@ class Finetuner:
                  + ("(passed)" if ok else "(FAILED: the model cannot fit a handful of images; check the data and the learning rate)"))
         return out
 
-    def search(self, trials: int, epochs: int) -> tuple[TrainConfig, list[dict]]:
+    def search(self, trials: int, epochs: int) -> tuple[FinetuneConfig, list[dict]]:
         """Random search over lr (log-uniform, base/10..base*10) and weight decay (1e-5..0.1) for
         `epochs` epochs each; returns the config with the best validation accuracy."""
         rng = np.random.default_rng([self.cfg.seed, 7])
-        base = self.cfg.base_lr
+        base = self.cfg.lr
         results = []
         for t in range(trials):
             lr = float(base * 10 ** rng.uniform(-1, 1))
@@ -407,13 +412,13 @@ class Finetuner:
         per_class = {name: {"support": int(cm[i].sum()), "recall": round(float(cm[i, i] / max(1, cm[i].sum())), 4)}
                      for i, name in enumerate(self.splits.classes)}
         s = {
-            "strategy": cfg.strategy, "model": self.model_name, "val_accuracy": round(float(acc), 6),
+            "strategy": self.strategy, "model": self.model_name, "val_accuracy": round(float(acc), 6),
             "val_loss": round(float(loss), 6), "num_classes": C, "num_train": len(self.splits.train),
             "num_val": len(self.splits.val), "wall_seconds": round(time.perf_counter() - self.t0, 2),
             "best_epoch": res.best_epoch, "epochs_run": len(res.history), "stopped": res.stopped,
             "trained_blocks": self.freeze.trained_blocks, "num_blocks": self.freeze.num_blocks,
             "trainable_params": self.freeze.trainable_params, "total_params": self.freeze.total_params,
-            "optimizer": cfg.optimizer, "lr": cfg.base_lr, "weight_decay": cfg.weight_decay, "schedule": cfg.schedule,
+            "optimizer": cfg.optimizer, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "schedule": cfg.schedule,
             "image_size": self.pre.input_size[-1], "world_size": self.dist.world, "device": str(self.device),
             "initial_loss": res.checks.get("initial_loss"), "ln_num_classes": res.checks.get("ln_num_classes"),
             "initial_loss_ok": res.checks.get("initial_loss_ok"),
@@ -434,7 +439,7 @@ class Finetuner:
         from transferzoo.transfer.rundir import weights_provenance, write_run
 
         extra = finetune_extra_files(result, self.splits, plan)
-        cfg = {"model": self.model_name, "strategy": result.config.strategy, "finetune": result.config.to_dict()}
+        cfg = {"model": self.model_name, "strategy": self.strategy, "finetune": result.config.to_dict()}
         cfg.update(config or {})
         out = write_run(self.run_dir, spec=result.spec, model=result.model, labels=self.splits.classes,
                         preprocessing=result.preprocessing, weights=weights_provenance(result.model),
@@ -444,19 +449,9 @@ class Finetuner:
         return out
 
     def close(self) -> None:
+        """Stop the persistent DataLoader workers now rather than at garbage collection: dropping the
+        loaders drops their iterators, whose finalizer shuts the worker processes down."""
         for name in ("train_loader", "val_loader"):
-            loader = getattr(self, name, None)
-            if loader is not None and getattr(loader, "_iterator", None) is not None:
-                loader._iterator._shutdown_workers()
+            if hasattr(self, name):
+                delattr(self, name)
 
-
-def finetune(splits: DataSplits, model_name: str, cfg: TrainConfig, *, run_dir=None, plan=None, weights=None,
-             resume: bool = False, log=None, config: dict | None = None) -> FinetuneResult:
-    """Set up, train and (with run_dir) write the run directory. The one call `fit` makes."""
-    ft = Finetuner(splits, model_name, cfg, run_dir=run_dir, plan=plan, weights=weights, resume=resume, log=log)
-    try:
-        result = ft.train()
-        ft.write_run(result, plan, config)
-        return result
-    finally:
-        ft.close()

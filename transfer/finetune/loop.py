@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from transferzoo.zoo.errors import ZooError
 
 from . import checkpoint as ckpt
-from transferzoo.transfer.train_config import TrainConfig
+from transferzoo.transfer.config import FinetuneConfig
 
 
 class TrainingDiverged(ZooError):
@@ -78,7 +78,7 @@ def evaluate(module: nn.Module, batches: Iterable, device: torch.device, amp: bo
     return out + (torch.cat(probs).numpy(),) if with_probs else out
 
 
-def _criterion(cfg: TrainConfig, mixup) -> nn.Module:
+def _criterion(cfg: FinetuneConfig, mixup) -> nn.Module:
     if mixup is not None:
         from timm.loss import SoftTargetCrossEntropy
 
@@ -86,7 +86,7 @@ def _criterion(cfg: TrainConfig, mixup) -> nn.Module:
     return nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
 
-def make_mixup(cfg: TrainConfig, num_classes: int):
+def make_mixup(cfg: FinetuneConfig, num_classes: int):
     if not cfg.uses_mixup:
         return None
     from timm.data import Mixup
@@ -99,10 +99,6 @@ def _lr(optimizer) -> float:
     return max(g["lr"] for g in optimizer.param_groups)
 
 
-def _progress(cfg: TrainConfig) -> bool:
-    return sys.stderr.isatty() if cfg.progress is None else bool(cfg.progress)
-
-
 def run(
     *,
     module: nn.Module,  # what is trained (maybe DDP-wrapped); called on the batches' x
@@ -111,7 +107,7 @@ def run(
     optimizer,
     scheduler,
     data: LoopData,
-    cfg: TrainConfig,
+    cfg: FinetuneConfig,  # resolved (FinetuneConfig.resolved)
     num_classes: int,
     device: torch.device,
     amp: bool = False,
@@ -125,6 +121,7 @@ def run(
     epochs: int | None = None,
     check_initial: bool = True,
     extra_state: dict | None = None,
+    progress: bool | None = None,  # None: only when stderr is a TTY
 ) -> LoopResult:
     from tqdm import tqdm
 
@@ -155,7 +152,7 @@ def run(
         set_train()
         tot_loss = tot_correct = tot_n = 0.0
         bar = tqdm(total=data.steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
-                   disable=not (_progress(cfg) and is_main), leave=False)
+                   disable=not ((sys.stderr.isatty() if progress is None else progress) and is_main), leave=False)
         for x, y in data.train(epoch):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if device.type == "cuda" and x.dim() == 4:
@@ -183,13 +180,13 @@ def run(
             if not math.isfinite(lv):
                 raise TrainingDiverged(
                     f"training diverged at epoch {epoch + 1}, step {step + 1}: the loss is {lv}. "
-                    f"Lower the learning rate (it was {cfg.base_lr:g}; try `transferzoo lr-find`) or add --grad-clip")
+                    f"Lower the learning rate (it was {cfg.lr:g}; try `transferzoo lr-find`) or add --grad-clip")
             recent.append(lv)
             if len(recent) >= min(5, data.steps_per_epoch) and np.mean(recent) > cfg.divergence_factor * initial_loss:
                 raise TrainingDiverged(
                     f"training diverged at epoch {epoch + 1}, step {step + 1}: the running loss {np.mean(recent):.3f} "
                     f"exceeds {cfg.divergence_factor:g} x the initial loss {initial_loss:.3f}. Lower the learning rate "
-                    f"(it was {cfg.base_lr:g}; `transferzoo lr-find DATA` suggests one)")
+                    f"(it was {cfg.lr:g}; `transferzoo lr-find DATA` suggests one)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

@@ -12,7 +12,7 @@ import torch.nn as nn
 from timm.optim import create_optimizer_v2, param_groups_layer_decay
 from timm.scheduler import create_scheduler_v2
 
-from transferzoo.transfer.train_config import TrainConfig
+from transferzoo.transfer.config import FinetuneConfig
 
 # our names -> timm's (timm's 'sgd' is Nesterov; plain momentum SGD is 'momentum')
 TIMM_OPT = {"sgd": "momentum", "nesterov": "nesterov", "rmsprop": "rmsprop", "adagrad": "adagrad",
@@ -20,7 +20,10 @@ TIMM_OPT = {"sgd": "momentum", "nesterov": "nesterov", "rmsprop": "rmsprop", "ad
 TIMM_SCHED = {"cosine": "cosine", "linear": "poly", "inverse_sqrt": "rsqrt", "constant": "constant"}
 
 
-def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+def param_groups(model: nn.Module, cfg: FinetuneConfig) -> list[dict]:
+    """`cfg` resolved for its strategy (FinetuneConfig.resolved): head_lr_scale is set."""
+    if cfg.head_lr_scale is None or cfg.lr is None:
+        raise ValueError("param_groups needs a resolved FinetuneConfig (cfg.resolved(strategy))")
     backbone = model.backbone if hasattr(model, "backbone") else model
     groups = []
     if any(p.requires_grad for p in backbone.parameters()):
@@ -33,14 +36,14 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
         no_decay = [p for p in head.parameters() if p.requires_grad and p.ndim <= 1]
         for params, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
             if params:
-                groups.append({"params": params, "weight_decay": wd, "lr_scale": cfg.head_scale, "group": "head"})
+                groups.append({"params": params, "weight_decay": wd, "lr_scale": cfg.head_lr_scale, "group": "head"})
     if not groups:
         raise ValueError("nothing to train: every parameter is frozen")
     return groups
 
 
-def create_optimizer(model: nn.Module, cfg: TrainConfig, lr: float | None = None):
-    lr = cfg.base_lr if lr is None else lr
+def create_optimizer(model: nn.Module, cfg: FinetuneConfig, lr: float | None = None):
+    lr = cfg.lr if lr is None else lr
     kw = {}
     if cfg.optimizer in ("sgd", "nesterov", "rmsprop"):
         kw["momentum"] = cfg.momentum
@@ -49,7 +52,7 @@ def create_optimizer(model: nn.Module, cfg: TrainConfig, lr: float | None = None
     return create_optimizer_v2(groups, opt=TIMM_OPT[cfg.optimizer], lr=lr, weight_decay=cfg.weight_decay, **kw)
 
 
-def create_schedule(optimizer, cfg: TrainConfig, steps_per_epoch: int, epochs: int | None = None):
+def create_schedule(optimizer, cfg: FinetuneConfig, steps_per_epoch: int, epochs: int | None = None):
     """A timm scheduler stepped per update (`sched.step_update(n)`), with linear warmup."""
     epochs = cfg.epochs if epochs is None else epochs
     total = max(1, epochs * steps_per_epoch)

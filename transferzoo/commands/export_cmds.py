@@ -4,63 +4,59 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import print_json
+from ._common import SettingFlags, print_json, stderr_log
 
-ORDER = 30
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from transferzoo.export.pipeline import ExportOptions
+
+    global EXPORT_FLAGS
+    EXPORT_FLAGS = flags = SettingFlags(ExportOptions)
     p = sub.add_parser(
         "export", help="export to ONNX, verified against PyTorch on real images before anything is written",
         description="Export SOURCE (a run directory, a checkpoint file, a zoo model name) or an ensemble of run "
                     "directories to ONNX. The graph is checked (onnx.checker, strict shape inference) and compared "
                     "with PyTorch on random inputs and real images; a failing gate writes nothing and exits 1.")
     p.add_argument("source", nargs="?", help="run directory, checkpoint file or zoo model name")
-    p.add_argument("--out", required=True, help="output MODEL.onnx (its parity report goes to MODEL.parity.json)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
-    p.add_argument("--exporter", choices=("auto", "torchscript", "dynamo"), default="auto",
-                   help="auto: TorchScript-based first, dynamo if that fails to export or to pass parity")
-    p.add_argument("--quantize", choices=("int8", "fp16"), help="static int8 (QDQ, per-channel) or float16")
-    p.add_argument("--calibration", metavar="DIR", help="int8 calibration images (default: the run's train split)")
-    p.add_argument("--parity-data", metavar="DIR",
-                   help="real images for the parity gate (default: the run's val split, or scikit-image sample photos)")
-    p.add_argument("--with-preprocessing", action="store_true",
-                   help="graph input is uint8 RGB N x H x W x 3; normalisation happens in the graph")
+    flags.add(p, "--out", "out", "output MODEL.onnx (its parity report goes to MODEL.parity.json)", metavar="MODEL.onnx")
+    flags.add(p, "--opset", "opset", "ONNX opset (default 18)")
+    flags.add(p, "--exporter", "exporter", "auto: TorchScript-based first, dynamo if that fails to export or to pass parity")
+    flags.add(p, "--quantize", "quantize", "static int8 (QDQ, per-channel) or float16")
+    flags.add(p, "--calibration", "calibration", "int8 calibration images (default: the run's train split)", metavar="DIR")
+    flags.add(p, "--parity-data", "parity_data",
+              "real images for the parity gate (default: the run's val split, or scikit-image sample photos)", metavar="DIR")
+    flags.add(p, "--with-preprocessing", "with_preprocessing",
+              "graph input is uint8 RGB N x H x W x 3; normalisation happens in the graph")
     p.add_argument("--ensemble", nargs="+", metavar="RUN", help="run directories to average (probabilities)")
     p.add_argument("--model", help="zoo architecture of a bare checkpoint file")
     p.add_argument("--labels", metavar="FILE", help="class names for a bare checkpoint (JSON list or one per line)")
     p.add_argument("--random-weights", action="store_true", help="zoo model with random weights (speed tests only)")
-    p.add_argument("--parity-limit", type=int, default=200, help="at most this many real images for parity")
-    p.add_argument("--calibration-limit", type=int, default=128, help="at most this many calibration images")
-    p.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
+    flags.add(p, "--parity-limit", "parity_limit", "at most this many real images for parity (200)")
+    flags.add(p, "--calibration-limit", "calibration_limit", "at most this many calibration images (128)")
+    flags.add(p, "--threads", "threads", "torch and onnxruntime threads (2)")
     p.add_argument("--json", action="store_true", help="print the parity report as JSON")
     p.set_defaults(func=cmd_export)
 
 
-def _log(quiet: bool):
-    def log(msg: str) -> None:
-        if not quiet:
-            print(msg, file=sys.stderr)
-    return log
+EXPORT_FLAGS: SettingFlags  # bound in register()
 
 
 def cmd_export(args) -> int:
     import torch
 
     from transferzoo.export.errors import GateError
-    from transferzoo.export.onnx_export import DEFAULT_OPSET
     from transferzoo.export.pipeline import ExportOptions, export
     from transferzoo.export.sources import load_source
 
-    opts = ExportOptions(out=args.out, opset=args.opset or DEFAULT_OPSET, exporter=args.exporter, quantize=args.quantize,
-                         calibration=args.calibration, parity_data=args.parity_data,
-                         with_preprocessing=args.with_preprocessing, parity_limit=args.parity_limit,
-                         calibration_limit=args.calibration_limit, threads=args.threads)
+    opts = EXPORT_FLAGS.apply(ExportOptions(), args)
+    if opts.out is None:
+        raise ValueError("--out MODEL.onnx is required")
     torch.set_num_threads(opts.threads)
     source = load_source(args.source, ensemble=args.ensemble, model_name=args.model, labels_file=args.labels,
                          random_weights=args.random_weights)
     try:
-        result = export(source, opts, log=_log(args.json))
+        result = export(source, opts, log=stderr_log(args.json))
     except GateError as e:
         if args.json:
             print_json(e.report)

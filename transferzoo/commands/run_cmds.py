@@ -6,7 +6,6 @@ import sys
 
 from ._common import print_json
 
-ORDER = 2
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,93 +1,119 @@
-"""plan, fit: from a folder of labelled images to a trained model (transfer learning)."""
+"""plan, fit, lr-find: from a folder of labelled images to a trained model (transfer learning)."""
 from __future__ import annotations
 
 import argparse
-import sys
+from dataclasses import replace
+from pathlib import Path
 
-from ._common import print_json
+from ._common import SettingFlags, print_json, stderr_log
 
-ORDER = 20
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", help="image folder: <class>/<images>, or train/<class>/... + val/<class>/...")
-    p.add_argument("--model", help="zoo backbone (default efficientnet_lite0)")
-    p.add_argument("--config", metavar="FILE.yaml", help="settings file (see transfer/config.py); flags override it")
-    p.add_argument("--weights", help="explicit pretrained weight file")
-    p.add_argument("--val-fraction", type=float, help="val share when the folder has no train/val split (0.2)")
-    p.add_argument("--test-fraction", type=float, help="test share split off as well (0)")
-    p.add_argument("--seed", type=int, help="split / CV seed (0)")
-    p.add_argument("--strict", action="store_true", default=None, help="unreadable or non-image files are an error")
-    p.add_argument("--engine", choices=("auto", "onnxruntime", "torch"), help="feature engine (auto: onnxruntime if it verifies)")
-    p.add_argument("--batch-size", type=int, help="feature extraction batch size (8)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
-    p.add_argument("--cache-dir", help="feature cache (default ~/.cache/transferzoo/features, or $TRANSFERZOO_CACHE)")
-    p.add_argument("--cache-key", choices=("content", "stat"), help="identify images by content hash or by path+size+mtime")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plan", help="measure a dataset and say which transfer strategy fits it, with the evidence")
-    _common(p)
-    p.set_defaults(func=cmd_plan)
-
-    p = sub.add_parser("fit", help="train a classifier on an image folder (transfer learning) and write a run directory")
-    _common(p)
-    p.add_argument("--strategy", choices=("auto", "linear", "stages", "partial", "full"), help="(auto: as the plan says)")
-    p.add_argument("--out", metavar="RUN_DIR", help="run directory to write (default runs/<data folder name>)")
-    p.add_argument("--head", choices=("linear", "mlp"), help="probe head (linear)")
-    p.add_argument("--hidden", type=int, help="mlp head width (256)")
-    p.add_argument("--activation", choices=("relu", "leaky_relu", "elu", "gelu"), help="mlp activation (relu)")
-    p.add_argument("--loss", choices=("ce", "hinge"), help="softmax cross-entropy or multiclass SVM hinge (ce)")
-    p.add_argument("--penalty", choices=("l2", "l1", "elasticnet"), help="weight penalty (l2)")
-    p.add_argument("--l1-ratio", type=float, help="elasticnet: share of L1 (0.5)")
-    p.add_argument("--lambdas", type=float, nargs="+", help="penalty strengths tried by CV (default: log grid 1e-4..10)")
-    p.add_argument("--flip-augment", action="store_true", default=None, help="also train on horizontally flipped images")
-    from .finetune_cmds import add_finetune_args
-
-    add_finetune_args(p)
-    p.set_defaults(func=cmd_fit)
-
-
-_FLAGS = {
-    "model": "model", "weights": "weights", "strategy": "strategy",
-    "val_fraction": "data.val_fraction", "test_fraction": "data.test_fraction", "seed": "data.seed", "strict": "data.strict",
-    "engine": "features.engine", "batch_size": "features.batch_size", "threads": "features.threads",
-    "cache_dir": "features.cache_dir", "cache_key": "features.cache_key", "flip_augment": "features.flip_augment",
-    "head": "probe.head", "hidden": "probe.hidden", "activation": "probe.activation", "loss": "probe.loss",
-    "penalty": "probe.penalty", "l1_ratio": "probe.l1_ratio", "lambdas": "probe.lambdas", "progress": "progress",
+# finetuning flags -> FinetuneConfig fields; kept small: the rest go in --config YAML
+_FINETUNE_FLAGS = {
+    "--unfreeze": ("unfreeze", "partial: number of top blocks to train (default: the plan's, else 1)"),
+    "--epochs": ("epochs", "training epochs (default 6)"),
+    "--lr": ("lr", "base learning rate (default: per optimizer; see `lr-find`)"),
+    "--optimizer": ("optimizer", "default adamw"),
+    "--schedule": ("schedule", "after linear warmup (default cosine)"),
+    "--warmup-epochs": ("warmup_epochs", "linear warmup length in epochs (default 1)"),
+    "--weight-decay": ("weight_decay", "weight decay (default 0.05)"),
+    "--layer-decay": ("layer_decay", "LR multiplier per layer going down (default 0.75)"),
+    "--train-batch-size": ("batch_size", "training batch size (default 64)"),
+    "--label-smoothing": ("label_smoothing", "label smoothing (default 0.1)"),
+    "--dropout": ("dropout", "dropout before the new head (default 0.2)"),
+    "--drop-path": ("drop_path", "stochastic depth rate (default 0)"),
+    "--mixup": ("mixup", "mixup alpha (default 0 = off)"),
+    "--cutmix": ("cutmix", "cutmix alpha (default 0 = off)"),
+    "--random-erasing": ("random_erasing", "cutout / random erasing probability (default 0)"),
+    "--image-size": ("image_size", "input size in pixels (default: the model's)"),
+    "--views": ("views", "partial: augmented views cached per training image (default 2)"),
+    "--patience": ("patience", "early stopping patience in epochs (default 0 = off)"),
+    "--search": ("search", "random search over lr / weight decay with N short trials first"),
+    "--overfit-check": ("overfit_check", "first check the model can overfit N training images"),
+    "--init": ("init", "new layers' init (default xavier)"),
+    "--workers": ("workers", "data loader worker processes (default min(4, CPUs))"),
+    "--train-seed": ("seed", "training seed (default: the split seed, 0)"),
 }
 
 
+def _data_flags(p: argparse.ArgumentParser, flags: SettingFlags) -> None:
+    p.add_argument("data", help="image folder: <class>/<images>, or train/<class>/... + val/<class>/...")
+    p.add_argument("--config", metavar="FILE.yaml", help="settings file (see transfer/config.py); flags override it")
+    flags.add(p, "--model", "model", "zoo backbone (default efficientnet_lite0)")
+    flags.add(p, "--weights", "weights", "explicit pretrained weight file")
+    flags.add(p, "--val-fraction", "data.val_fraction", "val share when the folder has no train/val split (0.2)")
+    flags.add(p, "--test-fraction", "data.test_fraction", "test share split off as well (0)")
+    flags.add(p, "--seed", "data.seed", "split / CV seed (0)")
+    flags.add(p, "--strict", "data.strict", "unreadable or non-image files are an error")
+    flags.add(p, "--engine", "features.engine", "feature engine (auto: onnxruntime if it verifies)")
+    flags.add(p, "--batch-size", "features.batch_size", "feature extraction batch size (8)")
+    flags.add(p, "--threads", "features.threads", "CPU threads (default: all cores)")
+    flags.add(p, "--cache-dir", "features.cache_dir", "feature cache (default ~/.cache/transferzoo/features, or $TRANSFERZOO_CACHE)")
+    flags.add(p, "--cache-key", "features.cache_key", "identify images by content hash or by path+size+mtime")
+    flags.add(p, "--no-progress", "progress", "no progress bars", off=True)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _finetune_flags(p: argparse.ArgumentParser, flags: SettingFlags, skip: tuple[str, ...] = ()) -> None:
+    g = p.add_argument_group("finetuning (partial / full)")
+    for flag, (key, help_) in _FINETUNE_FLAGS.items():
+        if flag not in skip:
+            flags.add(g, flag, f"finetune.{key}", help_, metavar=key.upper())
+    flags.add(g, "--no-cache-prefix", "finetune.cache_prefix", "partial: run the frozen prefix every epoch instead of "
+              "caching its activations", off=True)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from transferzoo.transfer.config import FitConfig
+
+    global FIT_FLAGS
+    FIT_FLAGS = flags = SettingFlags(FitConfig)
+    p = sub.add_parser("plan", help="measure a dataset and say which transfer strategy fits it, with the evidence")
+    _data_flags(p, flags)
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("fit", help="train a classifier on an image folder (transfer learning) and write a run directory")
+    _data_flags(p, flags)
+    flags.add(p, "--strategy", "strategy", "(auto: as the plan says)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory to write (default runs/<data folder name>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted finetuning run from its checkpoint/")
+    flags.add(p, "--head", "probe.head", "probe head (linear)")
+    flags.add(p, "--hidden", "probe.hidden", "mlp head width (256)")
+    flags.add(p, "--activation", "probe.activation", "mlp activation (relu)")
+    flags.add(p, "--loss", "probe.loss", "softmax cross-entropy or multiclass SVM hinge (ce)")
+    flags.add(p, "--penalty", "probe.penalty", "weight penalty (l2)")
+    flags.add(p, "--l1-ratio", "probe.l1_ratio", "elasticnet: share of L1 (0.5)")
+    flags.add(p, "--lambdas", "probe.lambdas", "penalty strengths tried by CV (default: log grid 1e-4..10)")
+    flags.add(p, "--flip-augment", "features.flip_augment", "also train on horizontally flipped images")
+    _finetune_flags(p, flags)
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("lr-find", help="learning-rate range test: loss against an exponentially rising LR, and a suggestion")
+    _data_flags(p, flags)
+    p.add_argument("--strategy", choices=("partial", "full"), default="partial")
+    p.add_argument("--steps", type=int, default=100, help="range-test steps (default 100)")
+    p.add_argument("--start-lr", type=float, default=1e-6)
+    p.add_argument("--end-lr", type=float, default=1.0)
+    p.add_argument("--out", default="runs/lr-find", help="folder for lr_find.png and lr_find.json")
+    _finetune_flags(p, flags, skip=("--search", "--overfit-check", "--patience", "--epochs"))
+    p.set_defaults(func=cmd_lr_find)
+
+
+FIT_FLAGS: SettingFlags  # bound in register(): plan, fit and lr-find share these flags
+
+
 def build_config(args):
-    from transferzoo.transfer.config import FitConfig, load_config, replace_path
+    from transferzoo.transfer.config import FitConfig, load_config
 
-    cfg = load_config(args.config) if args.config else FitConfig()
-    for flag, path in _FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            replace_path(cfg, path, value)
-    from .finetune_cmds import finetune_overrides
-
-    cfg.finetune = dict(cfg.finetune or {}, **finetune_overrides(args))
-    return cfg.validate()
-
-
-def _logger(quiet: bool):
-    def log(msg: str) -> None:
-        if not quiet:
-            print(msg, file=sys.stderr)
-
-    return log
+    base = load_config(args.config) if args.config else FitConfig()
+    return FIT_FLAGS.apply(base, args)
 
 
 def cmd_plan(args) -> int:
-    from transferzoo.transfer.fit import plan
-    from transferzoo.transfer.plan import format_plan
+    from transferzoo.transfer.strategies import plan
+    from transferzoo.transfer.planner import format_plan
 
     cfg = build_config(args)
-    p = plan(args.data, cfg, log=_logger(args.json))
+    p = plan(args.data, cfg, log=stderr_log(args.json))
     if args.json:
         print_json(p)
     else:
@@ -96,13 +122,11 @@ def cmd_plan(args) -> int:
 
 
 def cmd_fit(args) -> int:
-    from pathlib import Path
-
-    from transferzoo.transfer.fit import fit
+    from transferzoo.transfer.strategies import fit
 
     cfg = build_config(args)
     out = args.out or str(Path("runs") / Path(args.data).resolve().name)
-    res = fit(args.data, cfg, out=out, log=_logger(args.json))
+    res = fit(args.data, cfg, out=out, log=stderr_log(args.json), resume=args.resume)
     s = res.summary
     if args.json:
         print_json({k: v for k, v in s.items() if k not in ("confusion", "cv")} | {"run_dir": str(res.run_dir)})
@@ -114,4 +138,40 @@ def cmd_fit(args) -> int:
         if s.get("knn"):
             print(f"kNN baseline ({s['knn']['metric']}, k={s['knn']['k']}): val accuracy {s['knn']['val_accuracy']:.4f}")
         print(f"run directory: {res.run_dir}")
+    return 0
+
+
+def cmd_lr_find(args) -> int:
+    from transferzoo.transfer.data import scan_folder
+    from transferzoo.transfer.finetune import prefix_cache
+    from transferzoo.transfer.finetune.finetuner import Finetuner
+    from transferzoo.transfer.finetune.lr_find import lr_find, plot_png
+    from transferzoo.zoo.fileio import atomic_write, write_json
+
+    if not 0 < args.start_lr < args.end_lr:
+        raise ValueError("--start-lr must be > 0 and below --end-lr")
+    if args.steps < 5:
+        raise ValueError("--steps must be at least 5")
+    cfg = build_config(args)
+    ft_cfg = replace(cfg.finetune.resolved(args.strategy, cfg.data.seed), checkpoint=False)
+    splits = scan_folder(args.data, val_fraction=cfg.data.val_fraction, seed=cfg.data.seed)
+    out = Path(args.out)
+    ft = Finetuner(splits, cfg.model, args.strategy, ft_cfg, run_dir=out, weights=cfg.weights, progress=cfg.progress,
+                   log=stderr_log(args.json))
+    try:
+        res = lr_find(ft, start=args.start_lr, end=args.end_lr, steps=args.steps)
+    finally:
+        ft.close()
+        prefix_cache.remove(out / "cache")
+    atomic_write(out / "lr_find.png", plot_png(res, f"{ft.model_name}, {args.strategy}"))
+    write_json(out / "lr_find.json", res.to_dict())
+    if args.json:
+        d = res.to_dict()
+        print_json({"suggestion": d["suggestion"], "min_loss_lr": d["min_loss_lr"], "steps": d["steps"],
+                    "plot": str(out / "lr_find.png")})
+    else:
+        print(f"suggested learning rate: {res.suggestion:.2e} (steepest descent of the loss; "
+              f"lowest loss at {res.min_loss_lr:.2e})")
+        print(f"plot: {out / 'lr_find.png'}; use it with: transferzoo fit {args.data} --strategy {args.strategy} "
+              f"--lr {res.suggestion:.2e}")
     return 0

@@ -5,7 +5,6 @@ import argparse
 
 from ._common import print_json, print_table
 
-ORDER = 10
 
 
 def register(sub: argparse._SubParsersAction) -> None:

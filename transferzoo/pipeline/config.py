@@ -1,119 +1,88 @@
-"""The pipeline file (`transferzoo run PIPELINE.yaml`): typed sections validated before any work.
+"""The pipeline file (`transferzoo run PIPELINE.yaml`): typed sections checked before any work.
 
-Unknown keys, wrong types and missing paths are reported with the key's path and what was
-expected. Relative paths are relative to the YAML file's folder. The `fit` section is transfer's
-own FitConfig (same keys as `transferzoo fit --config`).
+Each section *is* the settings class of the command it runs: `fit` is transfer's FitConfig (the
+same keys as `transferzoo fit --config`), `export` is export's ExportOptions and `serve` is the
+server's ServeOptions, each with the pipeline's own switches added. Unknown keys, wrong types,
+values out of range and missing paths are reported with the key's path (`zoo.config`). Relative
+paths are relative to the YAML file's folder.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from transferzoo.transfer.config import FitConfig, from_dict
+from transferzoo.export.options import ExportOptions
+from transferzoo.serve.config import ServeOptions
+from transferzoo.transfer.config import FitConfig
+from transferzoo.zoo.config import Config, ConfigError, load_yaml, setting, to_dict
 
-QUANTIZE = (None, "int8", "fp16")
 
-
-@dataclass
-class ExportSection:
+@dataclass(frozen=True)
+class ExportSection(ExportOptions):
     enabled: bool = True
-    opset: int | None = None  # None: export's default
-    exporter: str = "auto"  # auto | torchscript | dynamo
-    quantize: str | None = None  # null | int8 | fp16
-    with_preprocessing: bool = False  # uint8 NHWC pixels in, normalisation inside the graph
-    parity_data: str | None = None  # folder of class sub-folders; default: the run's val split
-    calibration: str | None = None  # int8 calibration folder; default: the run's train split
-
-    def validate(self, p="export"):
-        if self.quantize not in QUANTIZE:
-            raise ValueError(f"{p}.quantize: expected null, 'int8' or 'fp16', got {self.quantize!r}")
-        if self.exporter not in ("auto", "torchscript", "dynamo"):
-            raise ValueError(f"{p}.exporter: expected auto, torchscript or dynamo, got {self.exporter!r}")
-        if self.calibration and self.quantize != "int8":
-            raise ValueError(f"{p}.calibration: only used with quantize: int8")
+    # the pipeline writes OUT/model.onnx itself: not a setting here
+    out: Path | None = field(default=None, init=False)
 
 
-@dataclass
-class ServeSection:
+@dataclass(frozen=True)
+class ServeSection(ServeOptions):
     enabled: bool = True  # start the server on a free loopback port and send real images through it
-    requests: int = 16  # validation images sent through tritonclient and the image endpoint
-    max_batch: int = 32
-    max_delay_ms: float = 5.0
-    threads: int = 0  # onnxruntime threads per run (0: all cores)
-    instances: int = 1  # concurrent onnxruntime runs (serve --instances)
-
-    def validate(self, p="serve"):
-        if not 1 <= self.requests <= 10_000:
-            raise ValueError(f"{p}.requests: expected 1..10000, got {self.requests}")
-        if not 1 <= self.max_batch <= 4096:
-            raise ValueError(f"{p}.max_batch: expected 1..4096, got {self.max_batch}")
-        if self.threads < 0:
-            raise ValueError(f"{p}.threads: expected >= 0, got {self.threads}")
-        if not 1 <= self.instances <= 64:
-            raise ValueError(f"{p}.instances: expected 1..64, got {self.instances}")
+    requests: int = setting(16, ge=1, le=10_000)  # validation images sent through tritonclient and the image endpoint
 
 
-@dataclass
-class PipelineConfig:
+@dataclass(frozen=True)
+class PipelineConfig(Config):
     data: str = ""  # required: folder of class sub-folders (with or without train/ + val/)
     out: str = "runs/pipeline"
     fit: FitConfig = field(default_factory=FitConfig)
     export: ExportSection = field(default_factory=ExportSection)
     serve: ServeSection = field(default_factory=ServeSection)
 
-    def validate(self, base: Path = Path(".")) -> "PipelineConfig":
-        if not self.data:
-            raise ValueError("data: required: the folder of labelled images (class sub-folders)")
-        self.data = _existing_dir(base, self.data, "data")
-        self.out = str((base / self.out).resolve()) if not Path(self.out).is_absolute() else self.out
-        for key in ("parity_data", "calibration"):
-            if getattr(self.export, key):
-                setattr(self.export, key, _existing_dir(base, getattr(self.export, key), f"export.{key}"))
-        if self.fit.weights:
-            w = (base / self.fit.weights) if not Path(self.fit.weights).is_absolute() else Path(self.fit.weights)
-            if not w.is_file():
-                raise ValueError(f"fit.weights: file {w} does not exist (expected a .safetensors or .pth weight file)")
-            self.fit.weights = str(w.resolve())
-        self.fit.validate()
-        self.export.validate()
-        self.serve.validate()
+    def check(self):
         if self.serve.enabled and not self.export.enabled:
-            raise ValueError("serve.enabled: serving needs export.enabled: true (the server runs the exported ONNX file)")
-        return self
+            raise ConfigError("serve.enabled", "serving needs export.enabled: true (the server runs the exported ONNX file)")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def resolved(self, base: Path = Path(".")) -> PipelineConfig:
+        """Paths made absolute (relative ones are relative to `base`, the YAML file's folder) and checked."""
+        if not self.data:
+            raise ConfigError("data", "required: the folder of labelled images (class sub-folders)")
+        changes: dict = {"data": _existing_dir(base, self.data, "data"), "out": str((base / self.out).resolve())}
+        export = {k: _existing_dir(base, str(getattr(self.export, k)), f"export.{k}")
+                  for k in ("parity_data", "calibration") if getattr(self.export, k)}
+        fit = self.fit
+        if fit.weights:
+            w = base / fit.weights
+            if not w.is_file():
+                raise ConfigError("fit.weights", f"file {w} does not exist (expected a .safetensors or .pth weight file)")
+            fit = dataclasses.replace(fit, weights=str(w.resolve()))
+        return dataclasses.replace(self, **changes, fit=fit, export=dataclasses.replace(self.export, **export))
 
     def stage_hash(self, *sections: str) -> str:
         """A fingerprint of the settings a stage depends on (a changed setting re-runs the stage)."""
-        d = self.to_dict()
+        d = to_dict(self)
         blob = json.dumps({s: d[s] for s in sections}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _existing_dir(base: Path, value: str, key: str) -> str:
-    path = Path(value) if Path(value).is_absolute() else base / value
+    path = base / value
     if not path.is_dir():
-        raise ValueError(f"{key}: folder {path} does not exist (expected a folder of class sub-folders)")
+        raise ConfigError(key, f"folder {path} does not exist (expected a folder of class sub-folders)")
     return str(path.resolve())
 
 
 def load_pipeline(path) -> PipelineConfig:
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pipeline file {path} does not exist (write one with `transferzoo run --print-default-config`)")
+    cfg = load_yaml(path, PipelineConfig, "pipeline file")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({e})") from None
-    try:
-        return from_dict(PipelineConfig, raw or {}).validate(path.parent)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        return cfg.resolved(path.parent)
+    except ConfigError as e:
+        raise ConfigError("", f"{path}: {e}") from None
 
 
 DEFAULT_YAML = """\

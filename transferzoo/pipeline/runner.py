@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transferzoo.zoo.config import to_dict
 from transferzoo.zoo.fileio import atomic_write
 
 from .config import PipelineConfig
@@ -104,12 +105,12 @@ class Pipeline:
             from transferzoo.transfer import fit
 
             cfg = self.cfg.fit
-            if (run_dir / "checkpoint").is_dir() and not (run_dir / "metrics.json").is_file():
-                # a finetune that was interrupted: continue from its last epoch checkpoint
-                cfg.finetune = dict(cfg.finetune or {}, resume=True)
+            # a finetune that was interrupted: continue from its last epoch checkpoint
+            resume = (run_dir / "checkpoint").is_dir() and not (run_dir / "metrics.json").is_file()
+            if resume:
                 self.log("fit: resuming the interrupted run from its last checkpoint")
             self.log(f"fit: {self.cfg.data} with {cfg.model}, strategy {cfg.strategy}")
-            fit(self.cfg.data, cfg, out=run_dir, log=lambda m: self.log(f"  {m}"))
+            fit(self.cfg.data, cfg, out=run_dir, log=lambda m: self.log(f"  {m}"), resume=resume)
             self._mark("fit", fp)
         res.fit = json.loads((run_dir / "metrics.json").read_text())
         res.plan = json.loads((run_dir / "plan.json").read_text()) if (run_dir / "plan.json").is_file() else {}
@@ -122,16 +123,15 @@ class Pipeline:
             res.skipped.append("export")
         else:
             self._invalidate_after("export")
-            from transferzoo.export.pipeline import ExportOptions, export
+            from transferzoo.export.options import ExportOptions
+            from transferzoo.export.pipeline import export
             from transferzoo.export.sources import load_run
 
-            e = self.cfg.export
-            opts = dict(out=onnx_path, exporter=e.exporter, quantize=e.quantize, with_preprocessing=e.with_preprocessing,
-                        parity_data=e.parity_data, calibration=e.calibration)
-            if e.opset:
-                opts["opset"] = e.opset
+            section = to_dict(self.cfg.export)
+            section.pop("enabled")
+            opts = ExportOptions(**section, out=onnx_path)
             self.log("export: ONNX with the parity gate on the validation images")
-            export(load_run(self.out / "run"), ExportOptions(**opts), log=lambda m: self.log(f"  {m}"))
+            export(load_run(self.out / "run"), opts, log=lambda m: self.log(f"  {m}"))
             self._mark("export", fp)
         res.export = json.loads(onnx_path.with_suffix(".parity.json").read_text())
 

@@ -17,14 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
+from transferzoo.serve.config import ServeOptions
+
 
 class ServerProcess:
     """`transferzoo serve MODEL --port 0` in a child process; the port is read from its banner."""
 
-    def __init__(self, model: Path, max_batch: int = 32, max_delay_ms: float = 5.0, threads: int = 0, instances: int = 1,
-                 startup_s: float = 120):
-        cmd = [sys.executable, "-m", "transferzoo", "serve", str(model), "--port", "0", "--max-batch", str(max_batch),
-               "--max-delay-ms", str(max_delay_ms), "--threads", str(threads), "--instances", str(instances)]
+    def __init__(self, model: Path, options: ServeOptions | None = None, startup_s: float = 120):
+        o = options or ServeOptions()
+        cmd = [sys.executable, "-m", "transferzoo", "serve", str(model), "--port", "0", "--max-batch", str(o.max_batch),
+               "--max-delay-ms", str(o.max_delay_ms), "--max-queue", str(o.max_queue), "--threads", str(o.threads),
+               "--instances", str(o.instances), "--timeout-s", str(o.timeout_s),
+               "--max-body-mb", str(o.limits.max_body_bytes / (1 << 20)), "--max-json-mb", str(o.limits.max_json_bytes / (1 << 20)),
+               "--max-image-pixels", str(o.limits.max_image_pixels)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env=dict(os.environ, PYTHONUNBUFFERED="1"))
         self.lines: list[str] = []
@@ -87,26 +92,26 @@ def _val_images(run_dir: Path, n: int) -> list[tuple[Path, int]]:
 
 
 def serve_check(model_path: Path, run_dir: Path, cfg, log=print) -> dict:
+    """`cfg`: the pipeline's serve section (a ServeOptions with `requests`)."""
     import tritonclient.http as httpclient
 
-    from transferzoo.serve.config import Limits, ServerConfig
     from transferzoo.serve.model import Model
     from transferzoo.serve.preprocess import decode_image, to_input
 
     images = _val_images(run_dir, cfg.requests)
-    per_run = ServerConfig(models=(str(model_path),), threads=cfg.threads, instances=cfg.instances).threads_per_run()
-    direct = Model(model_path, threads=per_run)  # the same threads per run as the server's
-    limits = Limits()
+    direct = Model(model_path, threads=cfg.threads_per_run())  # the same threads per run as the server's
+    limits = cfg.limits
     xs = [to_input(decode_image(p.read_bytes(), limits.max_image_pixels, limits.image_formats), direct.meta.preprocess)
           for p, _ in images]
     in_name, out_name = direct.inputs[0].name, direct.outputs[0].name
     ref = [direct.run({in_name: x[None]})[out_name][0] for x in xs]
 
-    with ServerProcess(model_path, cfg.max_batch, cfg.max_delay_ms, cfg.threads, cfg.instances) as server:
+    with ServerProcess(model_path, cfg) as server:
         log(f"server up at {server.url}")
         host = server.url.removeprefix("http://")
         client = httpclient.InferenceServerClient(url=host)
-        assert client.is_server_live() and client.is_model_ready(direct.name)
+        if not (client.is_server_live() and client.is_model_ready(direct.name)):
+            raise RuntimeError(f"the server at {server.url} answers but says it is not live or {direct.name!r} is not ready")
         meta = client.get_model_metadata(direct.name)
         dtype = direct.inputs[0].datatype
         served, lat_ms = [], []

@@ -39,7 +39,8 @@ from .config import FitConfig
 from .data import DataSplits
 from transferzoo.transfer.features.engine import FeatureSet
 from transferzoo.transfer.probe.knn import fit_knn, select_knn
-from transferzoo.transfer.probe.linear import ProbeSpec, cross_validate, fit_probe
+from transferzoo.transfer.probe.cv import cross_validate
+from transferzoo.transfer.probe.linear import ProbeSpec, fit_probe
 
 LOT_PER_CLASS = 300
 VERY_MUCH_PER_CLASS = 1000

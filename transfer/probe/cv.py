@@ -1,0 +1,145 @@
+"""Repeated stratified k-fold cross-validation of a probe over a grid of penalty strengths."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .linear import DEFAULT_LAMBDAS, ProbeSpec, fit_probe, standardiser
+from .losses import BatchedSoftmaxCrossEntropy, L2Penalty, log_loss
+
+
+def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """k disjoint index arrays, each class spread evenly (round-robin over a shuffled class)."""
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(len(y), dtype=np.int64)
+    offset = 0
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        fold_of[idx] = (np.arange(len(idx)) + offset) % k
+        offset += len(idx)  # rotate, so small classes do not all land in fold 0
+    return [np.flatnonzero(fold_of == f) for f in range(k)]
+
+
+@dataclass
+class CVResult:
+    lambdas: list[float]
+    accuracy: list[float]  # mean CV accuracy per lambda
+    log_loss: list[float]  # mean CV log-loss per lambda (ce only; nan for hinge)
+    best_lambda: float
+    best_accuracy: float
+    best_log_loss: float
+    folds: int
+    repeats: int
+    criterion: str
+
+    def to_dict(self) -> dict:
+        r = lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 5)
+        return {"lambdas": [float(f"{l:.3g}") for l in self.lambdas], "cv_accuracy": [r(a) for a in self.accuracy],
+                "cv_log_loss": [r(l) for l in self.log_loss], "best_lambda": float(f"{self.best_lambda:.3g}"),
+                "best_cv_accuracy": r(self.best_accuracy), "best_cv_log_loss": r(self.best_log_loss),
+                "folds": self.folds, "repeats": self.repeats, "criterion": self.criterion}
+
+
+def cross_validate(X: np.ndarray, y: np.ndarray, num_classes: int, lambdas=DEFAULT_LAMBDAS, spec: ProbeSpec = ProbeSpec(),
+                   folds: int = 5, repeats: int = 1, seed: int = 0, X_aug: np.ndarray | None = None) -> CVResult:
+    """k-fold CV (repeated with different shuffles) of the probe for each lambda.
+
+    X_aug: an augmented copy of X (row i = a view of row i, e.g. horizontally flipped): it joins
+    the training folds only, so a validation image's own flip never leaks into training.
+    Criterion: lowest mean log-loss for ce (smoother than accuracy on small folds), highest
+    accuracy for hinge; ties go to the stronger penalty."""
+    y = np.asarray(y)
+    present = np.bincount(y, minlength=num_classes)
+    folds = int(max(2, min(folds, present[present > 0].min())))  # every class in every fold
+    lambdas = sorted(float(l) for l in lambdas)[::-1]  # strong -> weak: warm starts follow the path
+    acc = np.zeros((repeats, len(lambdas)))
+    ll = np.zeros((repeats, len(lambdas)))
+    if spec.head == "linear" and spec.loss == "ce" and spec.penalty == "l2":
+        acc, ll = _cv_batched(X, y, num_classes, lambdas, spec, folds, repeats, seed, X_aug)
+    for r in range(repeats if spec.head != "linear" or spec.loss != "ce" or spec.penalty != "l2" else 0):
+        parts = stratified_folds(y, folds, seed + r)
+        correct = np.zeros(len(lambdas))
+        losses = np.zeros(len(lambdas))
+        for va, Xtr, ytr in _fold_data(X, y, parts, X_aug):
+            std = standardiser(Xtr)
+            prev = None
+            for li, lam in enumerate(lambdas):
+                p = fit_probe(Xtr, ytr, num_classes, lam, spec, init=prev if spec.head == "linear" else None,
+                              seed=seed, standardise=std)
+                prev = p
+                lg = p.logits(X[va])
+                correct[li] += float((lg.argmax(1) == y[va]).sum())
+                losses[li] += log_loss(lg, y[va]) * len(va) if spec.loss == "ce" else 0.0
+        acc[r] = correct / len(y)
+        ll[r] = losses / len(y) if spec.loss == "ce" else np.nan
+    acc_m, ll_m = acc.mean(0), ll.mean(0)
+    if spec.loss == "ce":
+        best = int(np.argmin(np.round(ll_m, 6)))  # argmin takes the first = strongest penalty on ties
+        criterion = "log_loss"
+    else:
+        best = int(np.argmax(np.round(acc_m, 6)))
+        criterion = "accuracy"
+    order = list(range(len(lambdas)))[::-1]  # report in ascending lambda order
+    lam_asc = [lambdas[i] for i in order]
+    return CVResult(lam_asc, [float(acc_m[i]) for i in order], [float(ll_m[i]) for i in order], lambdas[best],
+                    float(acc_m[best]), float(ll_m[best]), folds, repeats, criterion)
+
+
+def _fold_data(X, y, parts, X_aug):
+    """(validation rows, training features, training labels) per fold; flipped views (X_aug) of the
+    training rows join the training set, never the validation set."""
+    for f in range(len(parts)):
+        tr = np.concatenate([parts[g] for g in range(len(parts)) if g != f])
+        Xtr, ytr = X[tr], y[tr]
+        if X_aug is not None:
+            Xtr, ytr = np.concatenate([Xtr, X_aug[tr]]), np.concatenate([ytr, ytr])
+        yield parts[f], Xtr, ytr
+
+
+def _cv_batched(X, y, num_classes, lambdas, spec: ProbeSpec, folds, repeats, seed, X_aug):
+    """The default probe (linear, ce, l2): every (repeat, fold) problem stacked into one batched
+    objective (a sum of independent problems, so its minimiser is each problem's own), one L-BFGS
+    run per lambda, warm-started along the path. Same optima as fitting the folds one by one, a
+    fraction of the Python overhead. -> (accuracy [repeats, L], log_loss [repeats, L])."""
+    probs = []
+    for r in range(repeats):
+        parts = stratified_folds(y, folds, seed + r)
+        for va, Xtr, ytr in _fold_data(X, y, parts, X_aug):
+            mean, std = standardiser(Xtr)
+            probs.append((r, (Xtr - mean) / std, ytr, (X[va] - mean) / std, y[va]))
+    B, d = len(probs), X.shape[1]
+    n_max = max(len(p[2]) for p in probs)
+    Z = torch.zeros(B, n_max, d)
+    Y = torch.zeros(B, n_max, dtype=torch.long)
+    Wt = torch.zeros(B, n_max)
+    for i, (_, z, yy, _, _) in enumerate(probs):
+        Z[i, :len(yy)] = torch.from_numpy(z.astype(np.float32))
+        Y[i, :len(yy)] = torch.from_numpy(yy.astype(np.int64))
+        Wt[i, :len(yy)] = 1.0
+    W = torch.zeros(B, num_classes, d, requires_grad=True)
+    b = torch.zeros(B, 1, num_classes, requires_grad=True)
+    acc = np.zeros((repeats, len(lambdas)))
+    ll = np.zeros((repeats, len(lambdas)))
+    for li, lam in enumerate(lambdas):
+        opt = torch.optim.LBFGS([W, b], lr=1, max_iter=spec.max_iter, history_size=20, tolerance_grad=1e-6 * B,
+                                tolerance_change=1e-10, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            obj = BatchedSoftmaxCrossEntropy.apply(torch.baddbmm(b, Z, W.transpose(1, 2)), Y, Wt)
+            if lam > 0:
+                obj = obj + lam * L2Penalty.apply(W)
+            obj.backward()
+            return obj
+
+        opt.step(closure)
+        with torch.no_grad():
+            for i, (r, _, _, zva, yva) in enumerate(probs):
+                lg = (torch.from_numpy(zva.astype(np.float32)) @ W[i].T + b[i]).numpy()
+                acc[r, li] += float((lg.argmax(1) == yva).sum())
+                ll[r, li] += log_loss(lg, yva) * len(yva)
+    return acc / len(y), ll / len(y)

@@ -1,0 +1,88 @@
+"""`plan` and `fit`: from a folder of images to a plan, or to a run directory.
+
+Strategies, one implementation each (the table below):
+- ``linear`` / ``stages``: probes fit full-batch on cached features (`transfer.probe.strategy`);
+- ``partial`` / ``full``: finetuning (`transfer.finetune.strategy`);
+- ``auto``: runs the plan (`transfer.planner`) and then the strategy it picks.
+Every strategy writes the same run directory (`transfer.rundir`, transfer/RUN_DIR.md).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from transferzoo import zoo
+
+from .config import FitConfig
+from .context import FitContext, FitResult, extract, load_splits
+from .finetune import strategy as finetune_strategy
+from .planner import baselines_on_val, make_plan
+from .probe import strategy as probe_strategy
+from .threads import torch_threads
+
+STRATEGIES: dict[str, Callable[[FitContext], FitResult]] = {
+    "linear": lambda ctx: probe_strategy.run(ctx, "linear"),
+    "stages": lambda ctx: probe_strategy.run(ctx, "stages"),
+    "partial": lambda ctx: finetune_strategy.run(ctx, "partial"),
+    "full": lambda ctx: finetune_strategy.run(ctx, "full"),
+}
+
+
+def plan(data, cfg: FitConfig | None = None, log=None, val_baselines: bool = True) -> dict:
+    """Scan, extract (cached) features and make the plan (see transfer.planner)."""
+    cfg = cfg or FitConfig()
+    log = log or (lambda m: None)
+    t0 = time.perf_counter()
+    ctx = FitContext(Path(data), cfg, load_splits(data, cfg, log), None, log, t0)
+    extract(ctx)
+    with torch_threads(1):
+        p = make_plan(ctx.splits, ctx.features, ctx.rows["train"], cfg, log)
+        if val_baselines:
+            p["val_baselines"] = baselines_on_val(ctx.features, ctx.rows["train"], ctx.rows["val"], ctx.splits, p, cfg)
+    p["data"] = {k: v for k, v in ctx.splits.summary().items() if k != "skipped"}
+    p["data"]["skipped"] = len(ctx.splits.skipped)
+    p["timings"] = dict(ctx.timings, wall_seconds=round(time.perf_counter() - t0, 2))
+    return p
+
+
+def fit(data, cfg: FitConfig | None = None, out=None, log=None, resume: bool = False) -> FitResult:
+    """Run a strategy and write the run directory `out` (None: nothing written). `resume`: a
+    finetuning run continues from `out`'s checkpoint (after an interruption, even kill -9)."""
+    cfg = cfg or FitConfig()
+    log = log or (lambda m: None)
+    t0 = time.perf_counter()
+    strategy = cfg.strategy
+    t = time.perf_counter()
+    ctx = FitContext(Path(data), cfg, load_splits(data, cfg, log), Path(out) if out else None, log, t0, resume=resume)
+    ctx.timings["scan_seconds"] = round(time.perf_counter() - t, 3)
+    if strategy in ("auto", "linear", "stages"):
+        extract(ctx)
+    if strategy == "auto":
+        t = time.perf_counter()
+        with torch_threads(1):
+            ctx.plan = make_plan(ctx.splits, ctx.features, ctx.rows["train"], cfg, log)
+        ctx.timings["plan_seconds"] = round(time.perf_counter() - t, 3)
+        strategy = ctx.planned_strategy = ctx.plan["strategy"]
+        for r in ctx.plan["reasons"]:
+            log(f"plan: {r}")
+    result = STRATEGIES[strategy](ctx)
+    s = result.summary
+    s["strategy"] = strategy
+    s["planned_strategy"] = ctx.planned_strategy or strategy
+    s.setdefault("timings", {}).update(ctx.timings)
+    s["wall_seconds"] = round(time.perf_counter() - t0, 3)
+    if ctx.run_dir is not None and not result.written:
+        write(ctx, result)
+        result.written = True
+    return result
+
+
+def write(ctx: FitContext, result: FitResult) -> Path:
+    from .rundir import weights_provenance, write_run
+
+    plan = ctx.plan or {"strategy": result.summary["strategy"], "planned": False,
+                        "reasons": [f"strategy {result.summary['strategy']!r} chosen by the user (--strategy)"]}
+    return write_run(ctx.run_dir, spec=result.spec, model=result.model, labels=ctx.splits.classes,
+                     preprocessing=zoo.preprocessing(ctx.cfg.model), weights=weights_provenance(result.model),
+                     summary=result.summary, config=ctx.cfg.to_dict(), plan=plan, splits=ctx.splits)
