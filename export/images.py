@@ -1,7 +1,7 @@
 """Real images for the parity gate and for int8 calibration, preprocessed exactly like timm's eval
 transform (resize shorter side to H / crop_pct with the model's filter, centre crop, /255,
 normalise): the resize and crop run in PIL (giving the uint8 pixels a `--with-preprocessing` graph
-takes), the rest in torch, so the float tensors are bit-identical to timm's."""
+takes), the rest in numpy (`zoo.images.normalise`), bit-identical to timm's ToTensor + Normalize."""
 from __future__ import annotations
 
 import csv
@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from transferzoo import zoo
-from transferzoo.zoo.images import IMAGE_EXTENSIONS
+from transferzoo.zoo.factory import resize_crop
+from transferzoo.zoo.images import IMAGE_EXTENSIONS, normalise
 from transferzoo.zoo.model_info import Preprocessing
 
 
@@ -63,7 +63,7 @@ def from_split(tsv: str | os.PathLike, data_root: str | os.PathLike, origin: str
         raise zoo.ZooError(f"split file not found: {tsv}")
     items, labels = [], []
     with open(tsv, newline="") as f:
-        for lineno, row in enumerate(csv.reader(f, delimiter="\t"), 1):
+        for lineno, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
             if not row or not row[0].strip():
                 continue
             if len(row) < 2 or not row[1].strip().lstrip("-").isdigit():
@@ -116,28 +116,9 @@ def sample_photos() -> ImageSet:
     return ImageSet("scikit-image sample photos", imgs, list(SAMPLE_PHOTOS))
 
 
-def pil_steps(pre: Preprocessing):
-    """timm's eval transform without its ToTensor / Normalize: PIL in, H x W PIL image out."""
-    import timm.data
-    from torchvision import transforms as T
-
-    tf = timm.data.create_transform(input_size=pre.input_size, interpolation=pre.interpolation, mean=pre.mean,
-                                    std=pre.std, crop_pct=pre.crop_pct, crop_mode=pre.crop_mode)
-    steps = [t for t in tf.transforms if type(t).__name__ not in ("ToTensor", "MaybeToTensor", "Normalize")]
-    return T.Compose(steps)
-
-
-def normalise(uint8_nhwc: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    """N x H x W x 3 uint8 -> N x 3 x H x W float32, as timm's ToTensor + Normalize compute it."""
-    x = torch.from_numpy(np.ascontiguousarray(uint8_nhwc)).permute(0, 3, 1, 2).float().div(255)
-    mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(pre.std, dtype=torch.float32).view(1, 3, 1, 1)
-    return x.sub(mean).div(std).contiguous().numpy()
-
-
 def prepare(images: ImageSet, pre: Preprocessing) -> Batch:
     """Decode and preprocess; unreadable files are skipped and listed (never silently)."""
-    steps = pil_steps(pre)
+    steps = resize_crop(pre)
     pixels, names, labels, skipped = [], [], [], list(images.skipped)
     for i, item in enumerate(images.items):
         try:
@@ -154,5 +135,5 @@ def prepare(images: ImageSet, pre: Preprocessing) -> Batch:
     if not pixels:
         raise zoo.ZooError(f"none of the {len(images)} images from {images.origin} could be read")
     u8 = np.stack(pixels)
-    return Batch(u8, normalise(u8, pre), np.asarray(labels) if images.labels is not None else None, names,
+    return Batch(u8, normalise(u8, pre.mean, pre.std), np.asarray(labels) if images.labels is not None else None, names,
                  images.origin, skipped)

@@ -14,6 +14,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from transferzoo.zoo.images import to_rgb
+
 from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from .model import Preprocess
 
@@ -21,20 +23,6 @@ FILTERS = {
     "nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
     "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING, "lanczos": Image.Resampling.LANCZOS,
 }
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB for every mode; palette/alpha images composited on white (as zoo.images does)."""
-    if img.mode == "P":
-        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
-    if img.mode in ("RGBA", "LA", "PA"):
-        img = img.convert("RGBA")
-        bg = Image.new("RGB", img.size, (255, 255, 255))
-        bg.paste(img, mask=img.getchannel("A"))
-        return bg
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        img = img.point(lambda v: v / 256).convert("L")
-    return img.convert("RGB") if img.mode != "RGB" else img
 
 
 MAGIC = (  # leading bytes -> PIL format name: a file that claims a format but does not parse is corrupt (400), not foreign (415)

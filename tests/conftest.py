@@ -20,6 +20,9 @@ if "TRANSFERZOO_CACHE" not in os.environ:
 
 import pytest
 
+# shared fixtures (ONNX files for the serve tests, training runs for the export tests)
+pytest_plugins = ["serve_fixtures", "export_helpers"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("TRANSFERZOO_SHARED", REPO.parent / "shared" / "datasets"))
 

@@ -1,6 +1,7 @@
 """ONNX files for the serve tests, carrying the metadata of export/ONNX_METADATA.md.
 
-Until export/ lands these are built here with torch.onnx (TorchScript exporter, dynamic batch axis):
+Built with export's own torch -> ONNX step (TorchScript exporter, dynamic batch axis), without its
+parity gate (the tiny nets have random weights):
 - `lite0`: efficientnet_lite0 with its real ImageNet weights, float32_nchw, 1000 ImageNet labels.
 - `tiny`: a small random-weight conv net (3 classes, 64x64, bilinear), float32_nchw: fast tests.
 - `tiny_u8`: the same net with preprocessing in the graph (uint8_nhwc input).
@@ -38,17 +39,14 @@ def _metadata(pre: dict, labels: list[str], input_format: str, source: str) -> d
 
 def _export(model, example, path: Path, meta: dict[str, str]) -> Path:
     import onnx
-    import torch
 
-    tmp = path.with_suffix(".tmp.onnx")
-    with torch.no_grad():
-        torch.onnx.export(model.eval(), (example,), str(tmp), input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False)
-    proto = onnx.load(str(tmp))
+    from transferzoo.export.onnx_export import to_onnx
+    from transferzoo.zoo.fileio import atomic_write
+
+    proto = to_onnx(model, example, "torchscript", 17)
     onnx.helper.set_model_props(proto, meta)
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(tmp))
-    os.replace(tmp, path)
+    atomic_write(path, proto.SerializeToString())
     return path
 
 

@@ -13,7 +13,7 @@ from onnx import numpy_helper
 from transferzoo.export import onnx_export, parity
 from transferzoo.export.errors import ExportError, GateError
 from transferzoo.export.pipeline import ExportOptions, export
-from export_helpers import mv3_run, module_source, tiny_net  # noqa: F401
+from export_helpers import module_source, tiny_net
 from transferzoo.cli import main
 
 
@@ -82,7 +82,7 @@ def test_tampered_graph_fails_gate_and_leaves_existing_file(tmp_path, monkeypatc
 
 
 @pytest.mark.shared_data
-def test_cli_forced_failing_gate_exits_1_prints_numbers_writes_nothing(mv3_run, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_cli_forced_failing_gate_exits_1_prints_numbers_writes_nothing(mv3_run, tmp_path, monkeypatch, capsys):
     from transferzoo.export import pipeline
 
     out = tmp_path / "m.onnx"
@@ -96,7 +96,7 @@ def test_cli_forced_failing_gate_exits_1_prints_numbers_writes_nothing(mv3_run, 
 
 
 @pytest.mark.shared_data
-def test_corrupt_checkpoint_is_a_clear_error(mv3_run, tmp_path, capsys):  # noqa: F811
+def test_corrupt_checkpoint_is_a_clear_error(mv3_run, tmp_path, capsys):
     import shutil
 
     run = tmp_path / "run"
@@ -132,7 +132,7 @@ def test_bad_sources_are_clear_errors(tmp_path, capsys):
 
 
 @pytest.mark.shared_data
-def test_run_whose_images_moved_says_what_to_do(mv3_run, tmp_path, capsys):  # noqa: F811
+def test_run_whose_images_moved_says_what_to_do(mv3_run, tmp_path, capsys):
     import shutil
 
     run = tmp_path / "run"

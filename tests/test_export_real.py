@@ -10,7 +10,6 @@ import onnx
 import pytest
 
 from transferzoo.export import metadata
-from export_helpers import lite0_run  # noqa: F401
 from transferzoo.cli import main
 
 pytestmark = pytest.mark.slow
@@ -42,7 +41,7 @@ def test_lite0_real_weights_on_real_photos_and_predict(tmp_path, sample_photos, 
         assert abs(a["top"][0]["probability"] - b["top"][0]["probability"]) < 1e-4
 
 
-def test_trained_run_fp32_and_int8_gates_on_real_val_images(lite0_run, tmp_path):  # noqa: F811
+def test_trained_run_fp32_and_int8_gates_on_real_val_images(lite0_run, tmp_path):
     run_dir, torch_acc = lite0_run
     assert torch_acc >= 0.85  # the fitted head really learned ants vs bees
     out = tmp_path / "q.onnx"
@@ -62,7 +61,7 @@ def test_trained_run_fp32_and_int8_gates_on_real_val_images(lite0_run, tmp_path)
     assert report["size_bytes"] < 0.4 * 4.0e6 * 4  # int8 weights: well under the fp32 size (~16 MB)
 
 
-def test_trained_run_fp16_gate(lite0_run, tmp_path):  # noqa: F811
+def test_trained_run_fp16_gate(lite0_run, tmp_path):
     run_dir, _ = lite0_run
     out = tmp_path / "h.onnx"
     assert main(["export", str(run_dir), "--out", str(out), "--quantize", "fp16", "--parity-limit", "60"]) == 0
@@ -74,7 +73,7 @@ def test_trained_run_fp16_gate(lite0_run, tmp_path):  # noqa: F811
     assert sum(t.data_type == onnx.TensorProto.FLOAT16 for t in inits) > len(inits) // 2
 
 
-def test_int8_gate_failure_writes_nothing(lite0_run, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_int8_gate_failure_writes_nothing(lite0_run, tmp_path, monkeypatch, capsys):
     from transferzoo.export import pipeline
     from transferzoo.export import parity
 

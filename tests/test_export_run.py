@@ -16,7 +16,6 @@ import torch
 from transferzoo import zoo
 from transferzoo.zoo import assembly as za
 from transferzoo.export import images, metadata
-from export_helpers import mv3_run, mv3_run_b  # noqa: F401
 from transferzoo.cli import main
 
 pytestmark = pytest.mark.shared_data
@@ -42,7 +41,7 @@ def _ort(path: Path, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {"input": x})[0]
 
 
-def test_run_dir_export_via_subprocess(mv3_run, tmp_path):  # noqa: F811
+def test_run_dir_export_via_subprocess(mv3_run, tmp_path):
     out = tmp_path / "ants.onnx"
     proc = subprocess.run([sys.executable, "-m", "transferzoo", "export", str(mv3_run), "--out", str(out), "--json"],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
@@ -71,7 +70,7 @@ def test_run_dir_export_via_subprocess(mv3_run, tmp_path):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_with_preprocessing_equals_float_path(mv3_run, tmp_path):  # noqa: F811
+def test_with_preprocessing_equals_float_path(mv3_run, tmp_path):
     f32, u8 = tmp_path / "f32.onnx", tmp_path / "u8.onnx"
     assert main(["export", str(mv3_run), "--out", str(f32)]) == 0
     assert main(["export", str(mv3_run), "--out", str(u8), "--with-preprocessing"]) == 0
@@ -94,7 +93,7 @@ def test_with_preprocessing_equals_float_path(mv3_run, tmp_path):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_ensemble_averages_member_probabilities(mv3_run, mv3_run_b, tmp_path):  # noqa: F811
+def test_ensemble_averages_member_probabilities(mv3_run, mv3_run_b, tmp_path):
     out = tmp_path / "ens.onnx"
     assert main(["export", "--ensemble", str(mv3_run), str(mv3_run_b), "--out", str(out)]) == 0
     meta = metadata.read(out)
@@ -111,7 +110,7 @@ def test_ensemble_averages_member_probabilities(mv3_run, mv3_run_b, tmp_path):  
         assert not torch.allclose(_rebuild(mv3_run)(x), _rebuild(mv3_run_b)(x))
 
 
-def test_ensemble_members_must_agree(mv3_run, tmp_path, capsys):  # noqa: F811
+def test_ensemble_members_must_agree(mv3_run, tmp_path, capsys):
     import shutil
 
     other = tmp_path / "other"

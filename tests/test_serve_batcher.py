@@ -11,7 +11,6 @@ import time
 import numpy as np
 import onnxruntime as ort
 import pytest
-from serve_fixtures import serve_models_dir, tiny_onnx  # noqa: F401
 
 from transferzoo.serve.batcher import Batcher
 from transferzoo.serve.errors import BadRequest, Overloaded, RequestTimeout

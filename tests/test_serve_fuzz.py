@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from PIL import Image
-from serve_fixtures import ServerProcess, serve_models_dir, tiny_onnx, tiny_u8_onnx  # noqa: F401
+from serve_fixtures import ServerProcess
 
 LIMIT_MB = 2
 LIMIT = LIMIT_MB << 20

@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.http as th
-from serve_fixtures import ServerProcess, serve_models_dir, tiny_onnx  # noqa: F401
+from serve_fixtures import ServerProcess
 from tritonclient.utils import InferenceServerException
 
 N_REQUESTS, CONCURRENCY = 2000, 32

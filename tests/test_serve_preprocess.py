@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import timm
 from PIL import Image
-from serve_fixtures import REPO, lite0_onnx, serve_models_dir, tiny_onnx  # noqa: F401
+from serve_fixtures import REPO
 
 from transferzoo.serve.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from transferzoo.serve.model import Preprocess, parse_metadata

@@ -13,8 +13,7 @@ import pytest
 import timm
 import tritonclient.http as th
 from PIL import Image
-from serve_fixtures import (TINY_LABELS, TINY_PRE, ServerProcess, lite0_onnx, serve_models_dir, tiny_onnx,  # noqa: F401
-                            tiny_u8_onnx)
+from serve_fixtures import TINY_LABELS, TINY_PRE, ServerProcess
 from tritonclient.utils import InferenceServerException
 
 

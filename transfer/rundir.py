@@ -60,8 +60,9 @@ def write_run(
     """Write everything RUN_DIR.md lists. `summary` must hold at least REQUIRED_SUMMARY; if it has
     "confusion" (val confusion matrix, rows = true class) confusion.png is drawn from it.
     `extra_files` (relative path -> bytes) are written too and may override confusion.png/report.md
-    (part 2 passes metrics.jsonl, curves.png). Returns the run directory."""
-    from transferzoo.transfer.report.markdown import confusion_png, report_md
+    (finetuning passes metrics.jsonl, curves.png, misclassified.png). Returns the run directory."""
+    from transferzoo.transfer.report.figures import confusion_png
+    from transferzoo.transfer.report.markdown import report_md
 
     missing = [k for k in REQUIRED_SUMMARY if k not in summary]
     assert not missing, f"summary lacks {missing}"

@@ -56,9 +56,29 @@ def create(
     return model
 
 
-def transforms(name: str, training: bool = False, **overrides):
-    """timm's eval (or train-time augmentation) transform built from the entry's pretrained config."""
-    cfg = timm.models.get_pretrained_cfg(get(name).timm_name).to_dict()
-    data_cfg = timm.data.resolve_data_config({}, pretrained_cfg=cfg)
-    data_cfg.update(overrides)
-    return timm.data.create_transform(**data_cfg, is_training=training)
+def transform(pre, training: bool = False, **train_kwargs):
+    """timm's transform for a `zoo.Preprocessing` (eval: resize, centre crop, ToTensor, Normalize;
+    training: timm's augmentation, `train_kwargs` passed on). The one place transforms are built."""
+    return timm.data.create_transform(input_size=pre.input_size, interpolation=pre.interpolation, mean=pre.mean,
+                                      std=pre.std, crop_pct=pre.crop_pct, crop_mode=pre.crop_mode,
+                                      is_training=training, **train_kwargs)
+
+
+def transforms(name: str, training: bool = False, **train_kwargs):
+    """timm's eval (or train-time augmentation) transform for a registry entry's preprocessing."""
+    from .model_info import preprocessing
+
+    return transform(preprocessing(name), training, **train_kwargs)
+
+
+def resize_crop(pre):
+    """The eval transform's PIL steps alone (resize, centre crop): PIL image in, H x W PIL image out.
+    Callers normalise with `zoo.images.normalise` (numpy): torch's intra-op threads make ToTensor +
+    Normalize ~6x slower on small tensors when called from several decode threads at once."""
+    from torchvision import transforms as T
+
+    tf = transform(pre)
+    steps = list(tf.transforms)
+    if [type(t).__name__ for t in steps[-2:]] not in (["MaybeToTensor", "Normalize"], ["ToTensor", "Normalize"]):
+        raise AssertionError(f"timm's eval transform no longer ends with ToTensor + Normalize: {tf}")
+    return T.Compose(steps[:-2])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
@@ -24,7 +25,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         bg = Image.new("RGB", img.size, (255, 255, 255))
         bg.paste(img, mask=img.getchannel("A"))
         return bg
-    if img.mode == "I;16" or img.mode == "I":
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit greyscale: keep the top 8 bits
         img = img.point(lambda v: v / 256).convert("L")
     return img.convert("RGB") if img.mode != "RGB" else img
 
@@ -64,3 +65,12 @@ def decode(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, reduced: bool 
 def load_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode an image fully (so truncation is caught here, not later in a worker), EXIF-oriented, RGB."""
     return to_rgb(ImageOps.exif_transpose(decode(path, max_pixels)))
+
+
+def normalise(pixels: np.ndarray, mean, std) -> np.ndarray:
+    """(..., H, W, 3) uint8 RGB -> (..., 3, H, W) float32, bit-identical to timm's ToTensor + Normalize
+    (the same float32 divisions, in the same order)."""
+    x = np.moveaxis(np.asarray(pixels, dtype=np.float32), -1, -3) / np.float32(255)
+    m = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
+    return np.ascontiguousarray((x - m) / s)

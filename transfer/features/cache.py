@@ -23,15 +23,17 @@ requested rows is read into memory.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import sqlite3
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from transferzoo.zoo.fileio import atomic_write, file_digest, write_json
 
 FORMAT_VERSION = 1
 
@@ -42,14 +44,7 @@ def model_key(identity: dict) -> str:
 
 
 def _hash_file(path: str) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(1 << 20)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
+    return file_digest(path, lambda: hashlib.blake2b(digest_size=16))
 
 
 class FeatureCache:
@@ -62,7 +57,7 @@ class FeatureCache:
         (self.dir / "chunks").mkdir(parents=True, exist_ok=True)
         meta = self.dir / "meta.json"
         if not meta.exists():
-            _atomic_bytes(meta, json.dumps({"identity": identity, "outputs": self.outputs}, indent=2, default=str).encode())
+            write_json(meta, {"identity": identity, "outputs": self.outputs})
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.dir / "index.sqlite", timeout=60, check_same_thread=False)
         with self._db:
@@ -132,11 +127,7 @@ class FeatureCache:
             for name, arr in arrays.items():
                 arr = np.ascontiguousarray(arr, dtype=np.float32)
                 assert arr.shape == (n, self.outputs[name]), (name, arr.shape)
-                target = self.dir / "chunks" / f"{chunk:07d}.{name}.npy"
-                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, arr)
-                os.replace(tmp, target)
+                atomic_write(self.dir / "chunks" / f"{chunk:07d}.{name}.npy", _npy_bytes(arr))
             with self._db:
                 self._db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?)",
                                      [(k, chunk, r) for r, k in enumerate(keys)])
@@ -168,10 +159,7 @@ class FeatureCache:
         return {"dir": str(self.dir), "entries": int(n), "bytes": int(size)}
 
     def put_array(self, name: str, arr: np.ndarray) -> None:
-        buf = tempfile.SpooledTemporaryFile()
-        np.save(buf, arr)
-        buf.seek(0)
-        _atomic_bytes(self.dir / f"{name}.npy", buf.read())
+        atomic_write(self.dir / f"{name}.npy", _npy_bytes(arr))
 
     def get_array(self, name: str) -> np.ndarray | None:
         p = self.dir / f"{name}.npy"
@@ -182,8 +170,7 @@ class FeatureCache:
         self._db.close()
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()

@@ -33,6 +33,7 @@ import torch.nn as nn
 from transferzoo import zoo
 from transferzoo.export.onnx_export import verified_session
 from transferzoo.zoo import runtime
+from transferzoo.zoo.images import normalise
 from transferzoo.zoo.fileio import file_digest, sha256_file, write_json
 
 from transferzoo.transfer.config import FeatureConfig
@@ -125,25 +126,12 @@ class OrtEngine:
 
 
 def image_decoder(model_name: str):
-    """path -> float32 CHW array, exactly the model's timm eval transform. The PIL steps (resize,
-    crop) are timm's; ToTensor + Normalize are done in numpy: torch's intra-op threads make those two
-    steps ~6x slower on small tensors when called from several decode threads at once."""
-    tf = zoo.transforms(model_name)
-    steps = list(getattr(tf, "transforms", []))
-    tail = [type(t).__name__ for t in steps[-2:]]
-    if len(steps) < 2 or tail[0] not in ("MaybeToTensor", "ToTensor") or tail[1] != "Normalize":
-        return lambda path: tf(zoo.load_rgb(path)).numpy()
-    pil_steps = steps[:-2]
-    norm = steps[-1]
-    mean = np.asarray(norm.mean, dtype=np.float32).reshape(-1, 1, 1)
-    inv_std = (1.0 / np.asarray(norm.std, dtype=np.float32)).reshape(-1, 1, 1)
+    """path -> float32 CHW array: exactly the model's timm eval transform."""
+    pre = zoo.preprocessing(model_name)
+    steps = zoo.factory.resize_crop(pre)
 
     def decode(path: str) -> np.ndarray:
-        img = zoo.load_rgb(path)
-        for t in pil_steps:
-            img = t(img)
-        x = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) * np.float32(1 / 255)
-        return np.ascontiguousarray((x - mean) * inv_std)
+        return normalise(np.asarray(steps(zoo.load_rgb(path)), dtype=np.uint8), pre.mean, pre.std)
 
     return decode
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 import torch.nn as nn
 
@@ -76,13 +75,10 @@ def preprocessing_for(model_name: str, cfg: FinetuneConfig) -> zoo.Preprocessing
 
 
 def transforms_for(pre: zoo.Preprocessing, cfg: FinetuneConfig):
-    common = dict(input_size=pre.input_size, mean=pre.mean, std=pre.std, interpolation=pre.interpolation)
-    train_tf = timm.data.create_transform(
-        **common, is_training=True, scale=(cfg.scale_min, 1.0), hflip=cfg.hflip, vflip=cfg.vflip,
-        color_jitter=cfg.color_jitter or None, auto_augment=cfg.auto_augment, re_prob=cfg.random_erasing,
-    )
-    eval_tf = timm.data.create_transform(**common, is_training=False, crop_pct=pre.crop_pct, crop_mode=pre.crop_mode)
-    return train_tf, eval_tf
+    train_tf = zoo.factory.transform(pre, training=True, scale=(cfg.scale_min, 1.0), hflip=cfg.hflip, vflip=cfg.vflip,
+                                     color_jitter=cfg.color_jitter or None, auto_augment=cfg.auto_augment,
+                                     re_prob=cfg.random_erasing)
+    return train_tf, zoo.factory.transform(pre)
 
 
 class _EpochSampler(torch.utils.data.Sampler):

@@ -5,15 +5,15 @@ slope of the smoothed loss against log LR), which is usually a safe, fast choice
 weights are restored afterwards."""
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from .optim import create_optimizer
+from ..report.figures import figure, png
 from .loop import autocast
+from .optim import create_optimizer
 
 
 @dataclass
@@ -90,12 +90,7 @@ def suggest(lrs: list[float], losses: list[float]) -> float:
 
 
 def plot_png(res: LRFindResult, title: str = "") -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
+    fig = figure(6, 4)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(res.lrs, res.losses)
     ax.set_xscale("log")
@@ -105,7 +100,4 @@ def plot_png(res: LRFindResult, title: str = "") -> bytes:
     ax.set_title(title or "LR range test", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    return buf.getvalue()
+    return png(fig, dpi=90)

@@ -56,8 +56,8 @@ def fit_knn(X: np.ndarray, y: np.ndarray, num_classes: int, metric: str = "l2", 
 
 def select_knn(X: np.ndarray, y: np.ndarray, num_classes: int, metrics=("l2", "l1"), ks=(1, 3, 5, 7, 11, 15, 21),
                max_rows: int = 5000, seed: int = 0) -> dict:
-    """Leave-one-out accuracy for every (metric, k) on (a stratified-random subsample of at most
-    `max_rows` of) the training rows -> {"metric", "k", "loo_accuracy", "table"}."""
+    """Leave-one-out accuracy for every (metric, k) on the training rows (a uniform random subsample
+    of at most `max_rows` of them) -> {"metric", "k", "loo_accuracy", "rows", "table"}."""
     y = np.asarray(y)
     idx = np.arange(len(y))
     if len(y) > max_rows:

@@ -1,14 +1,12 @@
 """The finetuning part of a run's report: learning curves, the per-epoch table, the confusion
-matrix and the most confident mistakes (misclassified.png), appended to part 1's report.md."""
+matrix and the most confident mistakes (misclassified.png), appended to the run's report.md."""
 from __future__ import annotations
 
-import io
 import json
 import os
 
 import numpy as np
 
-from transferzoo import zoo
 
 
 def misclassified(result, samples, k: int = 16) -> list[dict]:
@@ -18,32 +16,6 @@ def misclassified(result, samples, k: int = 16) -> list[dict]:
     order = wrong[np.argsort(-conf)][:k]
     return [{"index": int(i), "path": samples[i].path, "true": int(result.val_true[i]), "pred": int(result.val_pred[i]),
              "confidence": round(float(result.val_prob[i, result.val_pred[i]]), 4)} for i in order]
-
-
-def misclassified_png(items: list[dict], labels: list[str], cols: int = 4) -> bytes | None:
-    if not items:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    rows = -(-len(items) // cols)
-    fig = Figure(figsize=(cols * 2.6, rows * 2.9))
-    for j, it in enumerate(items):
-        ax = fig.add_subplot(rows, cols, j + 1)
-        try:
-            img = zoo.load_rgb(it["path"])
-            img.thumbnail((256, 256))
-            ax.imshow(np.asarray(img))
-        except Exception:  # noqa: BLE001 - a file removed since training: show the text only
-            pass
-        ax.set_title(f"true {labels[it['true']]}\npred {labels[it['pred']]} ({it['confidence']:.2f})", fontsize=8)
-        ax.axis("off")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    return buf.getvalue()
 
 
 def finetune_section(summary: dict, history: list[dict], mistakes: list[dict], labels: list[str], root: str) -> str:
@@ -84,8 +56,8 @@ def finetune_section(summary: dict, history: list[dict], mistakes: list[dict], l
 
 
 def finetune_extra_files(result, splits, plan) -> dict[str, bytes]:
-    """metrics.jsonl, curves.png, misclassified.png and report.md (part 1's report + this section)."""
-    from .figures import curves_png
+    """metrics.jsonl, curves.png, misclassified.png and report.md (the run's report + this section)."""
+    from .figures import curves_png, misclassified_png
     from .markdown import report_md
 
     labels = list(splits.classes)

@@ -1,7 +1,5 @@
-"""The human side of a run directory: confusion.png (matplotlib, Agg) and report.md."""
+"""report.md: the human side of a run directory (its figures are in `report.figures`)."""
 from __future__ import annotations
-
-import io
 
 import numpy as np
 
@@ -11,38 +9,6 @@ def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
     return cm
-
-
-def confusion_png(cm, labels: list[str], title: str = "confusion matrix (val)") -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    cm = np.asarray(cm)
-    n = len(labels)
-    size = min(16.0, max(4.0, 0.45 * n + 2.5))
-    fig = Figure(figsize=(size, size * 0.85))
-    ax = fig.add_subplot(1, 1, 1)
-    rows = cm.sum(axis=1, keepdims=True).clip(min=1)
-    im = ax.imshow(cm / rows, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n))
-    ax.set_yticks(range(n))
-    ax.set_xticklabels(labels, rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center", fontsize=8)
-    ax.set_yticklabels(labels, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    if n <= 30:
-        for i in range(n):
-            for j in range(n):
-                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7,
-                        color="white" if cm[i, j] / rows[i, 0] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
 
 
 def _fmt(v) -> str:

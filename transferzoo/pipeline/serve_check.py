@@ -84,11 +84,12 @@ class ServerProcess:
 
 
 def _val_images(run_dir: Path, n: int) -> list[tuple[Path, int]]:
+    from transferzoo.export.images import from_split
+
     run = json.loads((run_dir / "run.json").read_text())
-    root = Path(run["data_root"])
-    rows = [line.split("\t") for line in (run_dir / run["splits"]["val"]).read_text().splitlines() if line.strip()]
-    step = max(1, len(rows) // n)  # spread over the classes, deterministic
-    return [(root / p, int(c)) for p, c in rows[::step][:n]]
+    val = from_split(run_dir / run["splits"]["val"], run["data_root"], "val split")
+    step = max(1, len(val) // n)  # spread over the classes, deterministic
+    return [(Path(p), int(c)) for p, c in list(zip(val.items, val.labels))[::step][:n]]
 
 
 def serve_check(model_path: Path, run_dir: Path, cfg, log=print) -> dict:
