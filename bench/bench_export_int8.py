@@ -17,6 +17,7 @@ Target: int8 >= 1.5x fp32.
     .venv/bin/python bench/bench_export_int8.py
     .venv/bin/python bench/bench_export_int8.py runs/ants_lite0 --json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,10 +62,10 @@ def main(argv=None) -> int:
     import torch
 
     from transferzoo.export import quantize
-    from transferzoo.zoo import runtime
     from transferzoo.export.images import from_folder, prepare
     from transferzoo.export.pipeline import ExportOptions, export
     from transferzoo.export.sources import load_source
+    from transferzoo.zoo import runtime
 
     torch.set_num_threads(args.threads)
     src = load_source(args.source)
@@ -72,8 +73,12 @@ def main(argv=None) -> int:
     data = {} if is_run else {"calibration": args.calibration, "parity_data": args.parity_data}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        fp32 = export(src, ExportOptions(out=tmp / "fp32.onnx", threads=args.threads,
-                                         parity_data=None if is_run else args.parity_data))
+        fp32 = export(
+            src,
+            ExportOptions(
+                out=tmp / "fp32.onnx", threads=args.threads, parity_data=None if is_run else args.parity_data
+            ),
+        )
         int8 = export(src, ExportOptions(out=tmp / "int8.onnx", quantize="int8", threads=args.threads, **data))
         gate = next(c for c in int8.report["int8"] if c["name"] == "real images")
         # the naive recipe, for comparison (not gated, not written by export)
@@ -83,7 +88,10 @@ def main(argv=None) -> int:
         naive = None
         if calib is not None:
             naive = quantize.quantize_int8(onnx.load(str(fp32.path)), calib.float, op_types=("Conv", "Gemm", "MatMul"))
-        sessions = {"fp32": runtime.session(str(fp32.path), args.threads, spinning=True), "int8": runtime.session(str(int8.path), args.threads, spinning=True)}
+        sessions = {
+            "fp32": runtime.session(str(fp32.path), args.threads, spinning=True),
+            "int8": runtime.session(str(int8.path), args.threads, spinning=True),
+        }
         if naive is not None:
             sessions["int8 (Conv/Gemm/MatMul only)"] = runtime.session(naive, args.threads, spinning=True)
         rows = []
@@ -92,20 +100,37 @@ def main(argv=None) -> int:
             x = rng.standard_normal((b, *src.preprocessing.input_size)).astype(np.float32)
             t = timed(sessions, x, args.rounds if b == 1 else max(4, args.rounds // 3))
             for k in sessions:
-                rows.append({"batch": b, "graph": k, "ms": round(t[k] * 1e3, 2), "speedup_vs_fp32": round(t["fp32"] / t[k], 2)})
+                rows.append(
+                    {"batch": b, "graph": k, "ms": round(t[k] * 1e3, 2), "speedup_vs_fp32": round(t["fp32"] / t[k], 2)}
+                )
         sizes = {"fp32": fp32.report["size_bytes"], "int8": int8.report["size_bytes"]}
-    out = {"source": args.source, "threads": args.threads, "loadavg_1min": os.getloadavg()[0], "gate": gate,
-           "calibration": int8.report["quantization"]["calibration"]["origin"], "sizes": sizes, "rows": rows}
+    out = {
+        "source": args.source,
+        "threads": args.threads,
+        "loadavg_1min": os.getloadavg()[0],
+        "gate": gate,
+        "calibration": int8.report["quantization"]["calibration"]["origin"],
+        "sizes": sizes,
+        "rows": rows,
+    }
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    print(f"{args.source}: int8 gate on {gate['count']} real images ({int8.report['images']['origin']}): "
-          f"top-1 agreement with fp32 {gate['top1_agreement']:.2%}"
-          + (f", accuracy {gate['accuracy_reference']:.2%} -> {gate['accuracy_onnx']:.2%}" if gate["accuracy_onnx"] is not None else "")
-          + f"  [{'passed' if gate['passed'] else 'FAILED'}]")
+    print(
+        f"{args.source}: int8 gate on {gate['count']} real images ({int8.report['images']['origin']}): "
+        f"top-1 agreement with fp32 {gate['top1_agreement']:.2%}"
+        + (
+            f", accuracy {gate['accuracy_reference']:.2%} -> {gate['accuracy_onnx']:.2%}"
+            if gate["accuracy_onnx"] is not None
+            else ""
+        )
+        + f"  [{'passed' if gate['passed'] else 'FAILED'}]"
+    )
     print(f"calibration: {out['calibration']}; size {sizes['fp32'] / 1e6:.1f} MB -> {sizes['int8'] / 1e6:.1f} MB")
-    print(f"onnxruntime, {args.threads} threads, median of interleaved rounds "
-          f"(1-min load average {out['loadavg_1min']:.1f} on {os.cpu_count()} CPUs: other work shares these cores)")
+    print(
+        f"onnxruntime, {args.threads} threads, median of interleaved rounds "
+        f"(1-min load average {out['loadavg_1min']:.1f} on {os.cpu_count()} CPUs: other work shares these cores)"
+    )
     print(f"{'batch':>5}  {'graph':<30}{'ms':>9}{'vs fp32':>9}")
     for r in rows:
         print(f"{r['batch']:>5}  {r['graph']:<30}{r['ms']:>9.2f}{r['speedup_vs_fp32']:>8.2f}x")

@@ -10,6 +10,7 @@ mobilenetv3_large_100 >= 2x, at batch 1 and 16.
     .venv/bin/python bench/bench_export_speed.py                      # the three target models, 2 threads
     .venv/bin/python bench/bench_export_speed.py --models resnet18 --rounds 5 --json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,11 +32,10 @@ TARGETS = {"efficientnet_lite0": 4.0, "resnet50": 2.0, "mobilenetv3_large_100": 
 def bench_model(name: str, batches: list[int], rounds: int, threads: int, tmp: Path) -> list[dict]:
     import torch
 
-    from transferzoo.zoo import runtime
+    from transferzoo import zoo
     from transferzoo.export.pipeline import ExportOptions, export
     from transferzoo.export.sources import load_zoo
-
-    from transferzoo import zoo
+    from transferzoo.zoo import runtime
 
     real = bool(zoo.available_sources(zoo.get(name)))
     src = load_zoo(name, random_weights=not real)
@@ -59,9 +59,18 @@ def bench_model(name: str, batches: list[int], rounds: int, threads: int, tmp: P
                 sess.run(None, {inp: x})
                 t_ort.append(time.perf_counter() - t)
         pt, ot = statistics.median(t_torch), statistics.median(t_ort)
-        rows.append({"model": name, "weights": "real" if real else "random", "batch": b, "exporter": res.report["exporter"],
-                     "torch_ms": round(pt * 1e3, 2), "ort_ms": round(ot * 1e3, 2), "speedup": round(pt / ot, 2),
-                     "target": TARGETS.get(name)})
+        rows.append(
+            {
+                "model": name,
+                "weights": "real" if real else "random",
+                "batch": b,
+                "exporter": res.report["exporter"],
+                "torch_ms": round(pt * 1e3, 2),
+                "ort_ms": round(ot * 1e3, 2),
+                "speedup": round(pt / ot, 2),
+                "target": TARGETS.get(name),
+            }
+        )
     return rows
 
 
@@ -69,7 +78,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(TARGETS))
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 16])
-    ap.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds per batch size (batch 16: a third)")
+    ap.add_argument(
+        "--rounds", type=int, default=15, help="interleaved timing rounds per batch size (batch 16: a third)"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -89,14 +100,18 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps({"threads": args.threads, "loadavg_1min": load, "rows": rows}, indent=2))
         return 0
-    print(f"PyTorch eager vs onnxruntime fp32, {args.threads} threads, median of interleaved rounds "
-          f"(1-min load average {load:.1f} on {os.cpu_count()} CPUs: other work shares these cores)")
+    print(
+        f"PyTorch eager vs onnxruntime fp32, {args.threads} threads, median of interleaved rounds "
+        f"(1-min load average {load:.1f} on {os.cpu_count()} CPUs: other work shares these cores)"
+    )
     print(f"{'model':<24}{'weights':<8}{'batch':>6}{'torch ms':>11}{'ort ms':>10}{'speedup':>9}{'target':>8}")
     for r in rows:
         tgt = f">={r['target']:g}x" if r["target"] else ""
         flag = "" if not r["target"] else ("  ok" if r["speedup"] >= r["target"] else "  MISS")
-        print(f"{r['model']:<24}{r['weights']:<8}{r['batch']:>6}{r['torch_ms']:>11.1f}{r['ort_ms']:>10.1f}"
-              f"{r['speedup']:>8.2f}x{tgt:>8}{flag}")
+        print(
+            f"{r['model']:<24}{r['weights']:<8}{r['batch']:>6}{r['torch_ms']:>11.1f}{r['ort_ms']:>10.1f}"
+            f"{r['speedup']:>8.2f}x{tgt:>8}{flag}"
+        )
     return 0
 
 

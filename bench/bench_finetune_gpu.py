@@ -7,6 +7,7 @@ on synthetic in-memory input: the ratio is the data pipeline's cost. Then short 
 
 Needs CUDA (exits otherwise). DATA: an image folder (e.g. flowers or a subset of it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,11 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from transferzoo.transfer.data import scan_folder
 from transferzoo.transfer import fit
+from transferzoo.transfer.config import FinetuneConfig, FitConfig
+from transferzoo.transfer.data import scan_folder
 from transferzoo.transfer.finetune.finetuner import Finetuner
 from transferzoo.transfer.finetune.optim import create_optimizer
-from transferzoo.transfer.config import FinetuneConfig, FitConfig
 
 
 def steps_per_second(ft: Finetuner, batches, steps: int, warmup: int = 5) -> float:
@@ -91,17 +92,30 @@ def main() -> None:
     loader_only = n / (time.perf_counter() - t)
     ft.close()
     print("\n| input | train images/s |\n| --- | --- |")
-    print(f"| synthetic, in GPU-pinned memory | {syn:.0f} |\n| real JPEGs through the DataLoader (end to end) | {e2e:.0f} |"
-          f"\n| DataLoader alone (decode + augment, no training) | {loader_only:.0f} |")
-    print(f"\nend-to-end / synthetic: {e2e / syn:.2f} (the data pipeline's cost: {100 * (1 - e2e / syn):.0f}% of throughput)")
+    print(
+        f"| synthetic, in GPU-pinned memory | {syn:.0f} |\n| real JPEGs through the DataLoader (end to end) | "
+        f"{e2e:.0f} |"
+        f"\n| DataLoader alone (decode + augment, no training) | {loader_only:.0f} |"
+    )
+    print(
+        f"\nend-to-end / synthetic: {e2e / syn:.2f} (the data pipeline's cost: {100 * (1 - e2e / syn):.0f}% of "
+        "throughput)"
+    )
 
     for strategy, extra in (("full", {}), ("partial", {"unfreeze": 1, "views": 2})):
-        cfg = FitConfig(strategy=strategy, progress=False, finetune=FinetuneConfig(
-            epochs=3, batch_size=args.batch_size, workers=args.workers, checkpoint=False, **extra))
+        cfg = FitConfig(
+            strategy=strategy,
+            progress=False,
+            finetune=FinetuneConfig(
+                epochs=3, batch_size=args.batch_size, workers=args.workers, checkpoint=False, **extra
+            ),
+        )
         t = time.perf_counter()
         s = fit(args.data, cfg, out=f"/tmp/gpu_run_{strategy}").summary
-        print(f"{strategy}: val accuracy {s['val_accuracy']:.4f} ({s['num_train']} train / {s['num_val']} val), "
-              f"{time.perf_counter() - t:.1f}s, device {s['device']}, cache {s.get('prefix_cache', {}).get('engine')}")
+        print(
+            f"{strategy}: val accuracy {s['val_accuracy']:.4f} ({s['num_train']} train / {s['num_val']} val), "
+            f"{time.perf_counter() - t:.1f}s, device {s['device']}, cache {s.get('prefix_cache', {}).get('engine')}"
+        )
 
 
 if __name__ == "__main__":

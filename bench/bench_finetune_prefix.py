@@ -5,6 +5,7 @@ network on every image (streamed, `--no-cache-prefix`) against one epoch on cach
 
     .venv/bin/python bench/bench_finetune_prefix.py [--data DIR] [--images 400] [--image-size 192] [--views 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from transferzoo.transfer.finetune import prefix_cache as pc
-from transferzoo.transfer.data import scan_folder
-from transferzoo.transfer.finetune.finetuner import Finetuner
 from transferzoo.transfer.config import FinetuneConfig
+from transferzoo.transfer.data import scan_folder
+from transferzoo.transfer.finetune import prefix_cache as pc
+from transferzoo.transfer.finetune.finetuner import Finetuner
 
 SHARED = Path(os.environ.get("TRANSFERZOO_SHARED", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 
@@ -51,32 +52,52 @@ def main() -> None:
     args = ap.parse_args()
     splits = scan_folder(args.data)
     rng = np.random.default_rng(0)
-    splits.train = [splits.train[i] for i in sorted(rng.choice(len(splits.train), min(args.images, len(splits.train)), replace=False))]
+    splits.train = [
+        splits.train[i]
+        for i in sorted(rng.choice(len(splits.train), min(args.images, len(splits.train)), replace=False))
+    ]
     splits.val = splits.val[:64]
     print(f"load average before: {os.getloadavg()}; torch threads {torch.get_num_threads()}", file=sys.stderr)
     common = dict(unfreeze=1, image_size=args.image_size, views=args.views, checkpoint=False, workers=2)
     tmp = Path(tempfile.mkdtemp(prefix="bench_prefix_"))
-    streamed = Finetuner(splits, "efficientnet_lite0", "partial", FinetuneConfig(cache_prefix=False, **common),
-                         run_dir=tmp / "s", progress=False)
+    streamed = Finetuner(
+        splits,
+        "efficientnet_lite0",
+        "partial",
+        FinetuneConfig(cache_prefix=False, **common),
+        run_dir=tmp / "s",
+        progress=False,
+    )
     s_epoch = epoch_seconds(streamed)
     streamed.close()
     rows = [("streamed: whole network every epoch", s_epoch, None)]
     for engine in ("onnxruntime", "torch"):
-        t = time.perf_counter()
-        cached = Finetuner(splits, "efficientnet_lite0", "partial", FinetuneConfig(prefix_engine=engine, **common),
-                           run_dir=tmp / engine, progress=False)
+        cached = Finetuner(
+            splits,
+            "efficientnet_lite0",
+            "partial",
+            FinetuneConfig(prefix_engine=engine, **common),
+            run_dir=tmp / engine,
+            progress=False,
+        )
         build = cached.cache_info["seconds"]
         c_epoch = epoch_seconds(cached)
         rows.append((f"cached ({engine} prefix): suffix only", c_epoch, build))
         pc.remove(tmp / engine / "cache")
     n = len(splits.train)
-    print(f"\nefficientnet_lite0, partial (top block), {args.image_size} px, {n} training images, {args.views} cached views\n")
+    print(
+        f"\nefficientnet_lite0, partial (top block), {args.image_size} px, {n} training images, {args.views} "
+        "cached views\n"
+    )
     print("| epoch | seconds / epoch | images/s | one-off cache build s |\n| --- | --- | --- | --- |")
     for name, sec, build in rows:
         print(f"| {name} | {sec:.1f} | {n / sec:.0f} | {'-' if build is None else f'{build:.1f}'} |")
     c = rows[1][1]
-    print(f"\nepoch speed-up, cached vs streamed: {s_epoch / c:.1f}x; the cache pays for itself after "
-          f"{rows[1][2] / max(s_epoch - c, 1e-9):.1f} epochs; onnxruntime vs torch cache build: {rows[2][2] / rows[1][2]:.2f}x")
+    print(
+        f"\nepoch speed-up, cached vs streamed: {s_epoch / c:.1f}x; the cache pays for itself after "
+        f"{rows[1][2] / max(s_epoch - c, 1e-9):.1f} epochs; onnxruntime vs torch cache build: "
+        f"{rows[2][2] / rows[1][2]:.2f}x"
+    )
     print(f"load average after: {os.getloadavg()}", file=sys.stderr)
 
 

@@ -15,10 +15,11 @@ Targets: server throughput at concurrency 16 >= 80% of the baseline; added p50 l
 concurrency 1 <= 2 ms. The load generator runs on the same cores as the server (as does everything
 else on a shared machine): the figures are conservative for the server.
 
-    .venv/bin/python bench/bench_serve.py                 # efficientnet_lite0 (`transferzoo export`ed once to runs/bench/)
+    .venv/bin/python bench/bench_serve.py                 # efficientnet_lite0 (exported once to runs/bench/)
     .venv/bin/python bench/bench_serve.py --instances 1 --threads 2   # one run at a time (the server's default layout)
     .venv/bin/python bench/bench_serve.py --model runs/bench/lite0_u8.onnx --json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -97,7 +98,9 @@ def sweep(sess, callers: int, shape, batches, seconds) -> dict[int, float]:
     return {b: ort_rate(sess, sample(b, b, shape), callers, seconds / len(batches)) for b in batches}
 
 
-def server_load(address: str, shape, concurrency: int, seconds: float, n_max: int | None = None) -> tuple[float, list[float], int]:
+def server_load(
+    address: str, shape, concurrency: int, seconds: float, n_max: int | None = None
+) -> tuple[float, list[float], int]:
     """(images/s, per-request latencies, 503s) with `concurrency` threads, each its own client."""
     import tritonclient.http as th
     from tritonclient.utils import InferenceServerException
@@ -139,13 +142,21 @@ def ms(v: float) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="an .onnx file with transferzoo metadata (default: efficientnet_lite0, exported once)")
-    ap.add_argument("--instances", type=int, default=os.cpu_count() or 1, help="server --instances (default: the number of cores)")
-    ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads per run, server and baselines (default 1)")
+    ap.add_argument(
+        "--model", help="an .onnx file with transferzoo metadata (default: efficientnet_lite0, exported once)"
+    )
+    ap.add_argument(
+        "--instances", type=int, default=os.cpu_count() or 1, help="server --instances (default: the number of cores)"
+    )
+    ap.add_argument(
+        "--threads", type=int, default=1, help="onnxruntime threads per run, server and baselines (default 1)"
+    )
     ap.add_argument("--seconds", type=float, default=2.0, help="per measurement window (default 2)")
     ap.add_argument("--latency-n", type=int, default=300, help="latency pairs in all (default 300)")
     ap.add_argument("--rounds", type=int, default=8, help="interleaved rounds (default 8)")
-    ap.add_argument("--max-batch", type=int, default=0, help="server --max-batch (default: the best batch of the server's layout)")
+    ap.add_argument(
+        "--max-batch", type=int, default=0, help="server --max-batch (default: the best batch of the server's layout)"
+    )
     ap.add_argument("--max-delay-ms", type=float, default=5.0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -161,8 +172,12 @@ def main() -> int:
     global UINT8
     UINT8 = one_run.get_inputs()[0].type == "tensor(uint8)"
     batches = [1, 2, 4, 8, 16, 32]
-    print(f"model {path.name} input {shape}, server --instances {k} --threads {t} ({total} threads), cpus={os.cpu_count()}, "
-          f"load avg {os.getloadavg()[0]:.2f} (shared machine)", file=sys.stderr)
+    print(
+        f"model {path.name} input {shape}, server --instances {k} --threads {t} ({total} threads), "
+        f"cpus={os.cpu_count()}, "
+        f"load avg {os.getloadavg()[0]:.2f} (shared machine)",
+        file=sys.stderr,
+    )
 
     layouts = {f"1x{total}": (one_run, 1)}
     if k > 1:
@@ -175,8 +190,19 @@ def main() -> int:
     max_batch = args.max_batch or best[server_layout]
     x1 = sample(1, 1, shape)
     rounds = []
-    with ServerProcess(f"m={path}", "--instances", str(k), "--threads", str(t), "--max-batch", str(max_batch),
-                       "--max-delay-ms", str(args.max_delay_ms), "--max-queue", "1024") as s:
+    with ServerProcess(
+        f"m={path}",
+        "--instances",
+        str(k),
+        "--threads",
+        str(t),
+        "--max-batch",
+        str(max_batch),
+        "--max-delay-ms",
+        str(args.max_delay_ms),
+        "--max-queue",
+        "1024",
+    ) as s:
         import httpx
         import tritonclient.http as th
 
@@ -189,10 +215,14 @@ def main() -> int:
             row = {}
             for name in dict.fromkeys([issue_name, strongest_name]):
                 sess, callers = layouts[name]
-                row[f"ort_{name}_b{best[name]}_ips"] = round(ort_rate(sess, sample(2, best[name], shape), callers, args.seconds), 1)
+                row[f"ort_{name}_b{best[name]}_ips"] = round(
+                    ort_rate(sess, sample(2, best[name], shape), callers, args.seconds), 1
+                )
             srv_ips, _, rej = server_load(s.address, shape, 16, args.seconds)
             row["server_c16_ips"], row["server_c16_503s"] = round(srv_ips, 1), rej
-            for _ in range(args.latency_n // args.rounds):  # latency pairs: direct run (t threads), then the same through the server
+            for _ in range(
+                args.latency_n // args.rounds
+            ):  # latency pairs: direct run (t threads), then the same through the server
                 t0 = time.perf_counter()
                 per_run.run(None, {"input": x1})
                 t1 = time.perf_counter()
@@ -201,30 +231,47 @@ def main() -> int:
             rounds.append(row)
             base_issue = row[f"ort_{issue_name}_b{best[issue_name]}_ips"]
             base_strong = row[f"ort_{strongest_name}_b{best[strongest_name]}_ips"]
-            print(f"round {r + 1}: onnxruntime {issue_name} b{best[issue_name]} {base_issue:.1f}, {strongest_name} b{best[strongest_name]} "
-                  f"{base_strong:.1f} images/s; server c16 {srv_ips:.1f} (ratio {srv_ips / base_issue:.2f} / {srv_ips / base_strong:.2f}), "
-                  f"load avg {os.getloadavg()[0]:.1f}", file=sys.stderr)
+            print(
+                f"round {r + 1}: onnxruntime {issue_name} b{best[issue_name]} {base_issue:.1f}, "
+                f"{strongest_name} b{best[strongest_name]} "
+                f"{base_strong:.1f} images/s; server c16 {srv_ips:.1f} (ratio {srv_ips / base_issue:.2f} / "
+                f"{srv_ips / base_strong:.2f}), "
+                f"load avg {os.getloadavg()[0]:.1f}",
+                file=sys.stderr,
+            )
         metrics = httpx.get(s.url + "/metrics").text
 
     def ratio(name):
         key = f"ort_{name}_b{best[name]}_ips"
-        return sum(r["server_c16_ips"] for r in rounds) / sum(r[key] for r in rounds), \
-            statistics.median(r["server_c16_ips"] / r[key] for r in rounds)
+        return sum(r["server_c16_ips"] for r in rounds) / sum(r[key] for r in rounds), statistics.median(
+            r["server_c16_ips"] / r[key] for r in rounds
+        )
 
     direct = [d for d, _ in pairs]
     served = [v for _, v in pairs]
     vals = {l.split()[0]: float(l.split()[-1]) for l in metrics.splitlines() if l.startswith("transferzoo_batch_size_")}
-    mean_batch = vals.get('transferzoo_batch_size_sum{model="m"}', 0) / max(vals.get('transferzoo_batch_size_count{model="m"}', 1), 1)
+    mean_batch = vals.get('transferzoo_batch_size_sum{model="m"}', 0) / max(
+        vals.get('transferzoo_batch_size_count{model="m"}', 1), 1
+    )
     r_issue, r_issue_med = ratio(issue_name)
     r_strong, r_strong_med = ratio(strongest_name)
     result = {
-        "model": path.name, "instances": k, "threads_per_run": t, "cpus": os.cpu_count(), "server_max_batch": max_batch,
+        "model": path.name,
+        "instances": k,
+        "threads_per_run": t,
+        "cpus": os.cpu_count(),
+        "server_max_batch": max_batch,
         "ort_sweeps_images_per_s": {name: {str(b): round(v, 1) for b, v in sw.items()} for name, sw in sweeps.items()},
-        "issue_baseline": f"{issue_name} b{best[issue_name]}", "strongest_baseline": f"{strongest_name} b{best[strongest_name]}",
-        "rounds": rounds, "ratio_vs_issue_baseline": round(r_issue, 3), "ratio_vs_issue_baseline_median_round": round(r_issue_med, 3),
-        "ratio_vs_strongest": round(r_strong, 3), "ratio_vs_strongest_median_round": round(r_strong_med, 3),
+        "issue_baseline": f"{issue_name} b{best[issue_name]}",
+        "strongest_baseline": f"{strongest_name} b{best[strongest_name]}",
+        "rounds": rounds,
+        "ratio_vs_issue_baseline": round(r_issue, 3),
+        "ratio_vs_issue_baseline_median_round": round(r_issue_med, 3),
+        "ratio_vs_strongest": round(r_strong, 3),
+        "ratio_vs_strongest_median_round": round(r_strong_med, 3),
         "server_mean_batch": round(mean_batch, 2),
-        "direct_p50_ms": round(statistics.median(direct) * 1000, 3), "server_c1_p50_ms": round(statistics.median(served) * 1000, 3),
+        "direct_p50_ms": round(statistics.median(direct) * 1000, 3),
+        "server_c1_p50_ms": round(statistics.median(served) * 1000, 3),
         "added_p50_ms": round((statistics.median(served) - statistics.median(direct)) * 1000, 3),
         "added_median_of_pairs_ms": round(statistics.median(v - d for d, v in pairs) * 1000, 3),
         "load_avg_end": round(os.getloadavg()[0], 2),
@@ -233,16 +280,32 @@ def main() -> int:
         print(json.dumps(result, indent=2))
     else:
         for name, sw in sweeps.items():
-            print(f"onnxruntime alone, {name} (runs x threads), images/s by batch: " + ", ".join(f"b{b}={v:.1f}" for b, v in sw.items())
-                  + f" -> best batch {best[name]}")
-        print(f"throughput, {args.rounds} interleaved rounds of {args.seconds:g} s, server at concurrency 16 (one image per request, "
-              f"--instances {k} --threads {t} --max-batch {max_batch}, mean batch {mean_batch:.1f}):")
-        print(f"  / onnxruntime {issue_name} at batch {best[issue_name]} (the issue's baseline) = {r_issue:.2f}, median of rounds {r_issue_med:.2f} (target >= 0.80)")
+            print(
+                f"onnxruntime alone, {name} (runs x threads), images/s by batch: "
+                + ", ".join(f"b{b}={v:.1f}" for b, v in sw.items())
+                + f" -> best batch {best[name]}"
+            )
+        print(
+            f"throughput, {args.rounds} interleaved rounds of {args.seconds:g} s, server at concurrency 16 (one "
+            "image per request, "
+            f"--instances {k} --threads {t} --max-batch {max_batch}, mean batch {mean_batch:.1f}):"
+        )
+        print(
+            f"  / onnxruntime {issue_name} at batch {best[issue_name]} (the issue's baseline) = {r_issue:.2f}, "
+            f"median of rounds {r_issue_med:.2f} (target >= 0.80)"
+        )
         if strongest_name != issue_name:
-            print(f"  / onnxruntime {strongest_name} at batch {best[strongest_name]} (the strongest on {total} threads) = {r_strong:.2f}, median of rounds {r_strong_med:.2f}")
-        print(f"latency p50, batch 1, {len(pairs)} interleaved pairs: direct ({t} thread{'s' * (t > 1)}) {ms(statistics.median(direct))}, "
-              f"through the server {ms(statistics.median(served))} -> added {ms(statistics.median(served) - statistics.median(direct))} "
-              f"(median of pairwise differences {ms(statistics.median(v - d for d, v in pairs))}; target <= 2 ms)")
+            print(
+                f"  / onnxruntime {strongest_name} at batch {best[strongest_name]} (the strongest on {total} "
+                f"threads) = {r_strong:.2f}, median of rounds {r_strong_med:.2f}"
+            )
+        print(
+            f"latency p50, batch 1, {len(pairs)} interleaved pairs: direct ({t} thread{'s' * (t > 1)}) "
+            f"{ms(statistics.median(direct))}, "
+            f"through the server {ms(statistics.median(served))} -> added "
+            f"{ms(statistics.median(served) - statistics.median(direct))} "
+            f"(median of pairwise differences {ms(statistics.median(v - d for d, v in pairs))}; target <= 2 ms)"
+        )
     return 0
 
 

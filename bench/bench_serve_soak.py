@@ -7,6 +7,7 @@ against onnxruntime run directly. Target: RSS growth <= 50 MB.
     .venv/bin/python bench/bench_serve_soak.py                # tiny test model, 10k requests
     .venv/bin/python bench/bench_serve_soak.py --model runs/bench/lite0.onnx --requests 2000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,12 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=10_000)
     ap.add_argument("--warmup", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--instances", type=int, default=2, help="server --instances (default 2: concurrent runs, the throughput setting)")
+    ap.add_argument(
+        "--instances",
+        type=int,
+        default=2,
+        help="server --instances (default 2: concurrent runs, the throughput setting)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -76,15 +82,38 @@ def main() -> int:
                     return f"infer-{e.status()}"
                 return "ok" if np.allclose(got, ref, rtol=1e-5, atol=1e-6) else "WRONG"
             if k == 7:
-                r = local.h.post("/v2/models/m/infer", json={"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape),
-                                                                          "data": x.ravel().tolist()}]})
+                r = local.h.post(
+                    "/v2/models/m/infer",
+                    json={
+                        "inputs": [
+                            {"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
+                        ]
+                    },
+                )
                 return "ok" if r.status_code == 200 else f"json-{r.status_code}"
             if k == 8:
                 r = local.h.post("/v2/models/m/classify", content=jpeg)
                 return "ok" if r.status_code == 200 and len(r.json()["top"]) else f"classify-{r.status_code}"
-            bad = [("/v2/models/m/infer", b"{not json"), ("/v2/models/nope/infer", b"{}"), ("/v2/models/m/classify", jpeg[:500]),
-                   ("/v2/models/m/infer", json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [64, *shape],
-                                                                   "parameters": {"binary_data_size": 4}}]}).encode())][(i // 10) % 4]
+            bad = [
+                ("/v2/models/m/infer", b"{not json"),
+                ("/v2/models/nope/infer", b"{}"),
+                ("/v2/models/m/classify", jpeg[:500]),
+                (
+                    "/v2/models/m/infer",
+                    json.dumps(
+                        {
+                            "inputs": [
+                                {
+                                    "name": "input",
+                                    "datatype": "FP32",
+                                    "shape": [64, *shape],
+                                    "parameters": {"binary_data_size": 4},
+                                }
+                            ]
+                        }
+                    ).encode(),
+                ),
+            ][(i // 10) % 4]
             r = local.h.post(bad[0], content=bad[1])
             return "rejected-ok" if 400 <= r.status_code < 500 else f"bad-{r.status_code}"
 
@@ -108,15 +137,27 @@ def main() -> int:
         stop.set()
         rss1 = proc.memory_info().rss
         alive = s.alive()
-    result = {"model": path.name, "requests": args.requests, "concurrency": args.concurrency, "seconds": round(elapsed, 1),
-              "outcomes": dict(outcomes), "rss_after_warmup_mb": round(rss0 / 2**20, 1), "rss_after_mb": round(rss1 / 2**20, 1),
-              "rss_peak_mb": round(peak[0] / 2**20, 1), "rss_growth_mb": round((rss1 - rss0) / 2**20, 1), "server_alive": alive}
+    result = {
+        "model": path.name,
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "seconds": round(elapsed, 1),
+        "outcomes": dict(outcomes),
+        "rss_after_warmup_mb": round(rss0 / 2**20, 1),
+        "rss_after_mb": round(rss1 / 2**20, 1),
+        "rss_peak_mb": round(peak[0] / 2**20, 1),
+        "rss_growth_mb": round((rss1 - rss0) / 2**20, 1),
+        "server_alive": alive,
+    }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(f"{args.requests} requests at concurrency {args.concurrency} in {elapsed:.1f} s: {dict(outcomes)}")
-        print(f"server RSS: {result['rss_after_warmup_mb']} MB after {args.warmup} warm-up requests -> {result['rss_after_mb']} MB after "
-              f"(peak {result['rss_peak_mb']} MB): growth {result['rss_growth_mb']} MB (target <= 50 MB)")
+        print(
+            f"server RSS: {result['rss_after_warmup_mb']} MB after {args.warmup} warm-up requests -> "
+            f"{result['rss_after_mb']} MB after "
+            f"(peak {result['rss_peak_mb']} MB): growth {result['rss_growth_mb']} MB (target <= 50 MB)"
+        )
     good = set(outcomes) <= {"ok", "rejected-ok"} and alive
     return 0 if good and rss1 - rss0 <= 50 * 2**20 else 1
 

@@ -11,6 +11,7 @@ from the stored results. Each `fit` starts with a cold feature cache (its own te
 so every time includes its own feature pass. Datasets without a split use fit's default (val 0.2,
 seed 0; flowers10: val 0.3).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,16 +26,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transferzoo.transfer.config import FitConfig
-from transferzoo.zoo.config import override
-from transferzoo.transfer.sample_data import subsample_folder
+from transferzoo.transfer.sample_data import subsample_folder, write_digits, write_lfw_subset
 from transferzoo.transfer.strategies import fit
-from transferzoo.transfer.sample_data import write_digits, write_lfw_subset
+from transferzoo.zoo.config import override
 
 SHARED = Path(os.environ.get("TRANSFERZOO_SHARED", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 DATASETS = ("digits", "lfw", "hymenoptera", "flowers10", "flowers")
 STRATEGIES = ("auto", "linear", "stages", "partial", "full")
-
-
 
 
 def folder(name: str, tmp: Path) -> Path:
@@ -59,20 +57,33 @@ def run_one(name: str, strategy: str, tmp: Path, args) -> dict:
     if name == "flowers10":
         cfg = override(cfg, {"data.val_fraction": 0.3})
     t = time.perf_counter()
-    s = fit(data, cfg, out=tmp / "runs" / f"{name}-{strategy}", log=lambda m: print(m, file=sys.stderr, flush=True)).summary
-    return {"dataset": name, "strategy": strategy, "ran": s["strategy"], "planned": s.get("planned_strategy"),
-            "val_accuracy": s["val_accuracy"], "seconds": round(time.perf_counter() - t, 1),
-            "unfreeze": s.get("trained_blocks"), "image_size": s.get("image_size"), "num_train": s["num_train"],
-            "num_val": s["num_val"], "load_average": os.getloadavg()[0],
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    s = fit(
+        data, cfg, out=tmp / "runs" / f"{name}-{strategy}", log=lambda m: print(m, file=sys.stderr, flush=True)
+    ).summary
+    return {
+        "dataset": name,
+        "strategy": strategy,
+        "ran": s["strategy"],
+        "planned": s.get("planned_strategy"),
+        "val_accuracy": s["val_accuracy"],
+        "seconds": round(time.perf_counter() - t, 1),
+        "unfreeze": s.get("trained_blocks"),
+        "image_size": s.get("image_size"),
+        "num_train": s["num_train"],
+        "num_val": s["num_val"],
+        "load_average": os.getloadavg()[0],
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
 
 
 def table(results: list[dict]) -> str:
     latest = {}
     for r in results:
         latest[(r["dataset"], r["strategy"])] = r
-    lines = ["| dataset | " + " | ".join(s for s in STRATEGIES if s != "auto") + " | auto chose | auto | auto - best |",
-             "| --- " * 8 + "|"]
+    lines = [
+        "| dataset | " + " | ".join(s for s in STRATEGIES if s != "auto") + " | auto chose | auto | auto - best |",
+        "| --- " * 8 + "|",
+    ]
     for d in DATASETS:
         row = {s: latest.get((d, s)) for s in STRATEGIES}
         if not any(row.values()):
@@ -105,7 +116,10 @@ def main() -> None:
         tmp = Path(tempfile.mkdtemp(prefix="bench_strategies_"))
         for d in args.datasets:
             for s in args.strategies:
-                if d not in ("digits", "lfw", "flowers10") and not (SHARED / ("flowers" if d == "flowers10" else d)).is_dir():
+                if (
+                    d not in ("digits", "lfw", "flowers10")
+                    and not (SHARED / ("flowers" if d == "flowers10" else d)).is_dir()
+                ):
                     print(f"skip {d}: not found", file=sys.stderr)
                     continue
                 r = run_one(d, s, tmp, args)

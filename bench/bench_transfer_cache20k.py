@@ -8,6 +8,7 @@ JPEG): this measures throughput and memory, not accuracy.
 Peak RSS is the process's ru_maxrss (Linux: KiB): it must stay flat as --n grows (only paths and
 one chunk of features are held; features go to disk in 1024-image chunks).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,8 +74,10 @@ def main() -> None:
     for i in range(4):
         Image.new("RGB", (64, 64), (60 * i, 90, 30)).save(warm / f"{i}.jpg")
         wp.append(str(warm / f"{i}.jpg"))
-    code = ("import sys; from transfer.engine import Extractor; from transfer.config import FeatureConfig; "
-            f"Extractor('efficientnet_lite0', FeatureConfig(cache_dir={cache!r}), progress=False).extract({wp!r})")
+    code = (
+        "import sys; from transfer.engine import Extractor; from transfer.config import FeatureConfig; "
+        f"Extractor('efficientnet_lite0', FeatureConfig(cache_dir={cache!r}), progress=False).extract({wp!r})"
+    )
     t = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(__file__).resolve().parents[1]))
     print(f"ONNX export + check (child process, once per model): {time.perf_counter() - t:.1f} s", flush=True)
@@ -85,15 +88,19 @@ def main() -> None:
     first = time.perf_counter() - t
     rss1 = rss_mb()
     print(f"first pass: {len(paths)} images in {first:.1f} s = {len(paths) / first:.1f} images/s, engine {fs.engine}")
-    print(f"peak RSS: {rss0:.0f} MB before, {rss1:.0f} MB after (features held in the result: "
-          f"{sum(a.nbytes for a in fs.arrays.values()) / 2**20:.0f} MB)")
+    print(
+        f"peak RSS: {rss0:.0f} MB before, {rss1:.0f} MB after (features held in the result: "
+        f"{sum(a.nbytes for a in fs.arrays.values()) / 2**20:.0f} MB)"
+    )
     del fs
     ex2 = Extractor("efficientnet_lite0", FeatureConfig(cache_dir=cache), progress=False)
     t = time.perf_counter()
     fs2 = ex2.extract(paths)
     second = time.perf_counter() - t
-    print(f"second pass (cached): {second:.2f} s = {len(paths) / second:.0f} images/s; "
-          f"{fs2.timings['cached_images']} from cache; speed-up {first / second:.0f}x")
+    print(
+        f"second pass (cached): {second:.2f} s = {len(paths) / second:.0f} images/s; "
+        f"{fs2.timings['cached_images']} from cache; speed-up {first / second:.0f}x"
+    )
     print(f"cache on disk: {sum(f.stat().st_size for f in Path(cache).rglob('*.npy')) / 2**20:.0f} MB")
     print(f"load average after: {os.getloadavg()}")
 

@@ -10,6 +10,7 @@ Runs, each with a fresh feature cache (nothing reused between them unless said):
   baseline      eager-PyTorch features, top-layer logistic-regression probe (L-BFGS, CV'd L2)
 Wall times are decode + features + plan + fit (excluding imports and writing the run directory).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,14 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from transferzoo.transfer import fit
 from transferzoo.transfer.config import FeatureConfig, FitConfig
-from transferzoo.zoo.config import override
 from transferzoo.transfer.data import scan_folder
 from transferzoo.transfer.features.engine import Extractor
-from transferzoo.transfer import fit
-from transferzoo.transfer.threads import torch_threads
 from transferzoo.transfer.probe.cv import cross_validate
 from transferzoo.transfer.probe.linear import fit_probe
+from transferzoo.transfer.threads import torch_threads
+from transferzoo.zoo.config import override
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -42,9 +43,18 @@ def ours(data: Path, cache: Path, label: str) -> dict:
     res = fit(data, cfg)
     wall = time.perf_counter() - t
     s = res.summary
-    r = {"run": label, "val_accuracy": s["val_accuracy"], "wall_s": round(wall, 2), "strategy": s["strategy"],
-         "feature_set": s["feature_set"], "engine": s["feature_engine"], "features_s": s["timings"]["features_seconds"],
-         "plan_s": s["timings"].get("plan_seconds"), "cv_s": s["timings"]["cv_seconds"], "knn_val": s["knn"]["val_accuracy"]}
+    r = {
+        "run": label,
+        "val_accuracy": s["val_accuracy"],
+        "wall_s": round(wall, 2),
+        "strategy": s["strategy"],
+        "feature_set": s["feature_set"],
+        "engine": s["feature_engine"],
+        "features_s": s["timings"]["features_seconds"],
+        "plan_s": s["timings"].get("plan_seconds"),
+        "cv_s": s["timings"]["cv_seconds"],
+        "knn_val": s["knn"]["val_accuracy"],
+    }
     print(r, flush=True)
     return r
 
@@ -61,8 +71,12 @@ def baseline(data: Path, cache: Path) -> dict:
         cv = cross_validate(X[:n], y[:n], 2, folds=5, repeats=1)
         p = fit_probe(X[:n], y[:n], 2, cv.best_lambda)
     acc = float((p.predict(X[n:]) == y[n:]).mean())
-    r = {"run": "baseline (eager torch, top probe)", "val_accuracy": round(acc, 6), "wall_s": round(time.perf_counter() - t, 2),
-         "features_s": fs.timings["compute_seconds"]}
+    r = {
+        "run": "baseline (eager torch, top probe)",
+        "val_accuracy": round(acc, 6),
+        "wall_s": round(time.perf_counter() - t, 2),
+        "features_s": fs.timings["compute_seconds"],
+    }
     print(r, flush=True)
     return r
 
@@ -88,8 +102,10 @@ def main() -> None:
     print("| run | val accuracy | wall s |\n|---|---|---|")
     for r in (cold, engine, cached, base):
         print(f"| {r['run']} | {r['val_accuracy']:.4f} | {r['wall_s']:.1f} |")
-    print(f"\nspeed-up vs baseline: cold {base['wall_s'] / cold['wall_s']:.2f}x, engine ready "
-          f"{base['wall_s'] / engine['wall_s']:.2f}x, cached {base['wall_s'] / cached['wall_s']:.1f}x")
+    print(
+        f"\nspeed-up vs baseline: cold {base['wall_s'] / cold['wall_s']:.2f}x, engine ready "
+        f"{base['wall_s'] / engine['wall_s']:.2f}x, cached {base['wall_s'] / cached['wall_s']:.1f}x"
+    )
     print(f"accuracy: ours {engine['val_accuracy']:.4f} vs baseline {base['val_accuracy']:.4f}")
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -6,6 +6,7 @@ Datasets: scikit-learn digits and scikit-image lfw_subset (rendered by transfer.
 ../shared/datasets/hymenoptera, flowers, and flowers subsampled to 10 images per class (the
 subsample is a folder of symlinks). Features come from the on-disk cache after the first run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,14 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transferzoo.transfer.config import FitConfig
-from transferzoo.zoo.config import override
-from transferzoo.transfer.sample_data import subsample_folder
+from transferzoo.transfer.sample_data import subsample_folder, write_digits, write_lfw_subset
 from transferzoo.transfer.strategies import plan
-from transferzoo.transfer.sample_data import write_digits, write_lfw_subset
+from transferzoo.zoo.config import override
 
 SHARED = Path(os.environ.get("TRANSFERZOO_SHARED", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
-
-
 
 
 def main() -> None:
@@ -61,16 +59,22 @@ def main() -> None:
         conf = sim["imagenet_head"] or {}
         probes = ev["probes"]
         row = {
-            "dataset": name, "train imgs / class (median)": ev["size"]["median_per_class"], "classes": ev["size"]["num_classes"],
+            "dataset": name,
+            "train imgs / class (median)": ev["size"]["median_per_class"],
+            "classes": ev["size"]["num_classes"],
             "size": ev["size"]["level"],
-            "CV acc top / imagenet": f"{probes['top']['cv_accuracy']:.3f} / {probes.get('imagenet', {}).get('cv_accuracy', float('nan')):.3f}",
+            "CV acc top / imagenet": f"{probes['top']['cv_accuracy']:.3f} / "
+            "{probes.get('imagenet', {}).get('cv_accuracy', float('nan')):.3f}",
             "best stage (CV acc)": f"{sim['best_stage']} ({probes[sim['best_stage']]['cv_accuracy']:.3f})",
             "stage - final (margin)": f"{sim['stage_minus_final_cv_accuracy']:+.3f} ({sim['stage_margin']:.3f})",
             "ImageNet top-1 prob": conf.get("mean_top1_probability"),
             "similarity": sim["level"],
             "kNN LOO acc": ev["knn"]["loo_accuracy"] if ev.get("knn") else None,
-            "val acc (best final probe / stage probe / kNN)": " / ".join(f"{v:.3f}" for v in p["val_baselines"].values()),
-            "decision": p["strategy"] + (f" (unfreeze {p['unfreeze_blocks']}/{p['num_blocks']})" if p["unfreeze_blocks"] else ""),
+            "val acc (best final probe / stage probe / kNN)": " / ".join(
+                f"{v:.3f}" for v in p["val_baselines"].values()
+            ),
+            "decision": p["strategy"]
+            + (f" (unfreeze {p['unfreeze_blocks']}/{p['num_blocks']})" if p["unfreeze_blocks"] else ""),
             "seconds": round(time.perf_counter() - t, 1),
         }
         rows.append(row)

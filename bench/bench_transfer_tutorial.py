@@ -13,6 +13,7 @@ On the shared 2-core machine 25 epochs take many minutes; `--epochs N` runs fewe
 extrapolates the wall time linearly (time per epoch is constant: same images, same work), and
 the accuracy printed is then the accuracy after N epochs (say so when quoting it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,9 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from transferzoo import zoo
 from transferzoo.transfer.config import FitConfig
-from transferzoo.zoo.config import override
 from transferzoo.transfer.data import ImageDataset, scan_folder
 from transferzoo.transfer.strategies import fit
+from transferzoo.zoo.config import override
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -71,7 +72,10 @@ def tutorial(data: Path, epochs: int, threads: int, bn_train: bool = False) -> d
             opt.step()
         sched.step()
         epoch_times.append(time.perf_counter() - te)
-        print(f"  tutorial epoch {ep + 1}/{epochs}: {epoch_times[-1]:.1f} s, last loss {float(loss.detach()):.3f}", flush=True)
+        print(
+            f"  tutorial epoch {ep + 1}/{epochs}: {epoch_times[-1]:.1f} s, last loss {float(loss.detach()):.3f}",
+            flush=True,
+        )
     te = time.perf_counter()
     model.eval()
     correct = 0
@@ -80,9 +84,14 @@ def tutorial(data: Path, epochs: int, threads: int, bn_train: bool = False) -> d
             correct += int((model(x).argmax(1) == y).sum())
     eval_s = time.perf_counter() - te
     per_epoch = sum(epoch_times) / len(epoch_times)
-    return {"val_accuracy": correct / len(s.val), "epochs_run": epochs, "wall_s": setup + sum(epoch_times) + eval_s,
-            "per_epoch_s": per_epoch, "wall_25_s": setup + 25 * per_epoch + eval_s,
-            "wall_25_best_s": setup + 25 * min(epoch_times) + eval_s}
+    return {
+        "val_accuracy": correct / len(s.val),
+        "epochs_run": epochs,
+        "wall_s": setup + sum(epoch_times) + eval_s,
+        "per_epoch_s": per_epoch,
+        "wall_25_s": setup + 25 * per_epoch + eval_s,
+        "wall_25_best_s": setup + 25 * min(epoch_times) + eval_s,
+    }
 
 
 def main() -> None:
@@ -99,20 +108,31 @@ def main() -> None:
     res = fit(data, cfg)
     ours_s = time.perf_counter() - t
     ours_acc = res.summary["val_accuracy"]
-    print(f"ours (auto -> {res.summary['strategy']}, {res.summary['feature_set']}, cold cache incl. ONNX export): "
-          f"val accuracy {ours_acc:.4f}, {ours_s:.1f} s", flush=True)
+    print(
+        f"ours (auto -> {res.summary['strategy']}, {res.summary['feature_set']}, cold cache incl. ONNX export): "
+        f"val accuracy {ours_acc:.4f}, {ours_s:.1f} s",
+        flush=True,
+    )
     tut = tutorial(data, args.epochs, args.threads, args.bn_train)
-    print(f"tutorial ({tut['epochs_run']} epochs): val accuracy {tut['val_accuracy']:.4f}, {tut['wall_s']:.1f} s "
-          f"({tut['per_epoch_s']:.1f} s/epoch)")
+    print(
+        f"tutorial ({tut['epochs_run']} epochs): val accuracy {tut['val_accuracy']:.4f}, {tut['wall_s']:.1f} s "
+        f"({tut['per_epoch_s']:.1f} s/epoch)"
+    )
     if args.epochs != 25:
-        print(f"tutorial, 25 epochs extrapolated: {tut['wall_25_s']:.0f} s (accuracy above is after {args.epochs} epochs)")
-    print(f"\n| recipe | val accuracy | wall s |\n|---|---|---|\n| tutorial, {tut['epochs_run']} epochs | "
-          f"{tut['val_accuracy']:.4f} | {tut['wall_s']:.1f} |")
+        print(
+            f"tutorial, 25 epochs extrapolated: {tut['wall_25_s']:.0f} s (accuracy above is after {args.epochs} epochs)"
+        )
+    print(
+        f"\n| recipe | val accuracy | wall s |\n|---|---|---|\n| tutorial, {tut['epochs_run']} epochs | "
+        f"{tut['val_accuracy']:.4f} | {tut['wall_s']:.1f} |"
+    )
     if args.epochs != 25:
         print(f"| tutorial, 25 epochs (time extrapolated) | - | {tut['wall_25_s']:.0f} |")
     print(f"| ours, fit --strategy auto | {ours_acc:.4f} | {ours_s:.1f} |")
-    print(f"\nwall-time ratio tutorial(25 epochs) / ours: {tut['wall_25_s'] / ours_s:.1f}x (mean epoch time); "
-          f"{tut['wall_25_best_s'] / ours_s:.1f}x if every epoch were as fast as the fastest one measured")
+    print(
+        f"\nwall-time ratio tutorial(25 epochs) / ours: {tut['wall_25_s'] / ours_s:.1f}x (mean epoch time); "
+        f"{tut['wall_25_best_s'] / ours_s:.1f}x if every epoch were as fast as the fastest one measured"
+    )
     print(f"load average after: {os.getloadavg()}")
 
 

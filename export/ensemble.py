@@ -1,4 +1,5 @@
 """Several trained models as one: the mean of their softmax probabilities."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Errors of the export step. Both are ZooErrors (ValueErrors): the CLI prints them, no traceback."""
+
 from __future__ import annotations
 
 from transferzoo.zoo.errors import ZooError

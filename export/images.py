@@ -2,6 +2,7 @@
 transform (resize shorter side to H / crop_pct with the model's filter, centre crop, /255,
 normalise): the resize and crop run in PIL (giving the uint8 pixels a `--with-preprocessing` graph
 takes), the rest in numpy (`zoo.images.normalise`), bit-identical to timm's ToTensor + Normalize."""
+
 from __future__ import annotations
 
 import csv
@@ -36,8 +37,13 @@ class ImageSet:
             return self
         idx = sorted(set(np.linspace(0, len(self) - 1, limit).round().astype(int).tolist()))
         pick = lambda seq: [seq[i] for i in idx]  # noqa: E731
-        return ImageSet(self.origin, pick(self.items), pick(self.names),
-                        pick(self.labels) if self.labels is not None else None, self.skipped)
+        return ImageSet(
+            self.origin,
+            pick(self.items),
+            pick(self.names),
+            pick(self.labels) if self.labels is not None else None,
+            self.skipped,
+        )
 
 
 @dataclass
@@ -52,8 +58,12 @@ class Batch:
     skipped: list[dict]
 
     def describe(self) -> dict:
-        return {"origin": self.origin, "count": len(self.names), "labelled": self.labels is not None,
-                "skipped": self.skipped}
+        return {
+            "origin": self.origin,
+            "count": len(self.names),
+            "labelled": self.labels is not None,
+            "skipped": self.skipped,
+        }
 
 
 def from_split(tsv: str | os.PathLike, data_root: str | os.PathLike, origin: str) -> ImageSet:
@@ -111,7 +121,9 @@ def sample_photos() -> ImageSet:
         from PIL import Image
         from skimage import data
     except ImportError:
-        raise zoo.ZooError("no parity images: pass --parity-data DIR (or pip install scikit-image for its sample photos)") from None
+        raise zoo.ZooError(
+            "no parity images: pass --parity-data DIR (or pip install scikit-image for its sample photos)"
+        ) from None
     imgs = [Image.fromarray(getattr(data, n)()).convert("RGB") for n in SAMPLE_PHOTOS]
     return ImageSet("scikit-image sample photos", imgs, list(SAMPLE_PHOTOS))
 
@@ -135,5 +147,11 @@ def prepare(images: ImageSet, pre: Preprocessing) -> Batch:
     if not pixels:
         raise zoo.ZooError(f"none of the {len(images)} images from {images.origin} could be read")
     u8 = np.stack(pixels)
-    return Batch(u8, normalise(u8, pre.mean, pre.std), np.asarray(labels) if images.labels is not None else None, names,
-                 images.origin, skipped)
+    return Batch(
+        u8,
+        normalise(u8, pre.mean, pre.std),
+        np.asarray(labels) if images.labels is not None else None,
+        names,
+        images.origin,
+        skipped,
+    )

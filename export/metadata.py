@@ -1,5 +1,6 @@
 """The metadata written into every exported file (`metadata_props`), as documented in
 export/ONNX_METADATA.md: string values, lists and objects JSON-encoded."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,9 @@ import onnx
 FORMAT_VERSION = "1"
 
 
-def build(source, *, input_format: str, exporter: str, parity: dict, precision: str = "fp32",
-          opset: int | None = None) -> dict[str, str]:
+def build(
+    source, *, input_format: str, exporter: str, parity: dict, precision: str = "fp32", opset: int | None = None
+) -> dict[str, str]:
     """Every key of the table in ONNX_METADATA.md, for `source` (an export.sources.Source)."""
     import timm
     import torch
@@ -52,7 +54,11 @@ def attach(model: onnx.ModelProto, meta: dict[str, str]) -> onnx.ModelProto:
 
 def read(path_or_model) -> dict:
     """The metadata of an exported file, JSON values decoded (for tests and tools)."""
-    model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else onnx.load(str(path_or_model), load_external_data=False)
+    model = (
+        path_or_model
+        if isinstance(path_or_model, onnx.ModelProto)
+        else onnx.load(str(path_or_model), load_external_data=False)
+    )
     out = {}
     for p in model.metadata_props:
         try:

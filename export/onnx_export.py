@@ -6,6 +6,7 @@ graphs are what onnxruntime fuses best, so `auto` tries it first and falls back 
 fails to export or its graph fails the parity gate (see `export.pipeline`). Families listed in
 `PREFERRED` start with another order. Which one was used is reported and stored in the metadata.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -54,8 +55,14 @@ def _quiet():
         os.close(saved)
 
 
-def to_onnx(module: nn.Module, example: torch.Tensor, exporter: str = "torchscript", opset: int = DEFAULT_OPSET,
-            input_name: str = "input", output_names: tuple[str, ...] = ("logits",)) -> onnx.ModelProto:
+def to_onnx(
+    module: nn.Module,
+    example: torch.Tensor,
+    exporter: str = "torchscript",
+    opset: int = DEFAULT_OPSET,
+    input_name: str = "input",
+    output_names: tuple[str, ...] = ("logits",),
+) -> onnx.ModelProto:
     """Export `module` (eval mode) traced at `example`; dimension 0 of the input and of every output
     is dynamic ('batch'). The one place that calls torch.onnx.export."""
     module = module.eval()
@@ -63,16 +70,31 @@ def to_onnx(module: nn.Module, example: torch.Tensor, exporter: str = "torchscri
     with torch.no_grad(), _quiet():
         if exporter == "torchscript":
             buf = io.BytesIO()
-            torch.onnx.export(module, (example,), buf, dynamo=False, opset_version=opset,
-                              input_names=[input_name], output_names=names,
-                              dynamic_axes={n: {0: "batch"} for n in [input_name, *names]},
-                              do_constant_folding=True)
+            torch.onnx.export(
+                module,
+                (example,),
+                buf,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[input_name],
+                output_names=names,
+                dynamic_axes={n: {0: "batch"} for n in [input_name, *names]},
+                do_constant_folding=True,
+            )
             return onnx.load_from_string(buf.getvalue())
         if exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1, max=4096)
-            prog = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset,
-                                     input_names=[input_name], output_names=names,
-                                     dynamic_shapes=({0: batch},), optimize=True, verbose=False)
+            prog = torch.onnx.export(
+                module,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=[input_name],
+                output_names=names,
+                dynamic_shapes=({0: batch},),
+                optimize=True,
+                verbose=False,
+            )
             return prog.model_proto
     raise ValueError(f"unknown exporter {exporter!r}")
 
@@ -89,9 +111,17 @@ def max_relative_diff(got: list[np.ndarray], want: list[np.ndarray]) -> float:
     return worst
 
 
-def verified_session(module: nn.Module, path: str | os.PathLike, check_inputs: torch.Tensor, *,
-                     output_names: tuple[str, ...] = ("output",), input_name: str = "input", tol: float = 1e-3,
-                     threads: int = 0, providers: list | None = None):
+def verified_session(
+    module: nn.Module,
+    path: str | os.PathLike,
+    check_inputs: torch.Tensor,
+    *,
+    output_names: tuple[str, ...] = ("output",),
+    input_name: str = "input",
+    tol: float = 1e-3,
+    threads: int = 0,
+    providers: list | None = None,
+):
     """torch module -> ONNX file at `path` (atomically) -> an onnxruntime session that is proven to
     compute what the module computes on `check_inputs` (real images where there are some): max
     |onnxruntime - torch| relative to each output's scale <= `tol`, else RuntimeError and no file.

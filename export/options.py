@@ -1,4 +1,5 @@
 """`transferzoo export` settings (torch-free, so the pipeline file can be checked without loading torch)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

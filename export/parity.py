@@ -11,6 +11,7 @@ accuracy of both sides when labels exist. Tolerances (a `Tolerance` each):
   every image's cosine similarity >= 0.999 (fp16 keeps ~3 significant digits, so an absolute bound
   on logits would be arbitrary).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -65,18 +66,43 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(den > 0, num / np.maximum(den, 1e-300), 1.0)
 
 
-def compare(name: str, reference: np.ndarray, onnx_out: np.ndarray, tol: Tolerance, labels: np.ndarray | None = None,
-            reference_name: str = "pytorch") -> Comparison:
+def compare(
+    name: str,
+    reference: np.ndarray,
+    onnx_out: np.ndarray,
+    tol: Tolerance,
+    labels: np.ndarray | None = None,
+    reference_name: str = "pytorch",
+) -> Comparison:
     if reference.shape != onnx_out.shape:
-        return Comparison(name, reference_name, tol.name, len(reference), float("inf"), float("inf"), -1.0, -1.0, 0.0,
-                          failures=[f"output shape {onnx_out.shape} != reference {reference.shape}"])
+        return Comparison(
+            name,
+            reference_name,
+            tol.name,
+            len(reference),
+            float("inf"),
+            float("inf"),
+            -1.0,
+            -1.0,
+            0.0,
+            failures=[f"output shape {onnx_out.shape} != reference {reference.shape}"],
+        )
     diff = np.abs(reference.astype(np.float64) - onnx_out.astype(np.float64))
     if not np.isfinite(onnx_out).all():
         diff = np.full_like(diff, np.inf)
     cos = _cosine(reference, onnx_out)
     agree = float((reference.argmax(1) == onnx_out.argmax(1)).mean())
-    c = Comparison(name, reference_name, tol.name, len(reference), float(diff.max()), float(diff.mean()),
-                   float(cos.min()), float(cos.mean()), agree)
+    c = Comparison(
+        name,
+        reference_name,
+        tol.name,
+        len(reference),
+        float(diff.max()),
+        float(diff.mean()),
+        float(cos.min()),
+        float(cos.mean()),
+        agree,
+    )
     if labels is not None and len(labels):
         c.accuracy_reference = float((reference.argmax(1) == labels).mean())
         c.accuracy_onnx = float((onnx_out.argmax(1) == labels).mean())
@@ -89,27 +115,36 @@ def compare(name: str, reference: np.ndarray, onnx_out: np.ndarray, tol: Toleran
     if tol.max_accuracy_drop is not None and c.accuracy_reference is not None:
         drop = c.accuracy_reference - c.accuracy_onnx
         if drop > tol.max_accuracy_drop + 1e-12:
-            c.failures.append(f"accuracy drop {drop:.2%} > {tol.max_accuracy_drop:.1%} "
-                              f"({c.accuracy_reference:.2%} -> {c.accuracy_onnx:.2%})")
+            c.failures.append(
+                f"accuracy drop {drop:.2%} > {tol.max_accuracy_drop:.1%} "
+                f"({c.accuracy_reference:.2%} -> {c.accuracy_onnx:.2%})"
+            )
     return c
 
 
 def summary(comparisons: list[Comparison]) -> dict:
     """The compact numbers that go into the model's metadata."""
     real = [c for c in comparisons if c.name.startswith("real")]
-    out = {"passed": all(c.passed for c in comparisons),
-           "max_abs_diff": max(c.max_abs_diff for c in comparisons),
-           "min_cosine": min(c.min_cosine for c in comparisons)}
+    out = {
+        "passed": all(c.passed for c in comparisons),
+        "max_abs_diff": max(c.max_abs_diff for c in comparisons),
+        "min_cosine": min(c.min_cosine for c in comparisons),
+    }
     for c in real:
         key = c.tolerance
-        out[key] = {"images": c.count, "top1_agreement": c.top1_agreement, "max_abs_diff": c.max_abs_diff,
-                    "accuracy_reference": c.accuracy_reference, "accuracy_onnx": c.accuracy_onnx,
-                    "reference": c.reference}
+        out[key] = {
+            "images": c.count,
+            "top1_agreement": c.top1_agreement,
+            "max_abs_diff": c.max_abs_diff,
+            "accuracy_reference": c.accuracy_reference,
+            "accuracy_onnx": c.accuracy_onnx,
+            "reference": c.reference,
+        }
     return out
 
 
 def onnx_outputs(sess, x: np.ndarray, batch_size: int = 16) -> np.ndarray:
     """Output 0 of an onnxruntime session for `x`, in batches of `batch_size`."""
     name = sess.get_inputs()[0].name
-    outs = [sess.run(None, {name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    outs = [sess.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
     return np.concatenate(outs, axis=0)

@@ -12,6 +12,7 @@
 5. Metadata (export.metadata) into the file; model and parity report written atomically, together.
    Nothing is written if any step fails: an existing file at the output path stays as it was.
 """
+
 from __future__ import annotations
 
 import time
@@ -23,7 +24,6 @@ import onnx
 import torch
 
 from transferzoo import zoo
-
 from transferzoo.zoo import runtime
 from transferzoo.zoo.config import ConfigError
 from transferzoo.zoo.fileio import atomic_commit, json_bytes
@@ -64,15 +64,18 @@ def calibration_images(source: Source, opts: ExportOptions) -> images.Batch:
     elif "train" in source.splits:
         imgs = source.splits["train"]
     else:
-        raise zoo.ZooError("--quantize int8 needs calibration images: this source has no train split, "
-                           "pass --calibration DIR (a folder of real images like the ones it will see)")
+        raise zoo.ZooError(
+            "--quantize int8 needs calibration images: this source has no train split, "
+            "pass --calibration DIR (a folder of real images like the ones it will see)"
+        )
     return images.prepare(imgs.subset(opts.calibration_limit), source.preprocessing)
 
 
 def _torch_out(module: torch.nn.Module, x: np.ndarray, batch_size: int = 16) -> np.ndarray:
     with torch.inference_mode():
-        return np.concatenate([module(torch.from_numpy(x[i:i + batch_size])).float().numpy()
-                               for i in range(0, len(x), batch_size)])
+        return np.concatenate(
+            [module(torch.from_numpy(x[i : i + batch_size])).float().numpy() for i in range(0, len(x), batch_size)]
+        )
 
 
 def structural_checks(model: onnx.ModelProto) -> None:
@@ -89,10 +92,18 @@ def _random_inputs(pre: zoo.Preprocessing, uint8: bool, seed: int = 0) -> dict[i
     return {b: rng.standard_normal((b, c, h, w)).astype(np.float32) for b in RANDOM_BATCHES}
 
 
-def _verify(model: onnx.ModelProto, checks: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]],
-            tol: parity.Tolerance, threads: int, reference_name: str) -> list[parity.Comparison]:
+def _verify(
+    model: onnx.ModelProto,
+    checks: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]],
+    tol: parity.Tolerance,
+    threads: int,
+    reference_name: str,
+) -> list[parity.Comparison]:
     sess = runtime.session(model, threads)
-    return [parity.compare(name, ref, parity.onnx_outputs(sess, x), tol, labels, reference_name) for name, x, ref, labels in checks]
+    return [
+        parity.compare(name, ref, parity.onnx_outputs(sess, x), tol, labels, reference_name)
+        for name, x, ref, labels in checks
+    ]
 
 
 def export(source: Source, opts: ExportOptions, log=lambda msg: None) -> ExportResult:
@@ -106,7 +117,10 @@ def export(source: Source, opts: ExportOptions, log=lambda msg: None) -> ExportR
     if opts.quantize == "int8" and opts.calibration is None and "train" not in source.splits:
         calibration_images(source, opts)  # fails now, with its message, not after the fp32 export
     batch = parity_images(source, opts)
-    log(f"parity images: {len(batch.names)} from {batch.origin}" + (f" ({len(batch.skipped)} unreadable skipped)" if batch.skipped else ""))
+    log(
+        f"parity images: {len(batch.names)} from {batch.origin}"
+        + (f" ({len(batch.skipped)} unreadable skipped)" if batch.skipped else "")
+    )
 
     reference = source.model.eval()
     frozen, n_frozen = freeze_same_padding(reference, pre.input_size)
@@ -144,12 +158,19 @@ def export(source: Source, opts: ExportOptions, log=lambda msg: None) -> ExportR
             chosen = (exporter, graph, comps)
             log(f"{exporter}: graph passed checks and fp32 parity ({attempt['export_seconds']} s)")
             break
-        log(f"{exporter}: parity failed: " + "; ".join(f"{c.name}: {', '.join(c.failures)}" for c in comps if not c.passed))
+        log(
+            f"{exporter}: parity failed: "
+            + "; ".join(f"{c.name}: {', '.join(c.failures)}" for c in comps if not c.passed)
+        )
 
     report = {
-        "output": str(opts.out), "source": source.describe(), "images": batch.describe(),
-        "input_format": "uint8_nhwc" if uint8 else "float32_nchw", "opset": opts.opset,
-        "same_padding_convs_frozen": n_frozen, "attempts": attempts,
+        "output": str(opts.out),
+        "source": source.describe(),
+        "images": batch.describe(),
+        "input_format": "uint8_nhwc" if uint8 else "float32_nchw",
+        "opset": opts.opset,
+        "same_padding_convs_frozen": n_frozen,
+        "attempts": attempts,
     }
     if chosen is None:
         report["passed"] = False
@@ -172,14 +193,25 @@ def export(source: Source, opts: ExportOptions, log=lambda msg: None) -> ExportR
         all_comps += qcomps
         if not all(c.passed for c in qcomps):
             report["passed"] = False
-            raise GateError(_gate_message(opts.quantize, source, {"comparisons": [c.to_dict() for c in qcomps]}), report)
+            raise GateError(
+                _gate_message(opts.quantize, source, {"comparisons": [c.to_dict() for c in qcomps]}), report
+            )
 
     report["passed"] = True
     report["precision"] = precision
     report["seconds"] = round(time.perf_counter() - t0, 1)
     summary = parity.summary(all_comps)
-    metadata.attach(final, metadata.build(source, input_format=report["input_format"], exporter=exporter,
-                                          parity=summary, precision=precision, opset=opts.opset))
+    metadata.attach(
+        final,
+        metadata.build(
+            source,
+            input_format=report["input_format"],
+            exporter=exporter,
+            parity=summary,
+            precision=precision,
+            opset=opts.opset,
+        ),
+    )
     data = final.SerializeToString()
     report["size_bytes"] = len(data)
     atomic_commit({opts.out: data, opts.report_path: json_bytes(report)})
@@ -187,13 +219,18 @@ def export(source: Source, opts: ExportOptions, log=lambda msg: None) -> ExportR
     return ExportResult(opts.out, opts.report_path, report)
 
 
-def _quantized(fp32: onnx.ModelProto, source: Source, opts: ExportOptions, real_x: np.ndarray, batch: images.Batch, log):
+def _quantized(
+    fp32: onnx.ModelProto, source: Source, opts: ExportOptions, real_x: np.ndarray, batch: images.Batch, log
+):
     t = time.perf_counter()
     info: dict = {"precision": opts.quantize}
     if opts.quantize == "int8":
         calib = calibration_images(source, opts)
-        info.update(calibration=calib.describe(), method="static QDQ, per-channel int8 weights, uint8 activations, MinMax",
-                    op_types=list(quantize.INT8_OP_TYPES))
+        info.update(
+            calibration=calib.describe(),
+            method="static QDQ, per-channel int8 weights, uint8 activations, MinMax",
+            op_types=list(quantize.INT8_OP_TYPES),
+        )
         log(f"int8: calibrating on {len(calib.names)} images from {calib.origin}")
         model = quantize.quantize_int8(fp32, calib.uint8 if opts.with_preprocessing else calib.float)
         tol = parity.INT8
@@ -205,16 +242,33 @@ def _quantized(fp32: onnx.ModelProto, source: Source, opts: ExportOptions, real_
     try:
         structural_checks(model)
     except Exception as e:
-        raise ExportError(f"the {opts.quantize} graph of {source.source_model} fails onnx checks: {onnx_export.short_error(e)}") from None
+        raise ExportError(
+            f"the {opts.quantize} graph of {source.source_model} fails onnx checks: {onnx_export.short_error(e)}"
+        ) from None
     ref_sess = runtime.session(fp32, opts.threads)
     sess = runtime.session(model, opts.threads)
     comps = []
     for b, x in _random_inputs(source.preprocessing, opts.with_preprocessing).items():
         out = parity.onnx_outputs(sess, x)  # dynamic batch still works; numbers reported, gate is on real images
-        c = parity.compare(f"random batch {b}", parity.onnx_outputs(ref_sess, x), out, parity.Tolerance(tol.name, min_top1_agreement=0.0), None, "onnx fp32")
+        c = parity.compare(
+            f"random batch {b}",
+            parity.onnx_outputs(ref_sess, x),
+            out,
+            parity.Tolerance(tol.name, min_top1_agreement=0.0),
+            None,
+            "onnx fp32",
+        )
         comps.append(c)
-    comps.append(parity.compare("real images", parity.onnx_outputs(ref_sess, real_x), parity.onnx_outputs(sess, real_x), tol,
-                                batch.labels, "onnx fp32"))
+    comps.append(
+        parity.compare(
+            "real images",
+            parity.onnx_outputs(ref_sess, real_x),
+            parity.onnx_outputs(sess, real_x),
+            tol,
+            batch.labels,
+            "onnx fp32",
+        )
+    )
     return model, comps, info
 
 
@@ -225,8 +279,10 @@ def _gate_message(stage: str, source: Source, attempt: dict) -> str:
         if c.get("accuracy_onnx") is not None:
             acc = f", accuracy {c['accuracy_reference']:.2%} ({c['reference']}) vs {c['accuracy_onnx']:.2%} (onnx)"
         flag = "ok" if c["passed"] else "FAIL: " + "; ".join(c["failures"])
-        lines.append(f"  {c['name']:<14} n={c['count']:<4} max|diff|={c['max_abs_diff']:.3g} min cos={c['min_cosine']:.6f} "
-                     f"top-1 agree={c['top1_agreement']:.2%}{acc}  {flag}")
+        lines.append(
+            f"  {c['name']:<14} n={c['count']:<4} max|diff|={c['max_abs_diff']:.3g} min cos={c['min_cosine']:.6f} "
+            f"top-1 agree={c['top1_agreement']:.2%}{acc}  {flag}"
+        )
     if attempt.get("error"):
         lines.append(f"  {attempt['exporter']}: {attempt['error']}")
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 cropped to the model's size) and does the cast, /255, mean/std normalisation and NHWC -> NCHW
 itself, so a client sends pixels, not floats. Resizing stays outside the graph (it depends on each
 image's size); the metadata says how (interpolation, crop_pct)."""
+
 from __future__ import annotations
 
 import torch

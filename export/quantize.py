@@ -11,6 +11,7 @@ QuantizeLinear and the int8 graph is *slower* than fp32 (measured: 0.7-1.0x on E
 fp16: weights and activations in float16, inputs and outputs kept float32 (keep_io_types), via
 onnxconverter-common's converter when installed, else the same converter shipped in onnxruntime.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,11 +24,17 @@ import onnx
 INT8_OP_TYPES = ("Conv", "Gemm", "MatMul", "Clip", "Relu", "Add")
 
 
-def quantize_int8(fp32: onnx.ModelProto, calibration: np.ndarray, batch_size: int = 8,
-                  op_types: tuple[str, ...] = INT8_OP_TYPES) -> onnx.ModelProto:
+def quantize_int8(
+    fp32: onnx.ModelProto, calibration: np.ndarray, batch_size: int = 8, op_types: tuple[str, ...] = INT8_OP_TYPES
+) -> onnx.ModelProto:
     """Static QDQ int8 quantization calibrated on `calibration` (the graph's input format)."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     input_name = fp32.graph.input[0].name
@@ -38,7 +45,7 @@ def quantize_int8(fp32: onnx.ModelProto, calibration: np.ndarray, batch_size: in
 
         def get_next(self):
             i = next(self._it, None)
-            return None if i is None else {input_name: calibration[i:i + batch_size]}
+            return None if i is None else {input_name: calibration[i : i + batch_size]}
 
     with tempfile.TemporaryDirectory(prefix="transferzoo-quant-") as tmp:
         src, pre, out = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
@@ -47,9 +54,17 @@ def quantize_int8(fp32: onnx.ModelProto, calibration: np.ndarray, batch_size: in
         cwd = os.getcwd()
         os.chdir(tmp)  # the calibrator writes augmented_model.onnx into the current directory in some versions
         try:
-            quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(op_types))
+            quantize_static(
+                str(pre),
+                str(out),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                op_types_to_quantize=list(op_types),
+            )
         finally:
             os.chdir(cwd)
         return onnx.load(str(out))

@@ -10,6 +10,7 @@
 Models are built under timm's `set_layer_config(exportable=True)`: activations come out as plain
 modules instead of memory-efficient custom autograd functions that exporters cannot trace.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,8 @@ import torch.nn as nn
 
 from transferzoo import zoo
 from transferzoo.zoo import assembly as za
-from transferzoo.zoo.labels import imagenet_labels
 from transferzoo.zoo.fileio import sha256_file
+from transferzoo.zoo.labels import imagenet_labels
 from transferzoo.zoo.sources import read_state_dict
 
 from .ensemble import ProbabilityEnsemble
@@ -50,9 +51,15 @@ class Source:
     members: list["Source"] = field(default_factory=list)
 
     def describe(self) -> dict:
-        d = {"kind": self.kind, "name": self.name, "source_model": self.source_model,
-             "weights_sha256": self.weights_sha256, "checkpoint_sha256": self.checkpoint_sha256,
-             "num_classes": len(self.labels), "output_format": self.output_format}
+        d = {
+            "kind": self.kind,
+            "name": self.name,
+            "source_model": self.source_model,
+            "weights_sha256": self.weights_sha256,
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "num_classes": len(self.labels),
+            "output_format": self.output_format,
+        }
         if self.members:
             d["members"] = [m.describe() for m in self.members]
         return d
@@ -72,9 +79,13 @@ def _read_json(path: Path) -> dict:
 def _preprocessing(d: dict, where: str) -> zoo.Preprocessing:
     try:
         return zoo.Preprocessing(
-            input_size=tuple(int(v) for v in d["input_size"]), mean=tuple(float(v) for v in d["mean"]),
-            std=tuple(float(v) for v in d["std"]), interpolation=str(d["interpolation"]),
-            crop_pct=float(d["crop_pct"]), crop_mode=str(d.get("crop_mode", "center")))
+            input_size=tuple(int(v) for v in d["input_size"]),
+            mean=tuple(float(v) for v in d["mean"]),
+            std=tuple(float(v) for v in d["std"]),
+            interpolation=str(d["interpolation"]),
+            crop_pct=float(d["crop_pct"]),
+            crop_mode=str(d.get("crop_mode", "center")),
+        )
     except (KeyError, TypeError, ValueError) as e:
         raise zoo.ZooError(f"{where}: bad 'preprocessing' entry ({type(e).__name__}: {e})") from None
 
@@ -109,16 +120,28 @@ def load_run(run_dir: str | os.PathLike, weights: str | os.PathLike | None = Non
     with _exportable():
         model = za.build(spec, pretrained=False)
     _load_weights(model, weights, f"the model in {run_json} ({spec.model}, {spec.num_classes} classes)")
-    pre = _preprocessing(run["preprocessing"], str(run_json)) if "preprocessing" in run else zoo.preprocessing(spec.model)
+    pre = (
+        _preprocessing(run["preprocessing"], str(run_json)) if "preprocessing" in run else zoo.preprocessing(spec.model)
+    )
     entry = zoo.get(spec.model)
     splits = {}
     data_root = run.get("data_root")
     for split, rel in (run.get("splits") or {}).items():
         if data_root and (run_dir / rel).is_file():
             splits[split] = from_split(run_dir / rel, data_root, f"{split} split of {run_dir}")
-    return Source("run", str(run_dir), model.eval(), labels, pre, entry.name, entry.family,
-                  weights_sha256=(run.get("weights") or {}).get("sha256"), checkpoint_sha256=sha256_file(weights),
-                  run_summary=run.get("summary"), splits=splits)
+    return Source(
+        "run",
+        str(run_dir),
+        model.eval(),
+        labels,
+        pre,
+        entry.name,
+        entry.family,
+        weights_sha256=(run.get("weights") or {}).get("sha256"),
+        checkpoint_sha256=sha256_file(weights),
+        run_summary=run.get("summary"),
+        splits=splits,
+    )
 
 
 def load_zoo(name: str, random_weights: bool = False) -> Source:
@@ -126,8 +149,16 @@ def load_zoo(name: str, random_weights: bool = False) -> Source:
     with _exportable():
         model = zoo.create(entry.name, pretrained=not random_weights)
     prov = model.pretrained_cfg.get("transferzoo", {})
-    return Source("zoo", name, model.eval(), list(imagenet_labels()), zoo.preprocessing(entry.name),
-                  entry.name, entry.family, weights_sha256=prov.get("sha256"))
+    return Source(
+        "zoo",
+        name,
+        model.eval(),
+        list(imagenet_labels()),
+        zoo.preprocessing(entry.name),
+        entry.name,
+        entry.family,
+        weights_sha256=prov.get("sha256"),
+    )
 
 
 def _labels_file(path: str | os.PathLike, n: int) -> list[str]:
@@ -147,8 +178,10 @@ def load_checkpoint(path: str | os.PathLike, model_name: str | None, labels_file
     if (path.parent / "run.json").is_file():
         return load_run(path.parent, weights=path)
     if not model_name:
-        raise zoo.ZooError(f"{path}: a bare checkpoint needs --model NAME (the zoo architecture it belongs to); "
-                           "for a training run, pass its run directory instead")
+        raise zoo.ZooError(
+            f"{path}: a bare checkpoint needs --model NAME (the zoo architecture it belongs to); "
+            "for a training run, pass its run directory instead"
+        )
     entry = zoo.get(model_name)
     state = read_state_dict(path)
     if any(k.startswith(("backbone.", "head.")) for k in state):
@@ -168,8 +201,16 @@ def load_checkpoint(path: str | os.PathLike, model_name: str | None, labels_file
         labels = list(imagenet_labels())
     else:
         labels = [f"class_{i}" for i in range(n)]
-    return Source("checkpoint", str(path), model.eval(), labels, zoo.preprocessing(entry.name), entry.name,
-                  entry.family, checkpoint_sha256=sha256_file(path))
+    return Source(
+        "checkpoint",
+        str(path),
+        model.eval(),
+        labels,
+        zoo.preprocessing(entry.name),
+        entry.name,
+        entry.family,
+        checkpoint_sha256=sha256_file(path),
+    )
 
 
 def load_ensemble(run_dirs: list[str | os.PathLike]) -> Source:
@@ -179,20 +220,41 @@ def load_ensemble(run_dirs: list[str | os.PathLike]) -> Source:
     first = members[0]
     for m in members[1:]:
         if m.labels != first.labels:
-            raise zoo.ZooError(f"ensemble members disagree on labels: {m.name} has {m.labels}, {first.name} has {first.labels}")
+            raise zoo.ZooError(
+                f"ensemble members disagree on labels: {m.name} has {m.labels}, {first.name} has {first.labels}"
+            )
         if m.preprocessing != first.preprocessing:
-            diff = {k: (v, getattr(m.preprocessing, k)) for k, v in first.preprocessing.to_dict().items()
-                    if getattr(m.preprocessing, k) != v}
-            raise zoo.ZooError(f"ensemble members need the same preprocessing; {m.name} differs from {first.name}: {diff}")
+            diff = {
+                k: (v, getattr(m.preprocessing, k))
+                for k, v in first.preprocessing.to_dict().items()
+                if getattr(m.preprocessing, k) != v
+            }
+            raise zoo.ZooError(
+                f"ensemble members need the same preprocessing; {m.name} differs from {first.name}: {diff}"
+            )
     model = ProbabilityEnsemble([m.model for m in members]).eval()
-    return Source("ensemble", ", ".join(m.name for m in members), model, first.labels, first.preprocessing,
-                  ",".join(m.source_model for m in members), first.family, output_format="probabilities",
-                  splits=first.splits, members=members,
-                  run_summary={"members": [m.run_summary for m in members]})
+    return Source(
+        "ensemble",
+        ", ".join(m.name for m in members),
+        model,
+        first.labels,
+        first.preprocessing,
+        ",".join(m.source_model for m in members),
+        first.family,
+        output_format="probabilities",
+        splits=first.splits,
+        members=members,
+        run_summary={"members": [m.run_summary for m in members]},
+    )
 
 
-def load_source(source: str | os.PathLike | None, ensemble: list[str] | None = None, model_name: str | None = None,
-                labels_file: str | None = None, random_weights: bool = False) -> Source:
+def load_source(
+    source: str | os.PathLike | None,
+    ensemble: list[str] | None = None,
+    model_name: str | None = None,
+    labels_file: str | None = None,
+    random_weights: bool = False,
+) -> Source:
     """Resolve what the user named: run directory, checkpoint file, zoo model name, or an ensemble."""
     if ensemble:
         return load_ensemble(([source] if source else []) + list(ensemble))

@@ -9,6 +9,7 @@ module with a plain `nn.Conv2d` (symmetric padding) or `ZeroPad2d` + `nn.Conv2d`
 onnxruntime fuses into the Conv). The graph gets smaller, faster and quantizes cleanly; the parity
 gate against the original module proves the replacement exact.
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,8 +23,16 @@ from timm.layers.padding import pad_same_arg
 def _static_conv(mod: Conv2dSame, hw: tuple[int, int]) -> nn.Module:
     left, right, top, bottom = pad_same_arg(list(hw), list(mod.weight.shape[-2:]), list(mod.stride), list(mod.dilation))
     symmetric = left == right and top == bottom
-    conv = nn.Conv2d(mod.in_channels, mod.out_channels, mod.kernel_size, mod.stride,
-                     (top, left) if symmetric else 0, mod.dilation, mod.groups, mod.bias is not None)
+    conv = nn.Conv2d(
+        mod.in_channels,
+        mod.out_channels,
+        mod.kernel_size,
+        mod.stride,
+        (top, left) if symmetric else 0,
+        mod.dilation,
+        mod.groups,
+        mod.bias is not None,
+    )
     conv.weight = mod.weight
     conv.bias = mod.bias
     return conv if symmetric else nn.Sequential(nn.ZeroPad2d((left, right, top, bottom)), conv)
@@ -36,8 +45,12 @@ def freeze_same_padding(model: nn.Module, input_size: tuple[int, int, int]) -> t
         return model, 0
     model = copy.deepcopy(model)
     seen: dict[str, tuple[int, int]] = {}
-    hooks = [model.get_submodule(n).register_forward_pre_hook(
-        lambda m, args, n=n: seen.__setitem__(n, tuple(args[0].shape[-2:]))) for n in targets]
+    hooks = [
+        model.get_submodule(n).register_forward_pre_hook(
+            lambda m, args, n=n: seen.__setitem__(n, tuple(args[0].shape[-2:]))
+        )
+        for n in targets
+    ]
     try:
         with torch.no_grad():
             model(torch.zeros(1, *input_size))

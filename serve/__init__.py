@@ -4,4 +4,3 @@ the metadata inside the .onnx file (export/ONNX_METADATA.md): never torch, timm 
 
     transferzoo serve model.onnx --port 8000
 """
-

@@ -2,6 +2,7 @@
 
 Inference never runs on the event loop (serve.batcher has `instances` worker threads per model), nor does
 image decoding or large JSON parsing (thread pool)."""
+
 from __future__ import annotations
 
 import hmac
@@ -20,6 +21,7 @@ from starlette.requests import Request as StarletteRequest
 from starlette.routing import Route
 
 from transferzoo import __version__
+
 from .batcher import Batcher
 from .body import read_body
 from .config import ServerConfig
@@ -78,7 +80,14 @@ def create_app(state: ServerState) -> FastAPI:
         for b in state.batchers.values():
             b.stop(state.config.timeout_s)
 
-    app = FastAPI(title="transferzoo serve", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="transferzoo serve",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.serve = state
     api_key = state.config.api_key()
     cfg, metrics = state.config, state.metrics
@@ -110,7 +119,9 @@ def create_app(state: ServerState) -> FastAPI:
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-            raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"})
+            raise Unauthorized(
+                "missing or wrong API key: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
+            )
 
     def get_model(name: str, version: str | None = None) -> Model:
         m = state.models.get(name)
@@ -185,7 +196,9 @@ def create_app(state: ServerState) -> FastAPI:
                 body = await read_body(request, cfg.limits.max_body_bytes)
                 hlen = parse_header_length(request.headers.get("inference-header-content-length"), len(body))
                 if hlen is None and len(body) > INLINE_JSON_BYTES:
-                    req = await run_in_threadpool(parse_infer_request, body, hlen, model, cfg.limits.max_json_depth, cfg.limits.max_json_bytes)
+                    req = await run_in_threadpool(
+                        parse_infer_request, body, hlen, model, cfg.limits.max_json_depth, cfg.limits.max_json_bytes
+                    )
                 else:
                     req = parse_infer_request(body, hlen, model, cfg.limits.max_json_depth, cfg.limits.max_json_bytes)
                 timeout = min(cfg.timeout_s, req.timeout_s or cfg.timeout_s)
@@ -193,7 +206,9 @@ def create_app(state: ServerState) -> FastAPI:
             out, json_len = encode_infer_response(model, req, results)
             if json_len is None:
                 return Response(out, media_type="application/json")
-            return Response(out, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(json_len)})
+            return Response(
+                out, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(json_len)}
+            )
 
         return await tracked(name, "infer", handle)
 
@@ -206,13 +221,17 @@ def create_app(state: ServerState) -> FastAPI:
             model = get_model(name)
             pre = model.meta.preprocess
             if pre is None:
-                raise BadRequest(f"model {name!r} carries no preprocessing metadata (input_size...); use /v2/models/{name}/infer")
+                raise BadRequest(
+                    f"model {name!r} carries no preprocessing metadata (input_size...); use /v2/models/{name}/infer"
+                )
             batcher = state.batchers[name]
             with batcher.announce() as arrival:
                 data = await _image_bytes(request, cfg.limits.max_body_bytes)
                 x = await run_in_threadpool(_prepare, data, pre, cfg)
                 results = await batcher.submit({model.inputs[0].name: x[None]}, cfg.timeout_s, arrival)
-            return JSONResponse({"model_name": name, "top": top_classes(results[model.outputs[0].name][0], model, top_k)})
+            return JSONResponse(
+                {"model_name": name, "top": top_classes(results[model.outputs[0].name][0], model, top_k)}
+            )
 
         return await tracked(name, "classify", handle)
 
@@ -230,8 +249,14 @@ def top_classes(row: np.ndarray, model: Model, top_k: int) -> list[dict]:
     p = row.astype(np.float64) if model.meta.output_format == "probabilities" else softmax(row)
     order = np.argsort(-p, kind="stable")[:top_k]
     labels = model.meta.labels
-    return [{"index": int(i), "label": labels[i] if labels and i < len(labels) else str(int(i)), "probability": round(float(p[i]), 6)}
-            for i in order]
+    return [
+        {
+            "index": int(i),
+            "label": labels[i] if labels and i < len(labels) else str(int(i)),
+            "probability": round(float(p[i]), 6),
+        }
+        for i in order
+    ]
 
 
 async def _image_bytes(request: Request, limit: int) -> bytes:
@@ -240,6 +265,7 @@ async def _image_bytes(request: Request, limit: int) -> bytes:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await read_body(request, limit)
     if ctype == "multipart/form-data":
+
         async def receive():
             return {"type": "http.request", "body": body, "more_body": False}
 
@@ -255,5 +281,7 @@ async def _image_bytes(request: Request, limit: int) -> bytes:
         await form.close()
         return data
     if ctype and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
-        raise UnsupportedMediaType(f"Content-Type {ctype!r}: send an image (image/*, application/octet-stream or multipart/form-data)")
+        raise UnsupportedMediaType(
+            f"Content-Type {ctype!r}: send an image (image/*, application/octet-stream or multipart/form-data)"
+        )
     return body

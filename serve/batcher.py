@@ -9,6 +9,7 @@ worker at a time forms a batch (the others run theirs meanwhile); they share one
 session, whose run() is thread-safe, so the weights are held once. The queue is bounded
 (full -> Overloaded, 503); a request that times out is skipped if it has not started running.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -65,7 +66,9 @@ def _deliver(fut: asyncio.Future, result=None, exc: BaseException | None = None)
 
 
 class Batcher:
-    def __init__(self, model: Model, max_batch: int, max_delay_s: float, max_queue: int, metrics=None, instances: int = 1):
+    def __init__(
+        self, model: Model, max_batch: int, max_delay_s: float, max_queue: int, metrics=None, instances: int = 1
+    ):
         assert instances >= 1
         self.model, self.max_delay_s, self.metrics = model, max_delay_s, metrics
         self.max_rows = max_batch if model.batched else 1
@@ -74,7 +77,9 @@ class Batcher:
         self._arriving = 0
         self._lock = threading.Lock()
         self._forming = threading.Lock()  # held by the worker that is forming a batch (owns _carry)
-        self._threads = [threading.Thread(target=self._work, name=f"batcher-{model.name}-{i}", daemon=True) for i in range(instances)]
+        self._threads = [
+            threading.Thread(target=self._work, name=f"batcher-{model.name}-{i}", daemon=True) for i in range(instances)
+        ]
         self._stopped = False
 
     # --- event-loop side -------------------------------------------------------------------
@@ -96,7 +101,9 @@ class Batcher:
     def queued(self) -> int:
         return self._queue.qsize()
 
-    async def submit(self, feeds: dict[str, np.ndarray], timeout_s: float, arrival: "Arrival | None" = None) -> dict[str, np.ndarray]:
+    async def submit(
+        self, feeds: dict[str, np.ndarray], timeout_s: float, arrival: "Arrival | None" = None
+    ) -> dict[str, np.ndarray]:
         """Queue one request (rows along dim 0 of every input) and wait for its own rows of output."""
         if arrival is not None:
             arrival.close()
@@ -110,12 +117,16 @@ class Batcher:
         try:
             self._queue.put_nowait(item)
         except queue.Full:
-            raise Overloaded(f"model {self.model.name!r} has {self._queue.maxsize} requests queued; retry shortly",
-                             {"Retry-After": "1"}) from None
+            raise Overloaded(
+                f"model {self.model.name!r} has {self._queue.maxsize} requests queued; retry shortly",
+                {"Retry-After": "1"},
+            ) from None
         try:
             return await asyncio.wait_for(item.future, timeout_s)
         except asyncio.TimeoutError:
-            raise RequestTimeout(f"no result within {timeout_s:g} s (server busy); retry or raise --timeout-s") from None
+            raise RequestTimeout(
+                f"no result within {timeout_s:g} s (server busy); retry or raise --timeout-s"
+            ) from None
         finally:
             item.abandoned = True  # harmless once done; skips the run if it has not started
 
@@ -185,11 +196,13 @@ class Batcher:
                 it.loop.call_soon_threadsafe(_deliver, it.future, None, RuntimeError(f"inference failed: {e}"))
             return
         if self.metrics is not None:
-            self.metrics.observe_batch(self.model.name, sum(it.rows for it in batch), [start - it.enqueued for it in batch])
+            self.metrics.observe_batch(
+                self.model.name, sum(it.rows for it in batch), [start - it.enqueued for it in batch]
+            )
         offset = 0
         for it in batch:
             if self.model.batched:
-                part = {k: v[offset:offset + it.rows] for k, v in out.items()}
+                part = {k: v[offset : offset + it.rows] for k, v in out.items()}
             else:
                 part = out
             offset += it.rows

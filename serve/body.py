@@ -1,5 +1,6 @@
 """Reading a request body within a size limit, before and after Content-Encoding (gzip, deflate):
 a body or a decompressed body over the limit is a 413 as soon as it crosses it, never buffered."""
+
 from __future__ import annotations
 
 import zlib
@@ -69,7 +70,7 @@ def decompress(data: bytes | bytearray, encoding: str, limit: int) -> bytes | by
     view = memoryview(data)
     try:
         for i in range(0, len(data), CHUNK):
-            out += d.decompress(view[i:i + CHUNK], limit + 1 - len(out))
+            out += d.decompress(view[i : i + CHUNK], limit + 1 - len(out))
             if len(out) > limit or d.unconsumed_tail:
                 raise _too_large(limit, "decompressed request body")
         out += d.flush()

@@ -1,6 +1,7 @@
 """The server's settings, typed and checked where they are built (`zoo.config`): `ServeOptions`
 (batching, runtime, limits: also the pipeline's `serve:` section) and `ServerConfig` (what to serve,
 where, and who may call it)."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -64,8 +65,9 @@ class ServerConfig(ServeOptions):
             ipaddress.ip_address(self.host)
         except ValueError:
             if self.host != "localhost":
-                raise ConfigError("host", f"{self.host!r}: give an IP address (127.0.0.1 for this machine only, "
-                                          "0.0.0.0 for all)") from None
+                raise ConfigError(
+                    "host", f"{self.host!r}: give an IP address (127.0.0.1 for this machine only, 0.0.0.0 for all)"
+                ) from None
         if self.api_key_env is not None and not os.environ.get(self.api_key_env):
             raise ConfigError("api_key_env", f"{self.api_key_env}: that environment variable is not set or empty")
 

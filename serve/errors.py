@@ -1,5 +1,6 @@
 """Errors a client can act on, each with its HTTP status. They derive from ValueError, so code
 outside the server (predict, the CLI) treats them as the user's input errors too."""
+
 from __future__ import annotations
 
 

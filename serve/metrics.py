@@ -1,8 +1,17 @@
 """Prometheus metrics (prometheus_client, one registry per server): requests by model, endpoint
 and outcome; latency, queue-time and batch-size histograms; in-flight gauge."""
+
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 disable_created_metrics()  # no *_created series: they double the output and nobody here reads them
 
@@ -29,13 +38,29 @@ class Metrics:
     def __init__(self):
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("transferzoo_requests", "Requests by model, endpoint and outcome",
-                                ["model", "endpoint", "outcome"], registry=r)
-        self.latency = Histogram("transferzoo_request_latency_seconds", "Time from request start to response, per model and endpoint",
-                                 ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=r)
-        self.queue_time = Histogram("transferzoo_queue_time_seconds", "Time a request waited in the batching queue",
-                                    ["model"], buckets=QUEUE_BUCKETS, registry=r)
-        self.batch_size = Histogram("transferzoo_batch_size", "Rows per onnxruntime run", ["model"], buckets=BATCH_BUCKETS, registry=r)
+        self.requests = Counter(
+            "transferzoo_requests",
+            "Requests by model, endpoint and outcome",
+            ["model", "endpoint", "outcome"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "transferzoo_request_latency_seconds",
+            "Time from request start to response, per model and endpoint",
+            ["model", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_time = Histogram(
+            "transferzoo_queue_time_seconds",
+            "Time a request waited in the batching queue",
+            ["model"],
+            buckets=QUEUE_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "transferzoo_batch_size", "Rows per onnxruntime run", ["model"], buckets=BATCH_BUCKETS, registry=r
+        )
         self.inflight = Gauge("transferzoo_inflight_requests", "Requests being handled now", ["model"], registry=r)
         self._children: dict[tuple, object] = {}
 

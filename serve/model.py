@@ -1,5 +1,6 @@
 """An onnxruntime session with what export/ONNX_METADATA.md says about it: labels, input format,
 preprocessing. No torch, no zoo: everything comes from the .onnx file."""
+
 from __future__ import annotations
 
 import json
@@ -14,10 +15,18 @@ from transferzoo.zoo import runtime
 
 # onnxruntime type -> (KServe V2 datatype, numpy dtype)
 ORT_TYPES: dict[str, tuple[str, type]] = {
-    "tensor(float)": ("FP32", np.float32), "tensor(float16)": ("FP16", np.float16), "tensor(double)": ("FP64", np.float64),
-    "tensor(uint8)": ("UINT8", np.uint8), "tensor(int8)": ("INT8", np.int8), "tensor(uint16)": ("UINT16", np.uint16),
-    "tensor(int16)": ("INT16", np.int16), "tensor(uint32)": ("UINT32", np.uint32), "tensor(int32)": ("INT32", np.int32),
-    "tensor(uint64)": ("UINT64", np.uint64), "tensor(int64)": ("INT64", np.int64), "tensor(bool)": ("BOOL", np.bool_),
+    "tensor(float)": ("FP32", np.float32),
+    "tensor(float16)": ("FP16", np.float16),
+    "tensor(double)": ("FP64", np.float64),
+    "tensor(uint8)": ("UINT8", np.uint8),
+    "tensor(int8)": ("INT8", np.int8),
+    "tensor(uint16)": ("UINT16", np.uint16),
+    "tensor(int16)": ("INT16", np.int16),
+    "tensor(uint32)": ("UINT32", np.uint32),
+    "tensor(int32)": ("INT32", np.int32),
+    "tensor(uint64)": ("UINT64", np.uint64),
+    "tensor(int64)": ("INT64", np.int64),
+    "tensor(bool)": ("BOOL", np.bool_),
 }
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -69,7 +78,12 @@ def parse_metadata(raw: dict[str, str], path: str = "model") -> ModelMeta:
         if fmt not in ("float32_nchw", "uint8_nhwc"):
             raise ValueError(f"{path}: metadata input_format must be 'float32_nchw' or 'uint8_nhwc', got {fmt!r}")
         size = _json(raw, "input_size", path)
-        if not (isinstance(size, list) and len(size) == 3 and size[0] == 3 and all(isinstance(s, int) and 1 <= s <= 8192 for s in size)):
+        if not (
+            isinstance(size, list)
+            and len(size) == 3
+            and size[0] == 3
+            and all(isinstance(s, int) and 1 <= s <= 8192 for s in size)
+        ):
             raise ValueError(f"{path}: metadata input_size must be [3, H, W], got {raw['input_size']!r}")
         mean = _json(raw, "mean", path) if "mean" in raw else [0.0, 0.0, 0.0]
         std = _json(raw, "std", path) if "std" in raw else [1.0, 1.0, 1.0]
@@ -90,8 +104,15 @@ def parse_metadata(raw: dict[str, str], path: str = "model") -> ModelMeta:
         crop_mode = raw.get("crop_mode", "center")
         if crop_mode not in ("center", "squash", "border"):
             raise ValueError(f"{path}: metadata crop_mode must be center, squash or border, got {crop_mode!r}")
-        pre = Preprocess(fmt, (size[1], size[2]), tuple(float(x) for x in mean), tuple(float(x) for x in std),
-                         interp, crop_pct, crop_mode)
+        pre = Preprocess(
+            fmt,
+            (size[1], size[2]),
+            tuple(float(x) for x in mean),
+            tuple(float(x) for x in std),
+            interp,
+            crop_pct,
+            crop_mode,
+        )
     return ModelMeta(labels, output_format, pre, dict(raw))
 
 
@@ -122,7 +143,10 @@ class Model:
         self.path = os.fspath(path)
         self.name = name or Path(self.path).stem
         if not NAME_RE.match(self.name):
-            raise ValueError(f"{self.path}: model name {self.name!r} must be letters, digits, '_', '.', '-' (rename the file or use NAME=PATH)")
+            raise ValueError(
+                f"{self.path}: model name {self.name!r} must be letters, digits, '_', '.', '-' (rename the file "
+                "or use NAME=PATH)"
+            )
         try:
             self.session = runtime.session(self.path, threads)
         except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
@@ -138,11 +162,20 @@ class Model:
             h, w = pre.size
             want = ("FP32", (-1, 3, h, w)) if pre.input_format == "float32_nchw" else ("UINT8", (-1, h, w, 3))
             got = self.inputs[0]
-            if got.datatype != want[0] or len(got.shape) != 4 or any(g not in (-1, x) for g, x in zip(got.shape[1:], want[1][1:])):
-                raise ValueError(f"{self.path}: metadata says {pre.input_format} {list(want[1])} but input {got.name!r} is "
-                                 f"{got.datatype} {list(got.shape)}")
+            if (
+                got.datatype != want[0]
+                or len(got.shape) != 4
+                or any(g not in (-1, x) for g, x in zip(got.shape[1:], want[1][1:]))
+            ):
+                raise ValueError(
+                    f"{self.path}: metadata says {pre.input_format} {list(want[1])} but input {got.name!r} is "
+                    f"{got.datatype} {list(got.shape)}"
+                )
         if self.meta.labels is not None and self.outputs[0].shape[-1] not in (-1, len(self.meta.labels)):
-            raise ValueError(f"{self.path}: {len(self.meta.labels)} labels but output {self.outputs[0].name!r} has {self.outputs[0].shape[-1]} classes")
+            raise ValueError(
+                f"{self.path}: {len(self.meta.labels)} labels but output {self.outputs[0].name!r} has "
+                f"{self.outputs[0].shape[-1]} classes"
+            )
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
@@ -150,7 +183,10 @@ class Model:
     def metadata(self) -> dict:
         """KServe V2 model metadata."""
         return {
-            "name": self.name, "versions": ["1"], "platform": "onnxruntime_onnx",
-            "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
+            "name": self.name,
+            "versions": ["1"],
+            "platform": "onnxruntime_onnx",
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
             "parameters": {k: v for k, v in self.meta.raw.items() if k not in ("labels", "run_summary", "parity")},
         }

@@ -1,5 +1,6 @@
 """`transferzoo predict MODEL.onnx IMAGE...`: classify image files with an exported model, torch-free,
 with exactly the server's preprocessing (from the file's metadata)."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,13 @@ from .errors import ServeError
 from .model import Model
 
 
-def predict_onnx(model_path: str | os.PathLike, image_paths: list[str | os.PathLike], top_k: int = 5,
-                 batch_size: int = 16, threads: int = 0) -> list[dict]:
+def predict_onnx(
+    model_path: str | os.PathLike,
+    image_paths: list[str | os.PathLike],
+    top_k: int = 5,
+    batch_size: int = 16,
+    threads: int = 0,
+) -> list[dict]:
     """Per image {'path', 'top': [{'index', 'label', 'probability'}...]} or {'path', 'error'}: an
     unreadable image is reported on its own line, it does not stop the others."""
     from .app import top_classes
@@ -25,7 +31,9 @@ def predict_onnx(model_path: str | os.PathLike, image_paths: list[str | os.PathL
     model = Model(model_path, threads=threads)
     pre = model.meta.preprocess
     if pre is None:
-        raise ValueError(f"{model_path}: no preprocessing metadata (input_size, mean, std...); export it with `transferzoo export`")
+        raise ValueError(
+            f"{model_path}: no preprocessing metadata (input_size, mean, std...); export it with `transferzoo export`"
+        )
     limits = Limits()
     results: dict[int, dict] = {}
     batch: list[tuple[int, np.ndarray]] = []

@@ -5,6 +5,7 @@ ToTensor, Normalize), computed with PIL and numpy.
 Decoding is defensive: the format is checked against an allow-list before any pixel is decoded,
 the pixel count is checked from the header (decompression bombs), truncated data is an error, EXIF
 orientation is applied and every mode becomes RGB (transparency composited on white)."""
+
 from __future__ import annotations
 
 import io
@@ -20,14 +21,24 @@ from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from .model import Preprocess
 
 FILTERS = {
-    "nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
-    "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING, "lanczos": Image.Resampling.LANCZOS,
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+    "lanczos": Image.Resampling.LANCZOS,
 }
 
 
-MAGIC = (  # leading bytes -> PIL format name: a file that claims a format but does not parse is corrupt (400), not foreign (415)
-    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"BM", "BMP"),
-    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+# leading bytes -> PIL format name: a file that claims a format but does not parse is corrupt (400), not foreign (415)
+MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
 )
 
 

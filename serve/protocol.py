@@ -10,6 +10,7 @@ returns, per row, the top k as BYTES "score:index[:label]".
 
 Everything a client sends is validated here; a violation is a BadRequest (400) naming the field.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,19 @@ from .errors import BadRequest, PayloadTooLarge
 from .model import Model
 
 DATATYPES: dict[str, type] = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "BYTES": np.object_,
 }
 MAX_RANK = 8
 
@@ -99,8 +110,14 @@ def _params(obj: dict, where: str) -> dict:
 
 
 def _shape(v, where: str) -> tuple[int, ...]:
-    if not isinstance(v, list) or len(v) > MAX_RANK or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in v):
-        raise BadRequest(f"{where}: 'shape' must be a list of at most {MAX_RANK} non-negative integers, got {str(v)[:80]}")
+    if (
+        not isinstance(v, list)
+        or len(v) > MAX_RANK
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in v)
+    ):
+        raise BadRequest(
+            f"{where}: 'shape' must be a list of at most {MAX_RANK} non-negative integers, got {str(v)[:80]}"
+        )
     return tuple(v)
 
 
@@ -137,12 +154,15 @@ def _check_against_model(name: str, datatype: str, shape: tuple[int, ...], model
     return spec.dtype
 
 
-def parse_infer_request(body: bytes, header_length: int | None, model: Model, max_json_depth: int,
-                        max_json_bytes: int = 16 << 20) -> InferRequest:
+def parse_infer_request(
+    body: bytes, header_length: int | None, model: Model, max_json_depth: int, max_json_bytes: int = 16 << 20
+) -> InferRequest:
     header = body if header_length is None else body[:header_length]
     if len(header) > max_json_bytes:
-        raise PayloadTooLarge(f"JSON part of {len(header)} bytes exceeds {max_json_bytes}: send large tensors as binary data "
-                              "(tritonclient's default; Inference-Header-Content-Length + binary_data_size)")
+        raise PayloadTooLarge(
+            f"JSON part of {len(header)} bytes exceeds {max_json_bytes}: send large tensors as binary data "
+            "(tritonclient's default; Inference-Header-Content-Length + binary_data_size)"
+        )
     binary = memoryview(body)[header_length:] if header_length is not None else memoryview(b"")
     req = _loads(header, max_json_depth)
     if not isinstance(req, dict):
@@ -183,11 +203,16 @@ def parse_infer_request(body: bytes, header_length: int | None, model: Model, ma
                 raise BadRequest(f"input {name!r}: give either 'data' or binary_data_size, not both")
             expected = count * np.dtype(dtype).itemsize
             if size != expected:
-                raise BadRequest(f"input {name!r}: binary_data_size {size} but shape {list(shape)} of {datatype} needs {expected} bytes")
+                raise BadRequest(
+                    f"input {name!r}: binary_data_size {size} but shape {list(shape)} of {datatype} needs "
+                    f"{expected} bytes"
+                )
             if offset + size > len(binary):
-                raise BadRequest(f"input {name!r}: binary_data_size {size} runs past the end of the body "
-                                 f"({len(binary) - offset} bytes left; check Inference-Header-Content-Length)")
-            arr = np.frombuffer(binary[offset:offset + size], dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
+                raise BadRequest(
+                    f"input {name!r}: binary_data_size {size} runs past the end of the body "
+                    f"({len(binary) - offset} bytes left; check Inference-Header-Content-Length)"
+                )
+            arr = np.frombuffer(binary[offset : offset + size], dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
             offset += size
         else:
             if "data" not in inp:
@@ -267,7 +292,11 @@ def encode_infer_response(model: Model, req: InferRequest, results: dict[str, np
             arr, datatype = classification(arr, o.classification, model.meta.labels), "BYTES"
         entry = {"name": o.name, "datatype": datatype, "shape": list(arr.shape)}
         if o.binary:
-            blob = _bytes_tensor(arr) if datatype == "BYTES" else np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+            blob = (
+                _bytes_tensor(arr)
+                if datatype == "BYTES"
+                else np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+            )
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         elif datatype == "BYTES":

@@ -1,6 +1,7 @@
 """Run the app under uvicorn: load the models first (errors before binding), print where it
 listens (port 0 picks a free one), and on SIGTERM/SIGINT turn readiness off, let in-flight
 requests finish, stop the batchers, exit 0."""
+
 from __future__ import annotations
 
 import logging
@@ -51,8 +52,16 @@ def run(config: ServerConfig) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     state = ServerState(config, load_models(config))
     app = create_app(state)
-    uv = uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", access_log=False,
-                        timeout_graceful_shutdown=int(config.timeout_s) + 1, server_header=False, lifespan="on")
+    uv = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=int(config.timeout_s) + 1,
+        server_header=False,
+        lifespan="on",
+    )
     server = _Server(uv, state)
     server.run()
     return 0 if server.started else 1

@@ -1,5 +1,6 @@
 """Shared fixtures. Tests never touch the network: HF_HUB_OFFLINE is set before anything imports
 huggingface_hub, so a missing weight source fails fast and clearly instead of hanging."""
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ metrics.json + splits/*.tsv.
 
 `fit_linear_head` gives a real trained model cheaply: the pretrained backbone stays frozen and only
 the linear head is fitted (full-batch L-BFGS on the backbone's features of real training images)."""
+
 from __future__ import annotations
 
 import json
@@ -29,12 +30,21 @@ def folder_split(root: Path, labels: list[str], limit_per_class: int | None = No
 
 def hymenoptera_splits(data_root: Path, limit_per_class: int | None = None) -> dict[str, list[tuple[str, int]]]:
     labels = ["ants", "bees"]
-    return {s: [(str(p.relative_to(data_root)), i) for p, i in folder_split(data_root / s, labels, limit_per_class)]
-            for s in ("train", "val")}
+    return {
+        s: [(str(p.relative_to(data_root)), i) for p, i in folder_split(data_root / s, labels, limit_per_class)]
+        for s in ("train", "val")
+    }
 
 
-def write_run_dir(run_dir: Path, spec: za.ModelSpec, model: torch.nn.Module, labels: list[str], data_root: Path,
-                  splits: dict[str, list[tuple[str, int]]], summary: dict | None = None) -> Path:
+def write_run_dir(
+    run_dir: Path,
+    spec: za.ModelSpec,
+    model: torch.nn.Module,
+    labels: list[str],
+    data_root: Path,
+    splits: dict[str, list[tuple[str, int]]],
+    summary: dict | None = None,
+) -> Path:
     run_dir = Path(run_dir)
     (run_dir / "splits").mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
@@ -42,34 +52,53 @@ def write_run_dir(run_dir: Path, spec: za.ModelSpec, model: torch.nn.Module, lab
     for name, rows in splits.items():
         (run_dir / "splits" / f"{name}.tsv").write_text("".join(f"{p}\t{i}\n" for p, i in rows))
     pre = zoo.preprocessing(spec.model)
-    summary = {"strategy": "linear_probe", "model": spec.model, "num_classes": spec.num_classes,
-               "num_train": len(splits.get("train", [])), "num_val": len(splits.get("val", [])),
-               "wall_seconds": 0.0, **(summary or {})}
+    summary = {
+        "strategy": "linear_probe",
+        "model": spec.model,
+        "num_classes": spec.num_classes,
+        "num_train": len(splits.get("train", [])),
+        "num_val": len(splits.get("val", [])),
+        "wall_seconds": 0.0,
+        **(summary or {}),
+    }
     prov = getattr(model.backbone, "pretrained_cfg", {}).get("transferzoo", {})
-    run = {"format": "transferzoo-run/1", "spec": spec.to_dict(), "labels": labels, "preprocessing": pre.to_dict(),
-           "weights": {"name": zoo.get(spec.model).name, "source": prov.get("source", "random"),
-                       "location": prov.get("location", ""), "sha256": prov.get("sha256", "")},
-           "summary": summary, "data_root": str(data_root),
-           "splits": {name: f"splits/{name}.tsv" for name in splits}}
+    run = {
+        "format": "transferzoo-run/1",
+        "spec": spec.to_dict(),
+        "labels": labels,
+        "preprocessing": pre.to_dict(),
+        "weights": {
+            "name": zoo.get(spec.model).name,
+            "source": prov.get("source", "random"),
+            "location": prov.get("location", ""),
+            "sha256": prov.get("sha256", ""),
+        },
+        "summary": summary,
+        "data_root": str(data_root),
+        "splits": {name: f"splits/{name}.tsv" for name in splits},
+    }
     (run_dir / "run.json").write_text(json.dumps(run, indent=2))
     (run_dir / "labels.json").write_text(json.dumps(labels))
     (run_dir / "metrics.json").write_text(json.dumps(summary))
     return run_dir
 
 
-def random_run(run_dir: Path, data_root: Path, model: str = "mobilenetv3_small_100", seed: int = 0,
-               limit_per_class: int | None = 8) -> Path:
+def random_run(
+    run_dir: Path, data_root: Path, model: str = "mobilenetv3_small_100", seed: int = 0, limit_per_class: int | None = 8
+) -> Path:
     """A run directory with random weights (fast: for export mechanics, not accuracy)."""
     torch.manual_seed(seed)
     spec = za.ModelSpec(model=model, num_classes=2)
     net = za.build(spec, pretrained=False).eval()
-    return write_run_dir(run_dir, spec, net, ["ants", "bees"], data_root, hymenoptera_splits(data_root, limit_per_class))
+    return write_run_dir(
+        run_dir, spec, net, ["ants", "bees"], data_root, hymenoptera_splits(data_root, limit_per_class)
+    )
 
 
 def fit_linear_head(model: za.TransferModel, x: np.ndarray, y: np.ndarray, steps: int = 60) -> None:
     """Fit `model.head` (a linear layer) on frozen backbone features of x (N x 3 x H x W float)."""
     with torch.inference_mode():
-        feats = torch.cat([model.features(torch.from_numpy(x[i:i + 16])) for i in range(0, len(x), 16)])
+        feats = torch.cat([model.features(torch.from_numpy(x[i : i + 16])) for i in range(0, len(x), 16)])
     feats, target = feats.clone(), torch.from_numpy(y).long()
     head = model.head[-1]
     opt = torch.optim.LBFGS(head.parameters(), max_iter=steps, line_search_fn="strong_wolfe")
@@ -101,7 +130,7 @@ def trained_lite0_run(run_dir: Path, data_root: Path, train_per_class: int = 60)
     fit_linear_head(net, batch.float, batch.labels)
     val = prepare(from_split_rows(splits["val"], data_root, run_dir), pre)
     with torch.inference_mode():
-        logits = torch.cat([net(torch.from_numpy(val.float[i:i + 16])) for i in range(0, len(val.float), 16)])
+        logits = torch.cat([net(torch.from_numpy(val.float[i : i + 16])) for i in range(0, len(val.float), 16)])
     acc = float((logits.argmax(1).numpy() == val.labels).mean())
     write_run_dir(run_dir, spec, net, ["ants", "bees"], data_root, splits, {"val_accuracy": acc})
     return run_dir, acc
@@ -133,9 +162,16 @@ def module_source(module: torch.nn.Module, size: int = 32, labels: list[str] | N
 def tiny_net(num_classes: int = 4, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     nn = torch.nn
-    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU6(),
-                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(16, num_classes)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU6(),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, num_classes),
+    ).eval()
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """Small real image folders for the finetuning tests: scikit-learn's handwritten digits (real 8x8
 scans), written as PNG class folders. Deterministic, no network, a second or two to write."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +16,7 @@ def write_digits(root: Path, per_class: int = 20, classes: int = 10, size: int =
     d = load_digits()
     root.mkdir(parents=True, exist_ok=True)
     for c in range(classes):
-        idx = np.flatnonzero(d.target == c)[offset:offset + per_class]
+        idx = np.flatnonzero(d.target == c)[offset : offset + per_class]
         (root / str(c)).mkdir(exist_ok=True)
         for i in idx:
             img = (d.images[i] * (255 / 16)).astype(np.uint8)

@@ -7,6 +7,7 @@ parity gate (the tiny nets have random weights):
 - `tiny_u8`: the same net with preprocessing in the graph (uint8_nhwc input).
 The builders are plain functions so bench/ can reuse them; the pytest fixtures cache them per session.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,14 @@ from pathlib import Path
 import pytest
 
 TINY_LABELS = ["ants", "bees", "wasps"]
-TINY_PRE = {"input_size": [3, 64, 64], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-            "interpolation": "bilinear", "crop_pct": 0.875, "crop_mode": "center"}
+TINY_PRE = {
+    "input_size": [3, 64, 64],
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+    "interpolation": "bilinear",
+    "crop_pct": 0.875,
+    "crop_mode": "center",
+}
 
 
 def _metadata(pre: dict, labels: list[str], input_format: str, source: str) -> dict[str, str]:
@@ -56,15 +63,22 @@ def _tiny_net():
 
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, len(TINY_LABELS)),
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, len(TINY_LABELS)),
     )
 
 
 def build_tiny(path: Path) -> Path:
     import torch
 
-    return _export(_tiny_net(), torch.zeros(1, 3, 64, 64), path, _metadata(TINY_PRE, TINY_LABELS, "float32_nchw", "tiny-test-net"))
+    return _export(
+        _tiny_net(), torch.zeros(1, 3, 64, 64), path, _metadata(TINY_PRE, TINY_LABELS, "float32_nchw", "tiny-test-net")
+    )
 
 
 def build_tiny_u8(path: Path) -> Path:
@@ -82,7 +96,9 @@ def build_tiny_u8(path: Path) -> Path:
             return self.net((x.permute(0, 3, 1, 2).float() - self.mean) / self.std)
 
     example = torch.zeros(1, 64, 64, 3, dtype=torch.uint8)
-    return _export(WithPreprocessing(_tiny_net()), example, path, _metadata(TINY_PRE, TINY_LABELS, "uint8_nhwc", "tiny-test-net"))
+    return _export(
+        WithPreprocessing(_tiny_net()), example, path, _metadata(TINY_PRE, TINY_LABELS, "uint8_nhwc", "tiny-test-net")
+    )
 
 
 def build_lite0(path: Path) -> Path:
@@ -136,8 +152,9 @@ class ServerProcess:
         import httpx
 
         cmd = [sys.executable, "-m", "transferzoo", "serve", *map(str, args), "--port", "0"]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, **(env or {})})
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
+        )
         self.stderr_lines: list[str] = []
         threading.Thread(target=lambda: self.stderr_lines.extend(self.proc.stderr), daemon=True).start()
         self.port = None

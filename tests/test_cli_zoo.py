@@ -1,4 +1,5 @@
 """The zoo's commands, run as a user runs them."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,9 @@ from transferzoo.cli import main
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "transferzoo", *map(str, args)], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "transferzoo", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_models_available_json_lists_lite0_with_its_source():
@@ -50,12 +53,15 @@ def test_predict_real_photo_and_bad_files(sample_photos, tmp_path, capsys):
     assert "not an image" in results[1]["error"]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["inspect", "resnt50"], "did you mean 'resnet50'"),
-    (["predict", "efficientnet_lite0", "x.jpg", "--top-k", "0"], "top_k must be >= 1"),
-    (["predict", "resnet50", "x.jpg"], "no pretrained weights"),
-    (["inspect", "resnet18", "--input-size", "2", "2"], "each side must be"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["inspect", "resnt50"], "did you mean 'resnet50'"),
+        (["predict", "efficientnet_lite0", "x.jpg", "--top-k", "0"], "top_k must be >= 1"),
+        (["predict", "resnet50", "x.jpg"], "no pretrained weights"),
+        (["inspect", "resnet18", "--input-size", "2", "2"], "each side must be"),
+    ],
+)
 def test_user_mistakes_are_one_line_errors(argv, message):
     r = run_cli(*argv)
     assert r.returncode == 2, (r.stdout, r.stderr)

@@ -1,5 +1,6 @@
 """The gate and the bad-input paths: nothing is written unless every check passes, and errors name
 what went wrong (op, model, file) with a hint."""
+
 from __future__ import annotations
 
 import json
@@ -8,13 +9,13 @@ import onnx
 import pytest
 import torch
 import torch.nn as nn
+from export_helpers import module_source, tiny_net
 from onnx import numpy_helper
 
+from transferzoo.cli import main
 from transferzoo.export import onnx_export, parity
 from transferzoo.export.errors import ExportError, GateError
 from transferzoo.export.pipeline import ExportOptions, export
-from export_helpers import module_source, tiny_net
-from transferzoo.cli import main
 
 
 class WithOp(nn.Module):
@@ -48,7 +49,11 @@ def test_unexportable_op_names_op_and_model_and_hints(tmp_path):
 def test_exporter_falls_back_and_says_which_was_used(tmp_path):
     # grid_sample needs opset 16 in the TorchScript exporter; at opset 15 it fails and dynamo takes over
     grid = torch.zeros(1, 2, 2, 2)
-    model = WithOp(lambda y: nn.functional.grid_sample(y, grid.expand(y.shape[0], -1, -1, -1), align_corners=False).flatten(1)[:, :4])
+    model = WithOp(
+        lambda y: nn.functional.grid_sample(y, grid.expand(y.shape[0], -1, -1, -1), align_corners=False).flatten(1)[
+            :, :4
+        ]
+    )
     res = export(module_source(model), ExportOptions(out=tmp_path / "g.onnx", opset=15, parity_limit=2))
     first, second = res.report["attempts"]
     assert first["exporter"] == "torchscript" and first["stage"] == "export" and "grid_sampler" in first["op"]
@@ -65,6 +70,7 @@ def _tampered(real_to_onnx):
         arr.flat[0] += 0.5  # one wrong weight: a silently wrong graph
         init.CopyFrom(numpy_helper.from_array(arr, init.name))
         return g
+
     return to_onnx
 
 
@@ -125,8 +131,22 @@ def test_bad_sources_are_clear_errors(tmp_path, capsys):
     assert "cannot read weight file" in capsys.readouterr().err
     assert main(["export", "--out", str(tmp_path / "m.onnx")]) == 2
     assert "nothing to export" in capsys.readouterr().err
-    assert main(["export", "resnet18", "--random-weights", "--quantize", "int8", "--out", str(tmp_path / "m.onnx"),
-                 "--parity-limit", "1"]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "resnet18",
+                "--random-weights",
+                "--quantize",
+                "int8",
+                "--out",
+                str(tmp_path / "m.onnx"),
+                "--parity-limit",
+                "1",
+            ]
+        )
+        == 2
+    )
     assert "--calibration DIR" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [tmp_path / "w.pth"]
 

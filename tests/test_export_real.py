@@ -1,6 +1,7 @@
 """Real weights, real images: EfficientNet-Lite0's ImageNet weights (offline package) exported and
 gated on real photos; a Lite0 fine-tuned on hymenoptera exported fp32, int8 and fp16 with the gates
 on its real val split."""
+
 from __future__ import annotations
 
 import collections
@@ -9,8 +10,8 @@ import json
 import onnx
 import pytest
 
-from transferzoo.export import metadata
 from transferzoo.cli import main
+from transferzoo.export import metadata
 
 pytestmark = pytest.mark.slow
 
@@ -74,15 +75,29 @@ def test_trained_run_fp16_gate(lite0_run, tmp_path):
 
 
 def test_int8_gate_failure_writes_nothing(lite0_run, tmp_path, monkeypatch, capsys):
-    from transferzoo.export import pipeline
-    from transferzoo.export import parity
+    from transferzoo.export import parity, pipeline
 
     run_dir, _ = lite0_run
     out = tmp_path / "q.onnx"
     out.write_bytes(b"keep")
     monkeypatch.setattr(pipeline.parity, "INT8", parity.Tolerance("int8", min_top1_agreement=1.01))
-    assert main(["export", str(run_dir), "--out", str(out), "--quantize", "int8", "--parity-limit", "40",
-                 "--calibration-limit", "16"]) == 1
+    assert (
+        main(
+            [
+                "export",
+                str(run_dir),
+                "--out",
+                str(out),
+                "--quantize",
+                "int8",
+                "--parity-limit",
+                "40",
+                "--calibration-limit",
+                "16",
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "int8 parity gate failed" in err and "top-1 agree=" in err
     assert out.read_bytes() == b"keep" and not out.with_suffix(".parity.json").exists()

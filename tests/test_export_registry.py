@@ -1,5 +1,6 @@
 """Every registry architecture exports and passes fp32 parity (random weights: no weights needed).
 Generated from zoo.list_models(), so a new registry entry is covered automatically."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """Exporting training runs (run directories per transfer/RUN_DIR.md) through the CLI: metadata,
 parity on the run's val split, in-graph preprocessing, ensembles, bare checkpoints, predict."""
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,9 @@ import safetensors.torch
 import torch
 
 from transferzoo import zoo
-from transferzoo.zoo import assembly as za
-from transferzoo.export import images, metadata
 from transferzoo.cli import main
+from transferzoo.export import images, metadata
+from transferzoo.zoo import assembly as za
 
 pytestmark = pytest.mark.shared_data
 REPO = Path(__file__).resolve().parents[1]
@@ -43,8 +44,13 @@ def _ort(path: Path, x: np.ndarray) -> np.ndarray:
 
 def test_run_dir_export_via_subprocess(mv3_run, tmp_path):
     out = tmp_path / "ants.onnx"
-    proc = subprocess.run([sys.executable, "-m", "transferzoo", "export", str(mv3_run), "--out", str(out), "--json"],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "transferzoo", "export", str(mv3_run), "--out", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)  # stdout is pure JSON: exporter chatter goes to stderr
     assert report["passed"] and report["source"]["kind"] == "run"
@@ -55,7 +61,10 @@ def test_run_dir_export_via_subprocess(mv3_run, tmp_path):
     run = json.loads((mv3_run / "run.json").read_text())
     assert meta["labels"] == ["ants", "bees"] and meta["input_format"] == "float32_nchw"
     assert meta["output_format"] == "logits" and meta["input_size"] == [3, 224, 224]
-    assert meta["mean"] == list(run["preprocessing"]["mean"]) and meta["interpolation"] == run["preprocessing"]["interpolation"]
+    assert (
+        meta["mean"] == list(run["preprocessing"]["mean"])
+        and meta["interpolation"] == run["preprocessing"]["interpolation"]
+    )
     assert meta["source_model"] == "mobilenetv3_small_100.lamb_in1k" and meta["exporter"] == report["exporter"]
     assert meta["checkpoint_sha256"] == zoo.fileio.sha256_file(mv3_run / "model.safetensors")
     assert meta["run_summary"] == run["summary"] and meta["parity"]["passed"] is True
@@ -131,8 +140,22 @@ def test_bare_checkpoint_with_model_and_labels(tmp_path, hymenoptera):
     safetensors.torch.save_file(model.state_dict(), str(ckpt))
     (tmp_path / "labels.txt").write_text("ants\nbees\n")
     out = tmp_path / "c.onnx"
-    rc = main(["export", str(ckpt), "--model", "mobilenetv3_small_100", "--labels", str(tmp_path / "labels.txt"),
-               "--parity-data", str(hymenoptera / "val"), "--parity-limit", "10", "--out", str(out)])
+    rc = main(
+        [
+            "export",
+            str(ckpt),
+            "--model",
+            "mobilenetv3_small_100",
+            "--labels",
+            str(tmp_path / "labels.txt"),
+            "--parity-data",
+            str(hymenoptera / "val"),
+            "--parity-limit",
+            "10",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     report = json.loads(out.with_suffix(".parity.json").read_text())
     assert report["images"]["labelled"] and report["images"]["count"] == 10  # folder names matched the labels

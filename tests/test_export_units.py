@@ -1,5 +1,6 @@
 """Fast unit tests of export's parts: parity numbers and tolerances, atomic writes, image sets and
 preprocessing, options, TF-same padding freeze, metadata keys vs the documented contract."""
+
 from __future__ import annotations
 
 import re
@@ -11,9 +12,9 @@ import torch
 
 from transferzoo import zoo
 from transferzoo.export import images, metadata, parity
-from transferzoo.zoo.fileio import atomic_commit
 from transferzoo.export.pipeline import ExportOptions
 from transferzoo.export.static_padding import freeze_same_padding
+from transferzoo.zoo.fileio import atomic_commit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,7 +71,11 @@ def test_folder_labels_only_when_subfolders_are_the_classes(tmp_path, sample_pho
         shutil.copy(sample_photos[photo], tmp_path / "lab" / cls / f"{photo}.png")
     (tmp_path / "lab" / "cup" / "broken.jpg").write_bytes(b"not a jpeg")
     s = images.from_folder(tmp_path / "lab", ["cup", "cat"])
-    assert s.labels is not None and sorted(zip(s.names, s.labels)) == [("cat/chelsea.png", 1), ("cup/broken.jpg", 0), ("cup/coffee.png", 0)]
+    assert s.labels is not None and sorted(zip(s.names, s.labels)) == [
+        ("cat/chelsea.png", 1),
+        ("cup/broken.jpg", 0),
+        ("cup/coffee.png", 0),
+    ]
     unl = images.from_folder(tmp_path / "lab", ["ants", "bees"])
     assert unl.labels is None and len(unl) == 3
     pre = zoo.preprocessing("efficientnet_lite0")
@@ -103,13 +108,17 @@ def test_subset_spreads_over_classes():
     assert s.subset(None) is s and s.subset(50) is s
 
 
-@pytest.mark.parametrize("kw, msg", [
-    ({"out": "m.txt"}, "out: must end in .onnx"), ({"out": "m.onnx", "opset": 9}, r"opset: expected 13\.\.20, got 9"),
-    ({"out": "m.onnx", "quantize": "int4"}, "quantize: expected one of null, 'int8' or 'fp16', got 'int4'"),
-    ({"out": "m.onnx", "exporter": "tf"}, "exporter: expected one of 'auto', 'torchscript' or 'dynamo'"),
-    ({"out": "m.onnx", "calibration": "/"}, "calibration: only applies"),
-    ({"out": "m.onnx", "parity_limit": 0}, "parity_limit: expected >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        ({"out": "m.txt"}, "out: must end in .onnx"),
+        ({"out": "m.onnx", "opset": 9}, r"opset: expected 13\.\.20, got 9"),
+        ({"out": "m.onnx", "quantize": "int4"}, "quantize: expected one of null, 'int8' or 'fp16', got 'int4'"),
+        ({"out": "m.onnx", "exporter": "tf"}, "exporter: expected one of 'auto', 'torchscript' or 'dynamo'"),
+        ({"out": "m.onnx", "calibration": "/"}, "calibration: only applies"),
+        ({"out": "m.onnx", "parity_limit": 0}, "parity_limit: expected >= 1, got 0"),
+    ],
+)
 def test_options_are_validated(kw, msg):
     with pytest.raises(ValueError, match=msg):
         ExportOptions(**kw)
@@ -126,9 +135,8 @@ def test_option_paths_are_checked_where_used_and_flags_are_named(tmp_path, capsy
 
 
 def test_same_padding_freeze_is_exact_and_static():
-    from timm.layers.conv2d_same import Conv2dSame
-
     import timm.layers
+    from timm.layers.conv2d_same import Conv2dSame
 
     with timm.layers.set_layer_config(exportable=True):
         model = zoo.create("efficientnet_lite0", pretrained=False).eval()

@@ -1,5 +1,6 @@
 """The finetuning CLI: `lr-find`, `fit --strategy partial|full` (through transferzoo.cli.main),
 including the errors a user can act on; DDP with 2 CPU processes under torchrun."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from finetune_data import write_digits
+
 from transferzoo.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,8 +27,18 @@ def digits(tmp_path_factory):
 
 def test_lr_find_cli_suggests_a_learning_rate_and_plots(digits, tmp_path, capsys):
     out = tmp_path / "lrf"
-    rc = main(["lr-find", str(digits), "--steps", "30", "--out", str(out), "--json",
-               *[a for a in SMALL if a != "--no-progress"]])
+    rc = main(
+        [
+            "lr-find",
+            str(digits),
+            "--steps",
+            "30",
+            "--out",
+            str(out),
+            "--json",
+            *[a for a in SMALL if a != "--no-progress"],
+        ]
+    )
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
     assert 1e-6 < res["suggestion"] < 1.0 and res["steps"] >= 10
@@ -38,12 +49,18 @@ def test_lr_find_cli_suggests_a_learning_rate_and_plots(digits, tmp_path, capsys
     assert not (out / "cache").exists()
 
 
-@pytest.mark.parametrize("argv,match", [
-    (["lr-find", "{data}", "--start-lr", "0"], "--start-lr"),
-    (["lr-find", "/nonexistent/folder"], "does not exist"),
-    (["fit", "{data}", "--strategy", "partial", "--epochs", "0"], "--epochs: expected >= 1, got 0"),
-    (["fit", "{data}", "--strategy", "partial", "--warmup-epochs", "7"], "--warmup-epochs: must be below epochs (6), got 7.0"),
-])
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["lr-find", "{data}", "--start-lr", "0"], "--start-lr"),
+        (["lr-find", "/nonexistent/folder"], "does not exist"),
+        (["fit", "{data}", "--strategy", "partial", "--epochs", "0"], "--epochs: expected >= 1, got 0"),
+        (
+            ["fit", "{data}", "--strategy", "partial", "--warmup-epochs", "7"],
+            "--warmup-epochs: must be below epochs (6), got 7.0",
+        ),
+    ],
+)
 def test_bad_input_is_a_one_line_error(digits, argv, match, capsys):
     rc = main([a.replace("{data}", str(digits)) for a in argv])
     err = capsys.readouterr().err
@@ -58,8 +75,27 @@ def test_flag_choices_come_from_the_settings(digits, capsys):
 
 
 def test_divergence_stops_fit_with_a_clear_message(digits, tmp_path, capsys):
-    rc = main(["fit", str(digits), "--strategy", "partial", "--optimizer", "sgd", "--lr", "9", "--epochs", "3",
-               "--warmup-epochs", "0", "--label-smoothing", "0", "--out", str(tmp_path / "run"), *SMALL])
+    rc = main(
+        [
+            "fit",
+            str(digits),
+            "--strategy",
+            "partial",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "9",
+            "--epochs",
+            "3",
+            "--warmup-epochs",
+            "0",
+            "--label-smoothing",
+            "0",
+            "--out",
+            str(tmp_path / "run"),
+            *SMALL,
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "diverged" in err and "Lower the learning rate" in err
     assert not (tmp_path / "run" / "run.json").exists()
@@ -91,9 +127,29 @@ def _free_port() -> int:
 def test_ddp_two_cpu_processes_under_torchrun(digits, tmp_path, strategy):
     run = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "transferzoo", "fit", str(digits), "--strategy", strategy,
-           "--epochs", "4", "--out", str(run), "--json", *SMALL]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "transferzoo",
+        "fit",
+        str(digits),
+        "--strategy",
+        strategy,
+        "--epochs",
+        "4",
+        "--out",
+        str(run),
+        "--json",
+        *SMALL,
+    ]
     if strategy == "full":
         cmd += ["--image-size", "48"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -110,8 +166,24 @@ def test_ddp_two_cpu_processes_under_torchrun(digits, tmp_path, strategy):
 @pytest.mark.slow
 def test_search_and_overfit_check(digits, tmp_path, capsys):
     run = tmp_path / "run"
-    rc = main(["fit", str(digits), "--strategy", "partial", "--epochs", "2", "--search", "3", "--overfit-check", "10",
-               "--out", str(run), "--json", *SMALL])
+    rc = main(
+        [
+            "fit",
+            str(digits),
+            "--strategy",
+            "partial",
+            "--epochs",
+            "2",
+            "--search",
+            "3",
+            "--overfit-check",
+            "10",
+            "--out",
+            str(run),
+            "--json",
+            *SMALL,
+        ]
+    )
     assert rc == 0
     s = json.loads(capsys.readouterr().out)
     trials = s["search"]

@@ -1,13 +1,14 @@
 """Freezing: the top k blocks train, the rest is frozen, and frozen BatchNorm layers keep their
 running statistics through real training steps (train mode on the model)."""
+
 from __future__ import annotations
 
 import torch
 
-from transferzoo.zoo import assembly as za
+from transferzoo.transfer.config import FinetuneConfig
 from transferzoo.transfer.finetune.freeze import block_groups, train_mode, unfreeze_top
 from transferzoo.transfer.finetune.optim import create_optimizer
-from transferzoo.transfer.config import FinetuneConfig
+from transferzoo.zoo import assembly as za
 
 
 def _model():
@@ -16,8 +17,11 @@ def _model():
 
 
 def _bn_stats(model):
-    return {n: (m.running_mean.clone(), m.running_var.clone()) for n, m in model.backbone.named_modules()
-            if isinstance(m, torch.nn.BatchNorm2d)}
+    return {
+        n: (m.running_mean.clone(), m.running_var.clone())
+        for n, m in model.backbone.named_modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+    }
 
 
 def test_top_k_blocks_train_and_the_rest_is_frozen():
@@ -31,7 +35,9 @@ def test_top_k_blocks_train_and_the_rest_is_frozen():
         assert p.requires_grad == (module in top), name
     assert all(p.requires_grad for p in model.head.parameters())
     assert 0 < info.trainable_params < info.total_params
-    assert any(n.startswith("blocks.0") for n in info.frozen_norms) and not any(n.startswith("blocks.6") for n in info.frozen_norms)
+    assert any(n.startswith("blocks.0") for n in info.frozen_norms) and not any(
+        n.startswith("blocks.6") for n in info.frozen_norms
+    )
 
 
 def test_none_or_too_many_blocks_trains_everything():

@@ -1,5 +1,6 @@
 """The training loop on real data (scikit-learn's digits, 8x8 scans as 64-d vectors) with a linear
 head: initial-loss check, divergence stop, early stopping, metrics, settings validation."""
+
 from __future__ import annotations
 
 import math
@@ -8,10 +9,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from transferzoo.transfer.finetune.optim import create_optimizer, create_schedule
 from transferzoo.transfer.config import FinetuneConfig, FitConfig
-from transferzoo.zoo.config import from_dict
 from transferzoo.transfer.finetune.loop import LoopData, TrainingDiverged, run
+from transferzoo.transfer.finetune.optim import create_optimizer, create_schedule
+from transferzoo.zoo.config import from_dict
 
 
 class Probe(nn.Module):
@@ -43,7 +44,7 @@ def _data(digits, bs=100):
         g = torch.Generator().manual_seed(epoch)
         order = torch.randperm(len(xt), generator=g)
         for i in range(0, len(xt), bs):
-            j = order[i:i + bs]
+            j = order[i : i + bs]
             yield xt[j], yt[j]
 
     return LoopData(train=train, val=lambda: iter([(xv, yv)]), steps_per_epoch=math.ceil(len(xt) / bs))
@@ -54,8 +55,18 @@ def _run(model, cfg, digits, logs=None):
     data = _data(digits, cfg.batch_size)
     opt = create_optimizer(model, cfg)
     sched = create_schedule(opt, cfg, data.steps_per_epoch)
-    return run(module=model, set_train=model.train, state_module=model, optimizer=opt, scheduler=sched, data=data,
-               cfg=cfg, num_classes=10, device=torch.device("cpu"), log=(logs.append if logs is not None else lambda s: None))
+    return run(
+        module=model,
+        set_train=model.train,
+        state_module=model,
+        optimizer=opt,
+        scheduler=sched,
+        data=data,
+        cfg=cfg,
+        num_classes=10,
+        device=torch.device("cpu"),
+        log=(logs.append if logs is not None else lambda s: None),
+    )
 
 
 def test_training_learns_and_logs_every_epoch(digits):
@@ -81,9 +92,12 @@ def test_a_badly_initialised_head_is_flagged(digits):
 
 @pytest.mark.parametrize("optimizer,lr", [("sgd", 9.0), ("adam", 5.0)])
 def test_divergence_stops_the_run_with_a_clear_message(digits, optimizer, lr):
-    cfg = FinetuneConfig(optimizer=optimizer, lr=lr, momentum=0.99, epochs=5, warmup_epochs=0, label_smoothing=0.0,
-                      weight_decay=0.0)
-    with pytest.raises(TrainingDiverged, match=r"diverged at epoch \d+, step \d+: .*(initial loss|loss is).*Lower the learning rate"):
+    cfg = FinetuneConfig(
+        optimizer=optimizer, lr=lr, momentum=0.99, epochs=5, warmup_epochs=0, label_smoothing=0.0, weight_decay=0.0
+    )
+    with pytest.raises(
+        TrainingDiverged, match=r"diverged at epoch \d+, step \d+: .*(initial loss|loss is).*Lower the learning rate"
+    ):
         _run(Probe(), cfg, digits)
 
 

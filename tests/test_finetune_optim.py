@@ -1,4 +1,5 @@
 """Parameter groups (discriminative LRs, layer-wise decay), optimizers and schedule shapes."""
+
 from __future__ import annotations
 
 import math
@@ -6,10 +7,10 @@ import math
 import pytest
 import torch
 
-from transferzoo.zoo import assembly as za
+from transferzoo.transfer.config import FinetuneConfig
 from transferzoo.transfer.finetune.freeze import unfreeze_top
 from transferzoo.transfer.finetune.optim import create_optimizer, create_schedule, param_groups
-from transferzoo.transfer.config import FinetuneConfig
+from transferzoo.zoo import assembly as za
 
 
 def _model(k):
@@ -36,7 +37,7 @@ def test_partial_groups_hold_only_trainable_params_with_discriminative_lrs():
     block5_first = _scale_of(groups, b.blocks[5][0].conv_pw.weight)
     # timm's fine groups: blocks.6.0 and conv_head form the top layer, blocks.5.x one layer each
     assert head == 1.0 and top == 1.0 and block6 == 1.0
-    assert block5_last == pytest.approx(0.5) and block5_first == pytest.approx(0.5 ** 4)
+    assert block5_last == pytest.approx(0.5) and block5_first == pytest.approx(0.5**4)
     # no weight decay on biases and norm parameters
     for g in groups:
         if any(p.ndim <= 1 for p in g["params"]):
@@ -58,11 +59,17 @@ def test_full_layer_decay_spans_the_network():
     assert max(lrs - {head}) == pytest.approx(1e-3) and min(lrs) == pytest.approx(1e-3 * stem)
 
 
-@pytest.mark.parametrize("name,cls,extra", [
-    ("sgd", torch.optim.SGD, {"nesterov": False}), ("nesterov", torch.optim.SGD, {"nesterov": True}),
-    ("rmsprop", torch.optim.RMSprop, {}), ("adagrad", torch.optim.Adagrad, {}),
-    ("adam", torch.optim.Adam, {}), ("adamw", torch.optim.AdamW, {}),
-])
+@pytest.mark.parametrize(
+    "name,cls,extra",
+    [
+        ("sgd", torch.optim.SGD, {"nesterov": False}),
+        ("nesterov", torch.optim.SGD, {"nesterov": True}),
+        ("rmsprop", torch.optim.RMSprop, {}),
+        ("adagrad", torch.optim.Adagrad, {}),
+        ("adam", torch.optim.Adam, {}),
+        ("adamw", torch.optim.AdamW, {}),
+    ],
+)
 def test_optimizers(name, cls, extra):
     opt = create_optimizer(_model(1), FinetuneConfig(optimizer=name).resolved("partial"))
     assert type(opt) is cls
@@ -75,7 +82,9 @@ def test_optimizers(name, cls, extra):
 def _trace(schedule, steps=100, warmup_epochs=1, epochs=10):
     m = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(m.parameters(), lr=1.0)
-    cfg = FinetuneConfig(schedule=schedule, warmup_epochs=warmup_epochs, epochs=epochs, min_lr_ratio=0.0).resolved("partial")
+    cfg = FinetuneConfig(schedule=schedule, warmup_epochs=warmup_epochs, epochs=epochs, min_lr_ratio=0.0).resolved(
+        "partial"
+    )
     sched = create_schedule(opt, cfg, steps_per_epoch=steps // epochs)
     out = [opt.param_groups[0]["lr"]]
     for t in range(1, steps + 1):

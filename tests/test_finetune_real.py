@@ -1,5 +1,6 @@
 """Real finetuning runs on real images: partial (cached prefix) and full (streamed) on hymenoptera,
 the run directory they write, and that the saved model reproduces the recorded validation result."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,18 @@ def test_partial_finetune_on_real_images_beats_chance_and_writes_the_run(hymenop
     s = res.summary
     assert s["val_accuracy"] > 0.8, s  # two classes: chance is 0.5
     assert s["prefix_cache"]["cut"] == "blocks.6.0" and s["trained_blocks"] == 1
-    for f in ("run.json", "model.safetensors", "config.yaml", "metrics.json", "metrics.jsonl", "curves.png",
-              "confusion.png", "report.md", "checkpoint/last.pt", "splits/train.tsv"):
+    for f in (
+        "run.json",
+        "model.safetensors",
+        "config.yaml",
+        "metrics.json",
+        "metrics.jsonl",
+        "curves.png",
+        "confusion.png",
+        "report.md",
+        "checkpoint/last.pt",
+        "splits/train.tsv",
+    ):
         assert (run / f).exists(), f
     assert not (run / "cache").exists()  # the prefix cache is removed after a successful run
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2

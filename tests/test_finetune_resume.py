@@ -1,5 +1,6 @@
 """`--resume` after a real `kill -9`: the resumed run ends with exactly the metrics and weights of an
 uninterrupted run with the same seed."""
+
 from __future__ import annotations
 
 import json
@@ -11,14 +12,35 @@ import time
 from pathlib import Path
 
 import pytest
-
 from finetune_data import write_digits
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 12
-COMMAND = [sys.executable, "-m", "transferzoo", "fit", "--strategy", "partial", "--unfreeze", "1",
-           "--epochs", str(EPOCHS), "--views", "2", "--image-size", "64", "--train-batch-size", "32", "--workers", "0",
-           "--seed", "3", "--mixup", "0.2", "--no-progress"]
+COMMAND = [
+    sys.executable,
+    "-m",
+    "transferzoo",
+    "fit",
+    "--strategy",
+    "partial",
+    "--unfreeze",
+    "1",
+    "--epochs",
+    str(EPOCHS),
+    "--views",
+    "2",
+    "--image-size",
+    "64",
+    "--train-batch-size",
+    "32",
+    "--workers",
+    "0",
+    "--seed",
+    "3",
+    "--mixup",
+    "0.2",
+    "--no-progress",
+]
 
 
 def _run(data, out, resume=False, kill_after_epochs=None):
@@ -67,7 +89,10 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path):
     sa = json.loads((tmp_path / "full" / "metrics.json").read_text())
     sb = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     assert sa["val_accuracy"] == sb["val_accuracy"] > 0.4  # 5 classes: chance is 0.2
-    wa, wb = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(tmp_path / "killed" / "model.safetensors"))
+    wa, wb = (
+        load_file(str(tmp_path / "full" / "model.safetensors")),
+        load_file(str(tmp_path / "killed" / "model.safetensors")),
+    )
     assert wa.keys() == wb.keys()
     for k in wa:
         assert (wa[k] - wb[k]).abs().max().item() <= 1e-6, k

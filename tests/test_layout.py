@@ -1,5 +1,6 @@
 """The shape of the code, checked: one import package, imports pointing one way, one place for each
 helper that must exist once (onnxruntime session options, torch -> ONNX, renaming files into place)."""
+
 from __future__ import annotations
 
 import ast
@@ -12,8 +13,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # folder -> the package it installs as (pyproject's package-dir)
-PACKAGES = {"zoo": "transferzoo.zoo", "transfer": "transferzoo.transfer", "export": "transferzoo.export",
-            "serve": "transferzoo.serve", "transferzoo": "transferzoo"}
+PACKAGES = {
+    "zoo": "transferzoo.zoo",
+    "transfer": "transferzoo.transfer",
+    "export": "transferzoo.export",
+    "serve": "transferzoo.serve",
+    "transferzoo": "transferzoo",
+}
 LAYERS = ("zoo", "export", "transfer", "serve")
 CLI_LAYER = ("transferzoo.cli", "transferzoo.commands", "transferzoo.pipeline", "transferzoo.demo")
 # what each package may import of the project (besides itself): the layering of README's "Imports point one way"
@@ -54,8 +60,12 @@ def _imports(path: Path) -> list[tuple[int, str]]:
 
 def test_no_bare_imports_of_the_four_packages():
     files = _sources() + sorted((REPO / "tests").glob("*.py")) + sorted((REPO / "bench").glob("*.py"))
-    bad = [f"{p.relative_to(REPO)}:{line}: import {m}" for p in files for line, m in _imports(p)
-           if m.split(".")[0] in LAYERS]
+    bad = [
+        f"{p.relative_to(REPO)}:{line}: import {m}"
+        for p in files
+        for line, m in _imports(p)
+        if m.split(".")[0] in LAYERS
+    ]
     assert not bad, "\n".join(bad)
 
 
@@ -73,12 +83,15 @@ def test_imports_point_one_way():
     assert not bad, "\n".join(bad)
 
 
-@pytest.mark.parametrize("needle, home", [
-    ("SessionOptions(", "zoo/runtime.py"),
-    ("torch.onnx.export(", "export/onnx_export.py"),
-    ("os.replace(", "zoo/fileio.py"),
-    ("os.rename(", None),
-])
+@pytest.mark.parametrize(
+    "needle, home",
+    [
+        ("SessionOptions(", "zoo/runtime.py"),
+        ("torch.onnx.export(", "export/onnx_export.py"),
+        ("os.replace(", "zoo/fileio.py"),
+        ("os.rename(", None),
+    ],
+)
 def test_one_place_for_each_helper(needle, home):
     found = sorted(str(p.relative_to(REPO)) for p in _sources() if needle in p.read_text())
     assert found == ([home] if home else []), found
@@ -90,21 +103,39 @@ def test_nothing_is_discovered_as_a_plugin():
 
 
 def test_serve_and_zoo_import_without_torch():
-    code = ("import sys, transferzoo.zoo, transferzoo.zoo.images, transferzoo.zoo.config, transferzoo.zoo.runtime, "
-            "transferzoo.serve.app, transferzoo.serve.server, transferzoo.transfer, transferzoo.transfer.config; "
-            "bad = [m for m in ('torch', 'timm', 'matplotlib') if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import sys, transferzoo.zoo, transferzoo.zoo.images, transferzoo.zoo.config, transferzoo.zoo.runtime, "
+        "transferzoo.serve.app, transferzoo.serve.server, transferzoo.transfer, transferzoo.transfer.config; "
+        "bad = [m for m in ('torch', 'timm', 'matplotlib') if m in sys.modules]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
 
 
 @pytest.mark.slow
 def test_the_wheel_installs_exactly_one_top_level_package(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
-                    str(REPO)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = tmp_path.glob("transferzoo-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"transferzoo"}, tops
     # and every source module is in it, under its installed name
-    want = {_module_of(p).replace(".", "/") + ("/__init__.py" if p.name == "__init__.py" else ".py") for p in _sources()}
+    want = {
+        _module_of(p).replace(".", "/") + ("/__init__.py" if p.name == "__init__.py" else ".py") for p in _sources()
+    }
     missing = sorted(w for w in want if w not in names)
     assert not missing, missing

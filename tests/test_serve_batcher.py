@@ -2,6 +2,7 @@
 max_batch (a request that does not fit is carried to the next batch), several instances run
 batches at the same time, a full queue is 503, a timed-out request is 504 and skipped, and a lone
 request does not wait for company."""
+
 from __future__ import annotations
 
 import asyncio

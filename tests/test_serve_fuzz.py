@@ -1,5 +1,6 @@
 """Bad input of every kind gets a 4xx with a JSON {"error": ...} body: never a 500, never a dead
 server. After the whole suite the server still answers correctly."""
+
 from __future__ import annotations
 
 import gzip
@@ -22,8 +23,20 @@ MAX_PIXELS = 1_000_000
 
 @pytest.fixture(scope="module")
 def server(tiny_onnx, tiny_u8_onnx):
-    with ServerProcess(tiny_onnx, tiny_u8_onnx, "--max-batch", "16", "--max-body-mb", str(LIMIT_MB), "--max-json-mb", "0.9",
-                       "--max-image-pixels", str(MAX_PIXELS), "--threads", "1") as s:
+    with ServerProcess(
+        tiny_onnx,
+        tiny_u8_onnx,
+        "--max-batch",
+        "16",
+        "--max-body-mb",
+        str(LIMIT_MB),
+        "--max-json-mb",
+        "0.9",
+        "--max-image-pixels",
+        str(MAX_PIXELS),
+        "--threads",
+        "1",
+    ) as s:
         yield s
 
 
@@ -47,7 +60,9 @@ JPEG, PNG = _photo("JPEG"), _photo("PNG")
 
 def _bomb(fmt: str, size) -> bytes:
     buf = io.BytesIO()
-    Image.new("1" if fmt != "JPEG" else "L", size).save(buf, format=fmt, **({"compression": "tiff_lzw"} if fmt == "TIFF" else {}))
+    Image.new("1" if fmt != "JPEG" else "L", size).save(
+        buf, format=fmt, **({"compression": "tiff_lzw"} if fmt == "TIFF" else {})
+    )
     return buf.getvalue()
 
 
@@ -68,7 +83,7 @@ def _png_bad_crc() -> bytes:
 def _png_corrupt_idat() -> bytes:
     data = bytearray(PNG)
     i = data.index(b"IDAT") + 8
-    data[i:i + 64] = b"\x00" * 64
+    data[i : i + 64] = b"\x00" * 64
     return bytes(data)
 
 
@@ -109,31 +124,77 @@ case("gif-magic-then-garbage", 400, C, content=b"GIF89a" + b"\xff" * 50)
 case("random-bytes", 415, C, content=np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
 case("empty-image", 400, C, content=b"")
 case("text-as-image", 415, C, content=b"hello, this is not an image", headers={"Content-Type": "image/jpeg"})
-case("svg-as-image", 415, C, content=b"<svg xmlns='http://www.w3.org/2000/svg'/>", headers={"Content-Type": "image/svg+xml"})
+case(
+    "svg-as-image",
+    415,
+    C,
+    content=b"<svg xmlns='http://www.w3.org/2000/svg'/>",
+    headers={"Content-Type": "image/svg+xml"},
+)
 case("eps-refused", 415, C, content=b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n")
 for fmt in ("ICO", "PPM", "TGA", "PCX", "SGI"):
     case(f"format-not-accepted-{fmt}", 415, C, content=_other_format(fmt))
-for fmt, size in (("PNG", (20000, 20000)), ("PNG", (1001, 1000)), ("GIF", (5000, 5000)), ("BMP", (1200, 1000)), ("TIFF", (4000, 4000))):
+for fmt, size in (
+    ("PNG", (20000, 20000)),
+    ("PNG", (1001, 1000)),
+    ("GIF", (5000, 5000)),
+    ("BMP", (1200, 1000)),
+    ("TIFF", (4000, 4000)),
+):
     case(f"pixel-bomb-{fmt}-{size[0]}x{size[1]}", 413, C, content=_bomb(fmt, size))
 case("pixel-bomb-jpeg-header-lies", 413, C, content=_jpeg_with_size(60000, 60000))
 case("jpeg-zero-size", 400, C, content=_jpeg_with_size(0, 0))
 case("content-type-json", 415, C, content=JPEG, headers={"Content-Type": "application/json"})
 case("content-type-text", 415, C, content=JPEG, headers={"Content-Type": "text/plain"})
-case("multipart-no-file", 400, C, content=_multipart([("note", b"hi", None)])[0], headers={"Content-Type": _multipart([])[1]})
-case("multipart-bad-boundary", 400, C, content=_multipart([("file", JPEG, "a.jpg")], "AAA")[0],
-     headers={"Content-Type": "multipart/form-data; boundary=BBB"})
+case(
+    "multipart-no-file",
+    400,
+    C,
+    content=_multipart([("note", b"hi", None)])[0],
+    headers={"Content-Type": _multipart([])[1]},
+)
+case(
+    "multipart-bad-boundary",
+    400,
+    C,
+    content=_multipart([("file", JPEG, "a.jpg")], "AAA")[0],
+    headers={"Content-Type": "multipart/form-data; boundary=BBB"},
+)
 case("multipart-no-boundary", 400, C, content=b"--x\r\n\r\n", headers={"Content-Type": "multipart/form-data"})
-case("multipart-truncated-image", 400, C, content=_multipart([("file", JPEG[:300], "a.jpg")])[0], headers={"Content-Type": _multipart([])[1]})
-case("multipart-too-many-files", 400, C, content=_multipart([("f", JPEG, f"{i}.jpg") for i in range(6)])[0],
-     headers={"Content-Type": _multipart([])[1]})
+case(
+    "multipart-truncated-image",
+    400,
+    C,
+    content=_multipart([("file", JPEG[:300], "a.jpg")])[0],
+    headers={"Content-Type": _multipart([])[1]},
+)
+case(
+    "multipart-too-many-files",
+    400,
+    C,
+    content=_multipart([("f", JPEG, f"{i}.jpg") for i in range(6)])[0],
+    headers={"Content-Type": _multipart([])[1]},
+)
 for k in ("0", "-1", "abc", "100000", "1.5"):
     case(f"top_k={k}", 400, C + f"?top_k={k}", content=JPEG)
 case("classify-unknown-model", 404, "/v2/models/nope/classify", content=JPEG)
 case("classify-gzip-bomb", 413, C, content=gzip.compress(b"\x00" * (LIMIT * 3)), headers={"Content-Encoding": "gzip"})
 
 # /infer: malformed JSON
-for i, body in enumerate([b"{", b"[", b"nul", b'{"inputs": [}', b"\xff\xfe\x00", b"", b'{"inputs": [1, 2,]}', b"{'inputs': []}",
-                          b'{"inputs": NaN', b'"\\ud800"']):
+for i, body in enumerate(
+    [
+        b"{",
+        b"[",
+        b"nul",
+        b'{"inputs": [}',
+        b"\xff\xfe\x00",
+        b"",
+        b'{"inputs": [1, 2,]}',
+        b"{'inputs': []}",
+        b'{"inputs": NaN',
+        b'"\\ud800"',
+    ]
+):
     case(f"malformed-json-{i}", 400, content=body)
 for i, body in enumerate(["123", '"str"', "[]", "null", "true"]):
     case(f"json-not-object-{i}", 400, content=body.encode())
@@ -159,9 +220,25 @@ for dt in ("FLOAT32", "fp32", "BF16", "STRING", "", "FP32 "):
 case("datatype-number", 400, content=infer_body(inp={"datatype": 32}))
 for dt in ("UINT8", "FP64", "INT64", "FP16", "BYTES", "BOOL"):
     case(f"datatype-mismatch-{dt}", 400, content=infer_body(inp={"datatype": dt}))
-for i, shape in enumerate([[3, 64, 64], [1, 3, 64], [1, 3, 64, 64, 1], [1, 3, 32, 32], [1, 1, 64, 64], [1, 64, 64, 3], [0, 3, 64, 64],
-                           [-1, 3, 64, 64], [1.0, 3, 64, 64], ["1", 3, 64, 64], [True, 3, 64, 64], "1,3,64,64", None, [1] * 20,
-                           [10**12, 3, 64, 64]]):
+for i, shape in enumerate(
+    [
+        [3, 64, 64],
+        [1, 3, 64],
+        [1, 3, 64, 64, 1],
+        [1, 3, 32, 32],
+        [1, 1, 64, 64],
+        [1, 64, 64, 3],
+        [0, 3, 64, 64],
+        [-1, 3, 64, 64],
+        [1.0, 3, 64, 64],
+        ["1", 3, 64, 64],
+        [True, 3, 64, 64],
+        "1,3,64,64",
+        None,
+        [1] * 20,
+        [10**12, 3, 64, 64],
+    ]
+):
     case(f"bad-shape-{i}", 400, content=infer_body(inp={"shape": shape}))
 case("data-too-short", 400, content=infer_body(inp={"data": [0.5] * 100}))
 case("data-too-long", 400, content=infer_body(inp={"data": [0.5] * (3 * 64 * 64 + 1)}))
@@ -182,14 +259,28 @@ case("uint8-negative", 400, U8, json={"inputs": [dict(u8, data=[-1] * 12288)]})
 case("uint8-floats", 400, U8, json={"inputs": [dict(u8, data=[0.5] * 12288)]})
 case("uint8-as-fp32", 400, U8, json={"inputs": [dict(u8, datatype="FP32", data=[0] * 12288)]})
 case("duplicate-input", 400, content=json.dumps({"inputs": [json.loads(infer_body())["inputs"][0]] * 2}).encode())
-case("batch-over-max-batch", 400, json={"inputs": [{"name": "input", "datatype": "FP32", "shape": [17, 3, 64, 64], "data": [0.0] * (17 * 12288)}]})
+case(
+    "batch-over-max-batch",
+    400,
+    json={"inputs": [{"name": "input", "datatype": "FP32", "shape": [17, 3, 64, 64], "data": [0.0] * (17 * 12288)}]},
+)
 case("outputs-unknown", 400, content=infer_body(outputs=[{"name": "probs"}]))
 case("outputs-not-list", 400, content=infer_body(outputs={"name": "logits"}))
 case("outputs-empty", 400, content=infer_body(outputs=[]))
 case("outputs-entry-string", 400, content=infer_body(outputs=["logits"]))
-case("classification-negative", 400, content=infer_body(outputs=[{"name": "logits", "parameters": {"classification": -2}}]))
-case("classification-string", 400, content=infer_body(outputs=[{"name": "logits", "parameters": {"classification": "3"}}]))
-case("binary-data-not-bool", 400, content=infer_body(outputs=[{"name": "logits", "parameters": {"binary_data": "yes"}}]))
+case(
+    "classification-negative",
+    400,
+    content=infer_body(outputs=[{"name": "logits", "parameters": {"classification": -2}}]),
+)
+case(
+    "classification-string",
+    400,
+    content=infer_body(outputs=[{"name": "logits", "parameters": {"classification": "3"}}]),
+)
+case(
+    "binary-data-not-bool", 400, content=infer_body(outputs=[{"name": "logits", "parameters": {"binary_data": "yes"}}])
+)
 case("parameters-not-object", 400, content=infer_body(parameters=[1, 2]))
 case("binary-data-output-not-bool", 400, content=infer_body(parameters={"binary_data_output": 1}))
 case("timeout-negative", 400, content=infer_body(parameters={"timeout": -5}))
@@ -218,9 +309,15 @@ for i, hl in enumerate(["abc", "0", "-5", "99999999", "1.5", ""]):
 h, p = binary()
 case("header-length-cuts-json", 400, content=h + p, headers={"Inference-Header-Content-Length": str(len(h) - 5)})
 case("header-length-into-binary", 400, content=h + p, headers={"Inference-Header-Content-Length": str(len(h) + 8)})
-for cid, (size, payload) in {"size-smaller-than-shape": (len(X) - 4, X[:-4]), "size-larger-than-shape": (len(X) + 4, X + b"\0" * 4),
-                             "payload-short": (len(X), X[:-100]), "payload-long": (len(X), X + b"\0" * 100),
-                             "payload-missing": (len(X), b""), "size-zero": (0, b""), "size-odd": (len(X) - 1, X[:-1])}.items():
+for cid, (size, payload) in {
+    "size-smaller-than-shape": (len(X) - 4, X[:-4]),
+    "size-larger-than-shape": (len(X) + 4, X + b"\0" * 4),
+    "payload-short": (len(X), X[:-100]),
+    "payload-long": (len(X), X + b"\0" * 100),
+    "payload-missing": (len(X), b""),
+    "size-zero": (0, b""),
+    "size-odd": (len(X) - 1, X[:-1]),
+}.items():
     h, p = binary(size, payload)
     case(f"binary-{cid}", 400, content=h + p, headers={"Inference-Header-Content-Length": str(len(h))})
 for cid, size in {"negative": -4, "string": "49152", "float": 49152.0, "bool": True, "null": None}.items():
@@ -235,8 +332,13 @@ case("binary-wrong-datatype", 400, content=h + p, headers={"Inference-Header-Con
 
 # body size, encodings
 case("huge-body", 413, content=b"{" + b" " * (LIMIT + 10) + b"}")
-case("json-over-json-limit", 413, json={"inputs": [{"name": "input", "datatype": "FP32", "shape": [12, 3, 64, 64],
-                                                      "data": [0.123456] * (12 * 12288)}]})
+case(
+    "json-over-json-limit",
+    413,
+    json={
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [12, 3, 64, 64], "data": [0.123456] * (12 * 12288)}]
+    },
+)
 case("huge-body-chunked", 413, content=iter([b" " * (1 << 16)] * (LIMIT // (1 << 16) + 4)))
 case("huge-binary-tensor", 413, content=b"{}" + b"\0" * (LIMIT + 1), headers={"Inference-Header-Content-Length": "2"})
 case("gzip-bomb", 413, content=gzip.compress(b" " * (LIMIT * 8)), headers={"Content-Encoding": "gzip"})

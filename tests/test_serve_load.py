@@ -1,5 +1,6 @@
 """A bounded load test: 2000 requests at concurrency 32 against a small queue. Nothing is lost:
 every request gets its own correct answer or an explicit 503 with Retry-After; none hangs."""
+
 from __future__ import annotations
 
 import threading
@@ -27,12 +28,17 @@ def test_2000_requests_at_concurrency_32_lose_nothing(tiny_onnx):
     local = threading.local()
 
     with ServerProcess(tiny_onnx, "--max-batch", "32", "--max-queue", "4", "--threads", "1", "--instances", "2") as s:
+
         def one(i):
             x = inputs[i % len(inputs)]
             if i % 5 == 4:  # every fifth request is plain JSON over httpx
                 if not hasattr(local, "http"):
                     local.http = httpx.Client(base_url=s.url, timeout=60)
-                body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]}
+                body = {
+                    "inputs": [
+                        {"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
+                    ]
+                }
                 r = local.http.post("/v2/models/tiny/infer", json=body)
                 if r.status_code == 503:
                     assert r.headers.get("retry-after") and "error" in r.json()
@@ -57,8 +63,11 @@ def test_2000_requests_at_concurrency_32_lose_nothing(tiny_onnx):
         assert sum(outcomes.values()) == N_REQUESTS and set(outcomes) <= {"ok", "503"}, outcomes
         assert outcomes["ok"] >= N_REQUESTS // 4, outcomes
         metrics = httpx.get(s.url + "/metrics").text
-        served = sum(float(l.split()[-1]) for l in metrics.splitlines()
-                     if l.startswith("transferzoo_requests_total{") and 'model="tiny"' in l and 'endpoint="infer"' in l)
+        served = sum(
+            float(l.split()[-1])
+            for l in metrics.splitlines()
+            if l.startswith("transferzoo_requests_total{") and 'model="tiny"' in l and 'endpoint="infer"' in l
+        )
         assert served == N_REQUESTS  # the server accounted for every one
         assert s.alive()
     print(f"load: {dict(outcomes)}")

@@ -1,5 +1,6 @@
 """serve's torch-free preprocessing equals timm's eval transform bit for bit; decoding is safe;
 metadata is validated; `predict MODEL.onnx` matches the zoo's torch path; serve imports no torch."""
+
 from __future__ import annotations
 
 import io
@@ -32,12 +33,22 @@ def photos():
 
 
 @pytest.mark.parametrize("crop_mode", ["center", "squash", "border"])
-@pytest.mark.parametrize("size,interp,crop_pct", [((224, 224), "bicubic", 0.875), ((64, 64), "bilinear", 0.875),
-                                                  ((96, 128), "bilinear", 0.9), ((64, 64), "nearest", 1.0), ((80, 80), "lanczos", 0.95)])
+@pytest.mark.parametrize(
+    "size,interp,crop_pct",
+    [
+        ((224, 224), "bicubic", 0.875),
+        ((64, 64), "bilinear", 0.875),
+        ((96, 128), "bilinear", 0.9),
+        ((64, 64), "nearest", 1.0),
+        ((80, 80), "lanczos", 0.95),
+    ],
+)
 def test_equals_timm_eval_transform(photos, crop_mode, size, interp, crop_pct):
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     pre = Preprocess("float32_nchw", size, mean, std, interp, crop_pct, crop_mode)
-    tf = timm.data.create_transform(input_size=(3, *size), interpolation=interp, crop_pct=crop_pct, crop_mode=crop_mode, mean=mean, std=std)
+    tf = timm.data.create_transform(
+        input_size=(3, *size), interpolation=interp, crop_pct=crop_pct, crop_mode=crop_mode, mean=mean, std=std
+    )
     for name, img in photos.items():
         ref, ours = tf(img).numpy(), to_input(img, pre)
         assert ours.dtype == np.float32 and ours.shape == ref.shape, name
@@ -46,7 +57,9 @@ def test_equals_timm_eval_transform(photos, crop_mode, size, interp, crop_pct):
 
 def test_uint8_nhwc_is_the_cropped_pixels(photos):
     pre = Preprocess("uint8_nhwc", (64, 64), (0.5,) * 3, (0.5,) * 3, "bilinear", 0.875, "center")
-    tf = timm.data.create_transform(input_size=(3, 64, 64), interpolation="bilinear", crop_pct=0.875, mean=(0, 0, 0), std=(1, 1, 1))
+    tf = timm.data.create_transform(
+        input_size=(3, 64, 64), interpolation="bilinear", crop_pct=0.875, mean=(0, 0, 0), std=(1, 1, 1)
+    )
     x = to_input(photos["chelsea"], pre)
     assert x.dtype == np.uint8 and x.shape == (64, 64, 3)
     np.testing.assert_array_equal(x, np.round(tf(photos["chelsea"]).numpy() * 255).astype(np.uint8).transpose(1, 2, 0))
@@ -84,23 +97,41 @@ def test_decode_refusals():
 
 
 def test_metadata_validation():
-    good = {"labels": json.dumps(["a", "b"]), "input_size": "[3, 32, 32]", "mean": "[0.5, 0.5, 0.5]", "std": "[0.5, 0.5, 0.5]",
-            "interpolation": "bicubic", "crop_pct": "0.9", "crop_mode": "center", "input_format": "uint8_nhwc"}
+    good = {
+        "labels": json.dumps(["a", "b"]),
+        "input_size": "[3, 32, 32]",
+        "mean": "[0.5, 0.5, 0.5]",
+        "std": "[0.5, 0.5, 0.5]",
+        "interpolation": "bicubic",
+        "crop_pct": "0.9",
+        "crop_mode": "center",
+        "input_format": "uint8_nhwc",
+    }
     m = parse_metadata(good)
     assert m.labels == ("a", "b") and m.preprocess.size == (32, 32) and m.preprocess.input_format == "uint8_nhwc"
     assert parse_metadata({}).preprocess is None  # a plain ONNX file: infer only
-    for key, bad in [("labels", "[1, 2]"), ("labels", "not json"), ("input_size", "[3, 32]"), ("input_size", "[1, 32, 32]"),
-                     ("mean", "[0.5]"), ("std", "[0, 1, 1]"), ("interpolation", "magic"), ("crop_pct", "x"), ("crop_pct", "9"),
-                     ("crop_mode", "random"), ("input_format", "float16_nchw"), ("output_format", "scores")]:
+    for key, bad in [
+        ("labels", "[1, 2]"),
+        ("labels", "not json"),
+        ("input_size", "[3, 32]"),
+        ("input_size", "[1, 32, 32]"),
+        ("mean", "[0.5]"),
+        ("std", "[0, 1, 1]"),
+        ("interpolation", "magic"),
+        ("crop_pct", "x"),
+        ("crop_pct", "9"),
+        ("crop_mode", "random"),
+        ("input_format", "float16_nchw"),
+        ("output_format", "scores"),
+    ]:
         with pytest.raises(ValueError, match=key):
             parse_metadata({**good, key: bad}, "m.onnx")
 
 
 def test_predict_onnx_matches_zoo_predict(lite0_onnx, sample_photos, tmp_path):
     from transferzoo.cli import main
-    from transferzoo.zoo.predict import predict_images
-
     from transferzoo.serve.predict import predict_onnx
+    from transferzoo.zoo.predict import predict_images
 
     paths = [str(p) for p in sample_photos.values()]
     broken = tmp_path / "broken.jpg"
@@ -117,10 +148,12 @@ def test_predict_onnx_matches_zoo_predict(lite0_onnx, sample_photos, tmp_path):
 
 
 def test_serve_imports_no_torch_timm_or_zoo(tiny_onnx):
-    code = ("import sys, transferzoo.serve.app, transferzoo.serve.server, transferzoo.serve.predict;"
-            f"transferzoo.serve.predict.predict_onnx({str(tiny_onnx)!r}, []);"
-            "bad = [m for m in ('torch', 'timm', 'transferzoo.transfer', 'transferzoo.export') if m in sys.modules];"
-            "assert not bad, bad")
+    code = (
+        "import sys, transferzoo.serve.app, transferzoo.serve.server, transferzoo.serve.predict;"
+        f"transferzoo.serve.predict.predict_onnx({str(tiny_onnx)!r}, []);"
+        "bad = [m for m in ('torch', 'timm', 'transferzoo.transfer', 'transferzoo.export') if m in sys.modules];"
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
@@ -130,8 +163,11 @@ def test_model_refuses_metadata_that_contradicts_the_graph(tiny_onnx, tmp_path):
     from transferzoo.serve.model import Model
 
     proto = onnx.load(str(tiny_onnx))
-    for key, value, match in [("input_format", "uint8_nhwc", "uint8_nhwc"), ("input_size", "[3, 32, 32]", "float32_nchw"),
-                              ("labels", '["a", "b"]', "2 labels")]:
+    for key, value, match in [
+        ("input_format", "uint8_nhwc", "uint8_nhwc"),
+        ("input_size", "[3, 32, 32]", "float32_nchw"),
+        ("labels", '["a", "b"]', "2 labels"),
+    ]:
         p = onnx.ModelProto()
         p.CopyFrom(proto)
         onnx.helper.set_model_props(p, {**{e.key: e.value for e in proto.metadata_props}, key: value})

@@ -1,5 +1,6 @@
 """The server end to end, started with the CLI as a user would, spoken to with tritonclient.http (its
 defaults: binary tensors) and plain HTTP; every answer is compared with onnxruntime run directly."""
+
 from __future__ import annotations
 
 import signal
@@ -19,7 +20,9 @@ from tritonclient.utils import InferenceServerException
 
 @pytest.fixture(scope="module")
 def server(tiny_onnx, tiny_u8_onnx, lite0_onnx):
-    with ServerProcess(tiny_onnx, tiny_u8_onnx, lite0_onnx, "--max-batch", "16", "--threads", "1", "--instances", "2") as s:
+    with ServerProcess(
+        tiny_onnx, tiny_u8_onnx, lite0_onnx, "--max-batch", "16", "--threads", "1", "--instances", "2"
+    ) as s:
         yield s
         assert s.alive(), "the server died during the tests"
 
@@ -41,8 +44,14 @@ def rand(shape, seed=0, dtype=np.float32):
 
 
 def timm_eval(img: Image.Image, pre: dict) -> np.ndarray:
-    tf = timm.data.create_transform(input_size=tuple(pre["input_size"]), interpolation=pre["interpolation"], crop_pct=pre["crop_pct"],
-                                    crop_mode=pre["crop_mode"], mean=tuple(pre["mean"]), std=tuple(pre["std"]))
+    tf = timm.data.create_transform(
+        input_size=tuple(pre["input_size"]),
+        interpolation=pre["interpolation"],
+        crop_pct=pre["crop_pct"],
+        crop_mode=pre["crop_mode"],
+        mean=tuple(pre["mean"]),
+        std=tuple(pre["std"]),
+    )
     return tf(img).numpy()
 
 
@@ -52,6 +61,7 @@ def softmax(z):
 
 
 # --- tritonclient ------------------------------------------------------------------------------------
+
 
 def test_health_and_server_metadata(client):
     assert client.is_server_live() and client.is_server_ready()
@@ -67,18 +77,25 @@ def test_model_metadata(client):
     assert md["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 224, 224]}]
     assert md["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [-1, 1000]}]
     assert md["parameters"]["input_format"] == "float32_nchw"
-    assert client.get_model_metadata("tiny_u8")["inputs"][0] == {"name": "input", "datatype": "UINT8", "shape": [-1, 64, 64, 3]}
+    assert client.get_model_metadata("tiny_u8")["inputs"][0] == {
+        "name": "input",
+        "datatype": "UINT8",
+        "shape": [-1, 64, 64, 3],
+    }
     with pytest.raises(InferenceServerException) as e:
         client.get_model_metadata("nope")
     assert e.value.status() == "404" and "unknown model" in e.value.message()
 
 
-@pytest.mark.parametrize("model,shape,dtype,triton", [
-    ("tiny", (1, 3, 64, 64), np.float32, "FP32"),
-    ("tiny", (5, 3, 64, 64), np.float32, "FP32"),
-    ("tiny_u8", (3, 64, 64, 3), np.uint8, "UINT8"),
-    ("lite0", (2, 3, 224, 224), np.float32, "FP32"),
-])
+@pytest.mark.parametrize(
+    "model,shape,dtype,triton",
+    [
+        ("tiny", (1, 3, 64, 64), np.float32, "FP32"),
+        ("tiny", (5, 3, 64, 64), np.float32, "FP32"),
+        ("tiny_u8", (3, 64, 64, 3), np.uint8, "UINT8"),
+        ("lite0", (2, 3, 224, 224), np.float32, "FP32"),
+    ],
+)
 def test_infer_binary_defaults_equal_onnxruntime(client, model, shape, dtype, triton, serve_models_dir):
     x = rand(shape, seed=len(model) + shape[0], dtype=dtype)
     inp = th.InferInput("input", list(shape), triton)
@@ -93,7 +110,9 @@ def test_infer_json_tensors_and_json_outputs(client, tiny_onnx):
     x = rand((2, 3, 64, 64), seed=7)
     inp = th.InferInput("input", list(x.shape), "FP32")
     inp.set_data_from_numpy(x, binary_data=False)
-    result = client.infer("tiny", [inp], outputs=[th.InferRequestedOutput("logits", binary_data=False)], request_id="r-42")
+    result = client.infer(
+        "tiny", [inp], outputs=[th.InferRequestedOutput("logits", binary_data=False)], request_id="r-42"
+    )
     assert result.get_response()["id"] == "r-42"
     assert "data" in result.get_output("logits")
     np.testing.assert_allclose(result.as_numpy("logits"), ort_run(tiny_onnx, x), rtol=1e-6, atol=1e-7)
@@ -109,8 +128,10 @@ def test_infer_gzip_and_deflate_both_ways(client, tiny_onnx):
 
 
 def test_classification_extension(client, lite0_onnx, sample_photos):
-    x = timm_eval(Image.open(sample_photos["chelsea"]).convert("RGB"), TINY_PRE | {"input_size": [3, 224, 224],
-                  "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic"})[None]
+    x = timm_eval(
+        Image.open(sample_photos["chelsea"]).convert("RGB"),
+        TINY_PRE | {"input_size": [3, 224, 224], "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic"},
+    )[None]
     inp = th.InferInput("input", list(x.shape), "FP32")
     inp.set_data_from_numpy(x)
     r = client.infer("lite0", [inp], outputs=[th.InferRequestedOutput("logits", class_count=3)])
@@ -123,8 +144,13 @@ def test_classification_extension(client, lite0_onnx, sample_photos):
 
 def test_plain_http_json_infer(server, tiny_onnx):
     x = rand((2, 3, 64, 64), seed=11)
-    body = {"id": "a", "inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 3, 64, 64], "data": x.tolist()}],
-            "outputs": [{"name": "logits"}, ]}
+    body = {
+        "id": "a",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 3, 64, 64], "data": x.tolist()}],
+        "outputs": [
+            {"name": "logits"},
+        ],
+    }
     r = httpx.post(server.url + "/v2/models/tiny/infer", json=body)
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
     out = r.json()["outputs"][0]
@@ -140,14 +166,19 @@ def test_plain_http_json_infer(server, tiny_onnx):
 
 # --- /classify ---------------------------------------------------------------------------------------
 
+
 def test_classify_multipart_and_raw_match_timm_and_onnxruntime(server, lite0_onnx, tiny_u8_onnx, sample_photos):
     from transferzoo import zoo
 
     pre = zoo.preprocessing("efficientnet_lite0").to_dict()
     for name, path in sample_photos.items():
         data = path.read_bytes()
-        r1 = httpx.post(server.url + "/v2/models/lite0/classify?top_k=3", files={"file": (path.name, data, "image/png")})
-        r2 = httpx.post(server.url + "/v2/models/lite0/classify?top_k=3", content=data, headers={"Content-Type": "image/png"})
+        r1 = httpx.post(
+            server.url + "/v2/models/lite0/classify?top_k=3", files={"file": (path.name, data, "image/png")}
+        )
+        r2 = httpx.post(
+            server.url + "/v2/models/lite0/classify?top_k=3", content=data, headers={"Content-Type": "image/png"}
+        )
         assert r1.status_code == r2.status_code == 200
         assert r1.json() == r2.json()
         p = softmax(ort_run(lite0_onnx, timm_eval(Image.open(path).convert("RGB"), pre)[None])[0].astype(np.float64))
@@ -158,18 +189,26 @@ def test_classify_multipart_and_raw_match_timm_and_onnxruntime(server, lite0_onn
     data = sample_photos["coffee"].read_bytes()
     top = httpx.post(server.url + "/v2/models/tiny_u8/classify?top_k=3", content=data).json()["top"]
     img = Image.open(sample_photos["coffee"]).convert("RGB")
-    x = (timm_eval(img, TINY_PRE | {"mean": [0, 0, 0], "std": [1, 1, 1]}) * 255).round().astype(np.uint8).transpose(1, 2, 0)[None]
+    x = (
+        (timm_eval(img, TINY_PRE | {"mean": [0, 0, 0], "std": [1, 1, 1]}) * 255)
+        .round()
+        .astype(np.uint8)
+        .transpose(1, 2, 0)[None]
+    )
     p = softmax(ort_run(tiny_u8_onnx, x)[0].astype(np.float64))
     assert [t["label"] for t in top] == [TINY_LABELS[i] for i in np.argsort(-p)]
 
 
 def test_classify_real_photo_labels(server, sample_photos):
-    top = httpx.post(server.url + "/v2/models/lite0/classify", content=sample_photos["coffee"].read_bytes()).json()["top"]
+    top = httpx.post(server.url + "/v2/models/lite0/classify", content=sample_photos["coffee"].read_bytes()).json()[
+        "top"
+    ]
     assert len(top) == 5 and top[0]["label"] == "espresso"  # efficientnet_lite0's real ImageNet weights
     assert sum(t["probability"] for t in top) <= 1.0 + 1e-6
 
 
 # --- batching: many concurrent, different requests each get their own answer ------------------------
+
 
 def test_concurrent_different_requests_get_their_own_results(server, tiny_onnx, lite0_onnx, sample_photos):
     xs = [rand((1 + i % 3, 3, 64, 64), seed=100 + i) for i in range(48)]
@@ -184,20 +223,33 @@ def test_concurrent_different_requests_get_their_own_results(server, tiny_onnx, 
     with ThreadPoolExecutor(16) as pool:
         outs = list(pool.map(one, range(len(xs))))
     for got, ref in zip(outs, refs):
-        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)  # batch composition may change the kernel path slightly
+        np.testing.assert_allclose(
+            got, ref, rtol=1e-5, atol=1e-6
+        )  # batch composition may change the kernel path slightly
     # images through /classify, concurrently: each answer is its own image's
     imgs = [(n, p.read_bytes()) for n, p in sample_photos.items()] * 4
     with httpx.Client() as c:
-        solo = {n: c.post(server.url + "/v2/models/lite0/classify?top_k=1", content=d).json()["top"][0]["index"] for n, d in imgs[:3]}
+        solo = {
+            n: c.post(server.url + "/v2/models/lite0/classify?top_k=1", content=d).json()["top"][0]["index"]
+            for n, d in imgs[:3]
+        }
     with ThreadPoolExecutor(12) as pool:
-        res = list(pool.map(lambda nd: (nd[0], httpx.post(server.url + "/v2/models/lite0/classify?top_k=1", content=nd[1]).json()), imgs))
+        res = list(
+            pool.map(
+                lambda nd: (nd[0], httpx.post(server.url + "/v2/models/lite0/classify?top_k=1", content=nd[1]).json()),
+                imgs,
+            )
+        )
     assert len(set(solo.values())) == 3
     for n, r in res:
         assert r["top"][0]["index"] == solo[n]
     # the batch-size histogram saw batches larger than 1
     text = httpx.get(server.url + "/metrics").text
-    buckets = {float(l.split('le="')[1].split('"')[0]): float(l.split()[-1]) for l in text.splitlines()
-               if l.startswith('transferzoo_batch_size_bucket{') and 'model="tiny"' in l}
+    buckets = {
+        float(l.split('le="')[1].split('"')[0]): float(l.split()[-1])
+        for l in text.splitlines()
+        if l.startswith("transferzoo_batch_size_bucket{") and 'model="tiny"' in l
+    }
     assert buckets[float("inf")] > buckets[1.0], "no request was ever batched with another"
 
 
@@ -205,15 +257,25 @@ def test_metrics(server):
     httpx.get(server.url + "/v2/models/nope")
     httpx.post(server.url + "/v2/models/tiny/infer", content=b"{bad json")
     text = httpx.get(server.url + "/metrics").text
-    for name in ("transferzoo_requests_total", "transferzoo_request_latency_seconds_bucket", "transferzoo_queue_time_seconds_bucket",
-                 "transferzoo_batch_size_bucket", "transferzoo_inflight_requests"):
+    for name in (
+        "transferzoo_requests_total",
+        "transferzoo_request_latency_seconds_bucket",
+        "transferzoo_queue_time_seconds_bucket",
+        "transferzoo_batch_size_bucket",
+        "transferzoo_inflight_requests",
+    ):
         assert name in text
     assert 'transferzoo_requests_total{endpoint="infer",model="tiny",outcome="client_error"}' in text
-    ok = [l for l in text.splitlines() if l.startswith('transferzoo_requests_total{endpoint="infer",model="tiny",outcome="ok"}')]
+    ok = [
+        l
+        for l in text.splitlines()
+        if l.startswith('transferzoo_requests_total{endpoint="infer",model="tiny",outcome="ok"}')
+    ]
     assert ok and float(ok[0].split()[-1]) >= 1
 
 
 # --- servers with other settings ---------------------------------------------------------------------
+
 
 def test_api_key(tiny_onnx):
     env = {"SERVE_TEST_KEY": "s3cret-token"}
@@ -253,10 +315,14 @@ def test_threads_default_divides_the_cores_among_instances(tiny_onnx):
     from transferzoo.serve.config import ServerConfig
 
     cores = os.cpu_count() or 1
-    assert ServerConfig(models=(str(tiny_onnx),)).threads_per_run() == 0  # one instance: onnxruntime's all-cores default
+    assert (
+        ServerConfig(models=(str(tiny_onnx),)).threads_per_run() == 0
+    )  # one instance: onnxruntime's all-cores default
     assert ServerConfig(models=(str(tiny_onnx),), instances=2).threads_per_run() == max(1, cores // 2)
     assert ServerConfig(models=(str(tiny_onnx),), instances=4 * cores).threads_per_run() == 1
-    assert ServerConfig(models=(str(tiny_onnx),), instances=2, threads=3).threads_per_run() == 3  # an explicit count wins
+    assert (
+        ServerConfig(models=(str(tiny_onnx),), instances=2, threads=3).threads_per_run() == 3
+    )  # an explicit count wins
 
 
 def _lite0_infer(address, x):
@@ -280,8 +346,14 @@ def test_full_queue_is_503_and_timeouts_are_504(lite0_onnx):
         for o in outs:
             if not isinstance(o, InferenceServerException):
                 np.testing.assert_allclose(o, ref, rtol=1e-5, atol=1e-5)
-        r = httpx.post(s.url + "/v2/models/lite0/infer", json={"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3, 224, 224],
-                                                                             "data": [0.0] * (3 * 224 * 224)}]})
+        r = httpx.post(
+            s.url + "/v2/models/lite0/infer",
+            json={
+                "inputs": [
+                    {"name": "input", "datatype": "FP32", "shape": [1, 3, 224, 224], "data": [0.0] * (3 * 224 * 224)}
+                ]
+            },
+        )
         assert r.status_code == 200
     with ServerProcess(lite0_onnx, "--max-batch", "8", "--timeout-s", "0.02", "--threads", "1") as s:
         with ThreadPoolExecutor(4) as pool:

@@ -1,4 +1,5 @@
 """Data scanning: odd files, errors, stratified splits, ImageDataset decoding."""
+
 from __future__ import annotations
 
 import io
@@ -26,9 +27,9 @@ def _bomb_png(path: Path, w=40000, h=40000):
     Image.new("L", (8, 8)).save(buf, format="PNG")
     data = bytearray(buf.getvalue())
     ihdr = 8  # after the signature: length(4) type(4) data(13) crc(4)
-    data[ihdr + 8:ihdr + 16] = struct.pack(">II", w, h)
-    crc = zlib.crc32(bytes(data[ihdr + 4:ihdr + 8 + 13])) & 0xFFFFFFFF
-    data[ihdr + 21:ihdr + 25] = struct.pack(">I", crc)
+    data[ihdr + 8 : ihdr + 16] = struct.pack(">II", w, h)
+    crc = zlib.crc32(bytes(data[ihdr + 4 : ihdr + 8 + 13])) & 0xFFFFFFFF
+    data[ihdr + 21 : ihdr + 25] = struct.pack(">I", crc)
     path.write_bytes(bytes(data))
 
 
@@ -58,7 +59,12 @@ def _make_odd_folder(root: Path) -> dict[str, Path]:
     _bomb_png(a / "bomb.png")
     (a / "readme.txt").write_text("not an image extension")
     (a / ".DS_Store").write_bytes(b"\0\0")
-    files["truncated"], files["text"], files["bomb"], files["txt"] = a / "truncated.jpg", b / "notes.jpg", a / "bomb.png", a / "readme.txt"
+    files["truncated"], files["text"], files["bomb"], files["txt"] = (
+        a / "truncated.jpg",
+        b / "notes.jpg",
+        a / "bomb.png",
+        a / "readme.txt",
+    )
     return files
 
 

@@ -1,4 +1,5 @@
 """Feature engine, cache, and `plan` / `fit` end to end on real (package-shipped) images."""
+
 from __future__ import annotations
 
 import json
@@ -9,15 +10,15 @@ import pytest
 import torch
 import yaml
 
-from transferzoo.zoo import assembly as za
-from transferzoo.transfer.features import sets as featsets
+from transferzoo.cli import main
 from transferzoo.transfer.config import FeatureConfig, FitConfig, ProbeConfig, load_config
-from transferzoo.zoo.config import from_dict, override
+from transferzoo.transfer.features import sets as featsets
 from transferzoo.transfer.features.engine import Extractor, image_decoder
-from transferzoo.transfer.strategies import fit
 from transferzoo.transfer.rundir import load_model
 from transferzoo.transfer.sample_data import write_digits, write_lfw_subset
-from transferzoo.cli import main
+from transferzoo.transfer.strategies import fit
+from transferzoo.zoo import assembly as za
+from transferzoo.zoo.config import from_dict, override
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +60,12 @@ def test_feature_outputs_equal_transfer_model_features(sample_photos, cache_dir)
 
 def test_onnxruntime_and_torch_engines_agree(digits_dir, cache_dir, tmp_path):
     paths = _paths(digits_dir, 6)
-    ort_fs = Extractor("efficientnet_lite0", FeatureConfig(cache_dir=str(cache_dir), engine="onnxruntime"), progress=False).extract(paths)
-    torch_fs = Extractor("efficientnet_lite0", FeatureConfig(cache_dir=str(tmp_path), engine="torch"), progress=False).extract(paths)
+    ort_fs = Extractor(
+        "efficientnet_lite0", FeatureConfig(cache_dir=str(cache_dir), engine="onnxruntime"), progress=False
+    ).extract(paths)
+    torch_fs = Extractor(
+        "efficientnet_lite0", FeatureConfig(cache_dir=str(tmp_path), engine="torch"), progress=False
+    ).extract(paths)
     assert torch_fs.engine == "torch"
     for name in ("top", "stage2", "stage4"):
         np.testing.assert_allclose(ort_fs.get(name), torch_fs.get(name), atol=1e-4, rtol=1e-4)
@@ -75,7 +80,7 @@ def test_cache_reused_by_content_not_by_stat(digits_dir, cache_dir, tmp_path):
     np.testing.assert_array_equal(first.get("top"), again.get("top"))
     copy = tmp_path / "copy"
     shutil.copytree(digits_dir, copy)
-    moved = [str(copy / p[len(str(digits_dir)) + 1:]) for p in paths]
+    moved = [str(copy / p[len(str(digits_dir)) + 1 :]) for p in paths]
     same = Extractor("efficientnet_lite0", cfg, progress=False).extract(moved)
     assert same.timings["computed_images"] == 0  # same bytes, other folder: content key hits
     stat_cfg = FeatureConfig(cache_dir=str(cache_dir), cache_key="stat")
@@ -87,9 +92,16 @@ def test_cache_reused_by_content_not_by_stat(digits_dir, cache_dir, tmp_path):
 
 
 def test_fit_linear_model_equals_probe_on_real_images(digits_dir, cache_dir, tmp_path):
-    cfg = override(FitConfig(strategy="linear"), {"features.cache_dir": str(cache_dir), "data.val_fraction": 0.3,
-                                                  "probe.cv_repeats": 1, "probe.cv_folds": 3,
-                                                  "probe.lambdas": [0.01, 0.1, 1.0]})
+    cfg = override(
+        FitConfig(strategy="linear"),
+        {
+            "features.cache_dir": str(cache_dir),
+            "data.val_fraction": 0.3,
+            "probe.cv_repeats": 1,
+            "probe.cv_folds": 3,
+            "probe.lambdas": [0.01, 0.1, 1.0],
+        },
+    )
     res = fit(digits_dir, cfg, out=tmp_path / "run")
     s = res.summary
     assert s["strategy"] == "linear" and s["num_classes"] == 10
@@ -111,16 +123,47 @@ def test_cli_fit_stages_mlp_json(lfw_dir, cache_dir, tmp_path, capsys):
     out = tmp_path / "run"
     conf = tmp_path / "fast.yaml"
     conf.write_text("probe: {cv_folds: 3, cv_repeats: 1, max_iter: 60}\n")
-    rc = main(["fit", str(lfw_dir), "--strategy", "stages", "--head", "mlp", "--hidden", "32", "--activation", "elu",
-               "--lambdas", "0.1", "--config", str(conf), "--cache-dir", str(cache_dir), "--out", str(out), "--json",
-               "--no-progress"])
+    rc = main(
+        [
+            "fit",
+            str(lfw_dir),
+            "--strategy",
+            "stages",
+            "--head",
+            "mlp",
+            "--hidden",
+            "32",
+            "--activation",
+            "elu",
+            "--lambdas",
+            "0.1",
+            "--config",
+            str(conf),
+            "--cache-dir",
+            str(cache_dir),
+            "--out",
+            str(out),
+            "--json",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     s = json.loads(capsys.readouterr().out)
     for key in ("strategy", "model", "val_accuracy", "num_classes", "num_train", "num_val", "wall_seconds"):
         assert key in s
     assert s["strategy"] == "stages" and s["head"] == "mlp" and s["val_accuracy"] >= 0.75  # chance 0.5
-    for f in ("run.json", "model.safetensors", "config.yaml", "labels.json", "plan.json", "metrics.json",
-              "confusion.png", "report.md", "splits/train.tsv", "splits/val.tsv"):
+    for f in (
+        "run.json",
+        "model.safetensors",
+        "config.yaml",
+        "labels.json",
+        "plan.json",
+        "metrics.json",
+        "confusion.png",
+        "report.md",
+        "splits/train.tsv",
+        "splits/val.tsv",
+    ):
         assert (out / f).is_file(), f
     assert yaml.safe_load((out / "config.yaml").read_text())["probe"]["activation"] == "elu"
     model, run = load_model(out)
@@ -137,8 +180,19 @@ def test_cli_plan_json_and_auto_fit(lfw_dir, cache_dir, tmp_path, capsys):
     assert ev["size"]["level"] == "little" and p["val_baselines"]
     conf = tmp_path / "fast.yaml"
     conf.write_text("probe: {cv_folds: 3, cv_repeats: 1, lambdas: [0.01, 0.1, 1.0]}\n")
-    rc = main(["fit", str(lfw_dir), "--config", str(conf), "--cache-dir", str(cache_dir), "--out", str(tmp_path / "auto"),
-               "--json"])
+    rc = main(
+        [
+            "fit",
+            str(lfw_dir),
+            "--config",
+            str(conf),
+            "--cache-dir",
+            str(cache_dir),
+            "--out",
+            str(tmp_path / "auto"),
+            "--json",
+        ]
+    )
     assert rc == 0
     s = json.loads(capsys.readouterr().out)
     assert s["planned_strategy"] == p["strategy"] and s["val_accuracy"] >= 0.75
@@ -178,8 +232,11 @@ def test_hymenoptera_auto(hymenoptera, cache_dir, tmp_path):
 
 
 def test_written_config_reloads(lfw_dir, cache_dir, tmp_path):
-    cfg = FitConfig(strategy="linear", features=FeatureConfig(cache_dir=str(cache_dir)),
-                    probe=ProbeConfig(cv_folds=3, cv_repeats=1, lambdas=[0.1]))
+    cfg = FitConfig(
+        strategy="linear",
+        features=FeatureConfig(cache_dir=str(cache_dir)),
+        probe=ProbeConfig(cv_folds=3, cv_repeats=1, lambdas=[0.1]),
+    )
     fit(lfw_dir, cfg, out=tmp_path / "run")
     again = load_config(tmp_path / "run" / "config.yaml")
     assert again.to_dict() == cfg.to_dict()

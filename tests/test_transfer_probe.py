@@ -1,5 +1,6 @@
 """Probe internals: hand-written losses/penalties vs numerical gradients, L-BFGS fits, CV picks,
 head folding, kNN. Features are sklearn's real digit scans (64 pixels), not random tensors."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +8,8 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from transferzoo.transfer.probe.knn import fit_knn, select_knn
 from transferzoo.transfer.probe.cv import cross_validate, stratified_folds
+from transferzoo.transfer.probe.knn import fit_knn, select_knn
 from transferzoo.transfer.probe.linear import ProbeSpec, fit_probe
 from transferzoo.transfer.probe.losses import (
     BatchedSoftmaxCrossEntropy,
@@ -83,9 +84,15 @@ def test_cv_picks_lowest_log_loss_and_generalises(digits):
     assert (strong.predict(Xva) == yva).mean() < (p.predict(Xva) == yva).mean()
 
 
-@pytest.mark.parametrize("spec", [ProbeSpec(loss="hinge"), ProbeSpec(head="mlp", hidden=64, activation="gelu", max_iter=150),
-                                  ProbeSpec(head="mlp", hidden=32, activation="leaky_relu", max_iter=150),
-                                  ProbeSpec(head="mlp", hidden=32, activation="elu", max_iter=150)])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ProbeSpec(loss="hinge"),
+        ProbeSpec(head="mlp", hidden=64, activation="gelu", max_iter=150),
+        ProbeSpec(head="mlp", hidden=32, activation="leaky_relu", max_iter=150),
+        ProbeSpec(head="mlp", hidden=32, activation="elu", max_iter=150),
+    ],
+)
 def test_other_heads_and_losses_learn(digits, spec):
     Xtr, ytr, Xva, yva = digits
     p = fit_probe(Xtr, ytr, 10, 1e-3, spec)
@@ -96,7 +103,10 @@ def test_l1_is_sparser_than_l2(digits):
     Xtr, ytr, _, _ = digits
     l1 = fit_probe(Xtr, ytr, 10, 0.05, ProbeSpec(penalty="l1"))
     l2 = fit_probe(Xtr, ytr, 10, 0.05, ProbeSpec(penalty="l2"))
-    small = lambda p: float((p.net[0].weight.abs() < 1e-2).float().mean())
+
+    def small(p):
+        return float((p.net[0].weight.abs() < 1e-2).float().mean())
+
     assert small(l1) > small(l2) + 0.2
     en = fit_probe(Xtr, ytr, 10, 0.05, ProbeSpec(penalty="elasticnet", l1_ratio=0.5))
     assert small(l2) < small(en) < small(l1) + 1e-9
@@ -129,7 +139,7 @@ def test_batched_ce_gradcheck_and_value():
     y = torch.randint(0, 4, (3, 5), generator=g)
     w = torch.tensor([[1.0] * 5, [1.0] * 3 + [0.0] * 2, [1.0] * 4 + [0.0]], dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda t: BatchedSoftmaxCrossEntropy.apply(t, y, w), (s,))
-    want = sum(torch.nn.functional.cross_entropy(s[i, :int(w[i].sum())], y[i, :int(w[i].sum())]) for i in range(3))
+    want = sum(torch.nn.functional.cross_entropy(s[i, : int(w[i].sum())], y[i, : int(w[i].sum())]) for i in range(3))
     assert torch.allclose(BatchedSoftmaxCrossEntropy.apply(s, y, w), want)
 
 
@@ -139,7 +149,9 @@ def test_batched_cv_matches_fold_by_fold(digits):
     Xtr, ytr, _, _ = digits
     lambdas = (1e-3, 1e-1, 3.0)
     fast = cross_validate(Xtr[:300], ytr[:300], 10, lambdas, folds=3, repeats=1)
-    ref = cross_validate(Xtr[:300], ytr[:300], 10, lambdas, ProbeSpec(penalty="elasticnet", l1_ratio=0.0), folds=3, repeats=1)
+    ref = cross_validate(
+        Xtr[:300], ytr[:300], 10, lambdas, ProbeSpec(penalty="elasticnet", l1_ratio=0.0), folds=3, repeats=1
+    )
     assert fast.best_lambda == ref.best_lambda
     np.testing.assert_allclose(fast.log_loss, ref.log_loss, rtol=0.03, atol=2e-3)
     np.testing.assert_allclose(fast.accuracy, ref.accuracy, atol=0.01)

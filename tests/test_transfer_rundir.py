@@ -1,4 +1,5 @@
 """The run-directory writer: every file RUN_DIR.md lists, and the model rebuilds from files alone."""
+
 from __future__ import annotations
 
 import json
@@ -9,9 +10,9 @@ import yaml
 from PIL import Image
 
 from transferzoo import zoo
-from transferzoo.zoo import assembly as za
 from transferzoo.transfer.data import scan_folder
 from transferzoo.transfer.rundir import load_model, weights_provenance, write_run
+from transferzoo.zoo import assembly as za
 
 
 def test_write_run_layout_and_rebuild(tmp_path):
@@ -23,15 +24,42 @@ def test_write_run_layout_and_rebuild(tmp_path):
     splits = scan_folder(data, val_fraction=0.25)
     spec = za.ModelSpec("efficientnet_lite0", num_classes=3, stages=(2, 4))
     model = za.build(spec, pretrained=False).eval()
-    summary = {"strategy": "stages", "model": spec.model, "val_accuracy": 0.5, "num_classes": 3,
-               "num_train": len(splits.train), "num_val": len(splits.val), "wall_seconds": 1.0,
-               "confusion": [[1, 0, 0], [0, 1, 0], [1, 0, 0]]}
-    run = write_run(tmp_path / "run", spec=spec, model=model, labels=splits.classes,
-                    preprocessing=zoo.preprocessing(spec.model), weights=weights_provenance(model),
-                    summary=summary, config={"strategy": "stages", "seed": 0}, plan={"strategy": "stages"},
-                    splits=splits, extra_files={"metrics.jsonl": b"{}\n"})
-    for f in ("run.json", "model.safetensors", "config.yaml", "labels.json", "splits/train.tsv", "splits/val.tsv",
-              "plan.json", "metrics.json", "confusion.png", "report.md", "metrics.jsonl"):
+    summary = {
+        "strategy": "stages",
+        "model": spec.model,
+        "val_accuracy": 0.5,
+        "num_classes": 3,
+        "num_train": len(splits.train),
+        "num_val": len(splits.val),
+        "wall_seconds": 1.0,
+        "confusion": [[1, 0, 0], [0, 1, 0], [1, 0, 0]],
+    }
+    run = write_run(
+        tmp_path / "run",
+        spec=spec,
+        model=model,
+        labels=splits.classes,
+        preprocessing=zoo.preprocessing(spec.model),
+        weights=weights_provenance(model),
+        summary=summary,
+        config={"strategy": "stages", "seed": 0},
+        plan={"strategy": "stages"},
+        splits=splits,
+        extra_files={"metrics.jsonl": b"{}\n"},
+    )
+    for f in (
+        "run.json",
+        "model.safetensors",
+        "config.yaml",
+        "labels.json",
+        "splits/train.tsv",
+        "splits/val.tsv",
+        "plan.json",
+        "metrics.json",
+        "confusion.png",
+        "report.md",
+        "metrics.jsonl",
+    ):
         assert (run / f).is_file(), f
     assert not list(run.glob(".*.tmp"))
     meta = json.loads((run / "run.json").read_text())

@@ -1,5 +1,6 @@
 """The registry's metadata, checked entry by entry (all problems collected, asserted once), and every
 architecture built and run. Generated from the registry, so a new entry is tested by adding it."""
+
 from __future__ import annotations
 
 import re
@@ -84,7 +85,9 @@ def test_every_architecture_builds_and_runs(name):
     assert [m.shape[1] for m in maps] == [s.num_chs for s in i.stages]
 
 
-@pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18", "mobilenetv3_small_100", "convnext_nano", "regnety_016", "densenet121"])
+@pytest.mark.parametrize(
+    "name", ["efficientnet_lite0", "resnet18", "mobilenetv3_small_100", "convnext_nano", "regnety_016", "densenet121"]
+)
 def test_inspect_totals_equal_real_parameter_count(name):
     model = zoo.create(name, pretrained=False)
     rows, totals = layer_table(model, (224, 224))

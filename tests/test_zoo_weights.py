@@ -1,4 +1,5 @@
 """The weights are real, their sources are tried in order, and tampering is refused."""
+
 from __future__ import annotations
 
 import os

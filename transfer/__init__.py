@@ -20,12 +20,21 @@ What it holds:
 It may import `zoo` and `export` (the one verified torch -> ONNX helper), never `serve` or the CLI.
 Importing the package is cheap: the names below load their modules on first use.
 """
+
 from __future__ import annotations
 
 import importlib
 
-_API = {"FitConfig": "config", "load_config": "config", "DataSplits": "data", "ImageDataset": "data",
-        "Sample": "data", "scan_folder": "data", "plan": "strategies", "fit": "strategies"}
+_API = {
+    "FitConfig": "config",
+    "load_config": "config",
+    "DataSplits": "data",
+    "ImageDataset": "data",
+    "Sample": "data",
+    "scan_folder": "data",
+    "plan": "strategies",
+    "fit": "strategies",
+}
 
 
 def __getattr__(name: str):

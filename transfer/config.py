@@ -13,6 +13,7 @@ override the file. The resolved config (every field, defaults included) goes to 
     knn: {enabled: true, metrics: [l2, l1], ks: [1, 3, 5, 7, 11, 15, 21]}
     finetune: {optimizer: adamw, lr: null, epochs: 6, ...}   # partial / full (FinetuneConfig)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,8 +58,10 @@ class DataConfig(Config):
 
     def check(self):
         if self.val_fraction + self.test_fraction >= 1:
-            raise ConfigError("test_fraction", f"val_fraction + test_fraction must be < 1, got "
-                                               f"{self.val_fraction} + {self.test_fraction}")
+            raise ConfigError(
+                "test_fraction",
+                f"val_fraction + test_fraction must be < 1, got {self.val_fraction} + {self.test_fraction}",
+            )
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """What every strategy receives and returns (`FitContext`, `FitResult`), and the two steps they
 share: scanning the folder and extracting features of every split."""
+
 from __future__ import annotations
 
 import os
@@ -47,8 +48,13 @@ class FitResult:
 
 
 def load_splits(data, cfg: FitConfig, log) -> DataSplits:
-    splits = scan_folder(data, val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
-                         seed=cfg.data.seed, strict=cfg.data.strict)
+    splits = scan_folder(
+        data,
+        val_fraction=cfg.data.val_fraction,
+        test_fraction=cfg.data.test_fraction,
+        seed=cfg.data.seed,
+        strict=cfg.data.strict,
+    )
     log(splits.describe())
     return splits
 
@@ -69,13 +75,17 @@ def extract(ctx: FitContext, extractor: Extractor | None = None) -> FeatureSet:
         s.train, s.val, s.test = ([x for x in lst if x.path not in bad] for lst in (s.train, s.val, s.test))
         ctx.log(f"skipped {len(bad)} image(s) that failed to decode")
     pos = {p: i for i, p in enumerate(fs.paths)}
-    ctx.rows = {name: np.array([pos[os.path.abspath(x.path)] for x in s.split(name)], dtype=np.int64)
-                for name in ("train", "val", "test")}
+    ctx.rows = {
+        name: np.array([pos[os.path.abspath(x.path)] for x in s.split(name)], dtype=np.int64)
+        for name in ("train", "val", "test")
+    }
     ctx.features = fs
     ctx.timings["features_seconds"] = round(time.perf_counter() - t, 3)
     ctx.timings["feature_engine"] = fs.engine
     ctx.timings["features"] = fs.timings
     n = len(order)
-    ctx.log(f"features: {n} images in {ctx.timings['features_seconds']:.1f} s ({fs.engine}; "
-            f"{fs.timings['cached_images']} from cache)")
+    ctx.log(
+        f"features: {n} images in {ctx.timings['features_seconds']:.1f} s ({fs.engine}; "
+        f"{fs.timings['cached_images']} from cache)"
+    )
     return fs

@@ -13,6 +13,7 @@ cost of a full decode; other formats are decoded fully. Non-image, truncated, co
 decompression-bomb files are listed in ``DataSplits.skipped`` with the reason (``strict=True``
 makes any of them fatal). Hidden files (``.DS_Store``...) are ignored.
 """
+
 from __future__ import annotations
 
 import os
@@ -78,10 +79,19 @@ class DataSplits:
 
     def describe(self) -> str:
         """Human-readable summary: sizes, class counts, imbalance, skipped files."""
-        how = "given train/val split" if self.given_split else (
-            f"stratified split, seed {self.seed}, val {self.val_fraction:g}" + (f", test {self.test_fraction:g}" if self.test_fraction else ""))
-        lines = [f"{self.root}: {len(self.classes)} classes, {len(self.train)} train / {len(self.val)} val"
-                 + (f" / {len(self.test)} test" if self.test else "") + f" images ({how})"]
+        how = (
+            "given train/val split"
+            if self.given_split
+            else (
+                f"stratified split, seed {self.seed}, val {self.val_fraction:g}"
+                + (f", test {self.test_fraction:g}" if self.test_fraction else "")
+            )
+        )
+        lines = [
+            f"{self.root}: {len(self.classes)} classes, {len(self.train)} train / {len(self.val)} val"
+            + (f" / {len(self.test)} test" if self.test else "")
+            + f" images ({how})"
+        ]
         tc, vc = self.class_counts("train"), self.class_counts("val")
         width = max(len(c) for c in self.classes)
         for c in self.classes:
@@ -173,7 +183,7 @@ def _stratified(samples: list[Sample], n_classes: int, fractions: list[float], s
         for k, f in enumerate(fractions):
             n = int(round(len(items) * f)) if f > 0 else 0
             n = max(n, 1) if f > 0 else 0
-            out[k + 1].extend(items[i] for i in order[start:start + n])
+            out[k + 1].extend(items[i] for i in order[start : start + n])
             start += n
         out[0].extend(items[i] for i in order[start:])
     return [sorted(o, key=lambda s: (s.label, s.path)) for o in out]
@@ -214,7 +224,8 @@ def scan_folder(
         found = f"found only {classes[0]!r}" if classes else "found none"
         raise ValueError(
             f"{base} needs at least 2 class sub-folders (one per class, holding its images); {found}. "
-            f"Expected layout: {root}/<class>/<image> or {root}/train/<class>/<image> + {root}/val/<class>/<image>")
+            f"Expected layout: {root}/<class>/<image> or {root}/train/<class>/<image> + {root}/val/<class>/<image>"
+        )
     splits_warnings: list[str] = []
     train = _scan_split(base, classes, skipped, verify, workers)
     given = has_train and has_val
@@ -223,8 +234,10 @@ def scan_folder(
         val_classes = _list_class_dirs(root / "val")
         extra = sorted(set(val_classes) - set(classes))
         if extra:
-            raise ValueError(f"{root / 'val'} has class folder(s) {extra} that {base} does not have; "
-                             "train and val must have the same class sub-folders")
+            raise ValueError(
+                f"{root / 'val'} has class folder(s) {extra} that {base} does not have; "
+                "train and val must have the same class sub-folders"
+            )
         val = _scan_split(root / "val", classes, skipped, verify, workers)
         if has_test:
             test = _scan_split(root / "test", classes, skipped, verify, workers)
@@ -232,12 +245,16 @@ def scan_folder(
     if given:
         missing = [c for c, n in zip(classes, np.bincount([s.label for s in val], minlength=len(classes))) if n == 0]
         if missing:
-            raise ValueError(f"the val split ({root / 'val'}) has no images of class(es) {missing}: "
-                             "every class needs validation images (add some, or remove val/ to split train automatically)")
+            raise ValueError(
+                f"the val split ({root / 'val'}) has no images of class(es) {missing}: "
+                "every class needs validation images (add some, or remove val/ to split train automatically)"
+            )
     else:
         small = [c for c, n in zip(classes, np.bincount([s.label for s in train], minlength=len(classes))) if n < 2]
         if small:
-            raise ValueError(f"class(es) {small} have fewer than 2 images: cannot split them into train and val; add images")
+            raise ValueError(
+                f"class(es) {small} have fewer than 2 images: cannot split them into train and val; add images"
+            )
         fractions = [val_fraction] + ([test_fraction] if test_fraction > 0 and not has_test else [])
         parts = _stratified(train, len(classes), fractions, seed)
         train, val = parts[0], parts[1]
@@ -249,12 +266,24 @@ def scan_folder(
     if strict and skipped:
         listing = "\n".join(f"  {p}: {r}" for p, r in skipped[:50])
         raise ValueError(f"{len(skipped)} file(s) in {root} cannot be used (strict mode):\n{listing}")
-    out = DataSplits(root=root, classes=classes, train=train, val=val, test=test, skipped=skipped, given_split=given,
-                     seed=seed, val_fraction=0.0 if given else val_fraction,
-                     test_fraction=0.0 if given else test_fraction, warnings=splits_warnings)
+    out = DataSplits(
+        root=root,
+        classes=classes,
+        train=train,
+        val=val,
+        test=test,
+        skipped=skipped,
+        given_split=given,
+        seed=seed,
+        val_fraction=0.0 if given else val_fraction,
+        test_fraction=0.0 if given else test_fraction,
+        warnings=splits_warnings,
+    )
     if out.imbalance("train") >= 3.0:
-        splits_warnings.append(f"classes are imbalanced ({out.imbalance('train'):.1f}x between the largest and the "
-                               "smallest class): accuracy alone can mislead, read the confusion matrix")
+        splits_warnings.append(
+            f"classes are imbalanced ({out.imbalance('train'):.1f}x between the largest and the "
+            "smallest class): accuracy alone can mislead, read the confusion matrix"
+        )
     return out
 
 
@@ -262,8 +291,10 @@ def _check_nonempty(samples: list[Sample], classes: list[str], folder: Path, wha
     counts = np.bincount([s.label for s in samples], minlength=len(classes))
     empty = [c for c, n in zip(classes, counts) if n == 0]
     if empty:
-        raise ValueError(f"class folder(s) {empty} in {folder} have no usable images ({what}); "
-                         "add images or remove the empty folder(s)")
+        raise ValueError(
+            f"class folder(s) {empty} in {folder} have no usable images ({what}); "
+            "add images or remove the empty folder(s)"
+        )
 
 
 class ImageDataset(torch.utils.data.Dataset):

@@ -25,6 +25,7 @@ Similarity, two measurements on the frozen pretrained network:
 
 Also reported, as a baseline next to the probes: a k-NN classifier (L1/L2, k by leave-one-out).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,14 +34,14 @@ import time
 import numpy as np
 
 from transferzoo import zoo
+from transferzoo.transfer.features.engine import FeatureSet
+from transferzoo.transfer.probe.cv import cross_validate
+from transferzoo.transfer.probe.knn import fit_knn, select_knn
+from transferzoo.transfer.probe.linear import ProbeSpec, fit_probe
 
-from .features import sets as featsets
 from .config import FitConfig
 from .data import DataSplits
-from transferzoo.transfer.features.engine import FeatureSet
-from transferzoo.transfer.probe.knn import fit_knn, select_knn
-from transferzoo.transfer.probe.cv import cross_validate
-from transferzoo.transfer.probe.linear import ProbeSpec, fit_probe
+from .features import sets as featsets
 
 LOT_PER_CLASS = 300
 VERY_MUCH_PER_CLASS = 1000
@@ -48,8 +49,12 @@ STAGE_MARGIN = 0.01
 CONFIDENCE_MIN = 0.2
 PLAN_LAMBDAS = (1e-3, 1e-2, 1e-1, 1.0)  # coarse grid: the plan compares feature sets, fit refines
 PLAN_MAX_ROWS = 2000  # stage probes use at most this many training images (stratified subsample)
-THRESHOLDS = {"lot_per_class": LOT_PER_CLASS, "very_much_per_class": VERY_MUCH_PER_CLASS,
-              "stage_margin": STAGE_MARGIN, "confidence_min": CONFIDENCE_MIN}
+THRESHOLDS = {
+    "lot_per_class": LOT_PER_CLASS,
+    "very_much_per_class": VERY_MUCH_PER_CLASS,
+    "stage_margin": STAGE_MARGIN,
+    "confidence_min": CONFIDENCE_MIN,
+}
 
 
 def _subsample(y: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
@@ -75,29 +80,43 @@ def imagenet_confidence(fs: FeatureSet, rows) -> dict | None:
 
     labels = imagenet_labels() if p.shape[1] == 1000 else None
     common = np.bincount(p.argmax(axis=1), minlength=p.shape[1]).argsort()[::-1][:5]
-    return {"mean_top1_probability": round(float(top1.mean()), 4), "mean_normalised_entropy": round(float(ent.mean()), 4),
-            "most_predicted": [labels[i] if labels else int(i) for i in common]}
+    return {
+        "mean_top1_probability": round(float(top1.mean()), 4),
+        "mean_normalised_entropy": round(float(ent.mean()), 4),
+        "most_predicted": [labels[i] if labels else int(i) for i in common],
+    }
 
 
 def size_measure(splits: DataSplits) -> dict:
     counts = np.array(list(splits.class_counts("train").values()))
     median = float(np.median(counts))
     level = "very much" if median >= VERY_MUCH_PER_CLASS else ("a lot" if median >= LOT_PER_CLASS else "little")
-    return {"num_train": int(counts.sum()), "num_classes": len(counts), "median_per_class": median,
-            "min_per_class": int(counts.min()), "max_per_class": int(counts.max()), "level": level,
-            "large": median >= LOT_PER_CLASS}
+    return {
+        "num_train": int(counts.sum()),
+        "num_classes": len(counts),
+        "median_per_class": median,
+        "min_per_class": int(counts.min()),
+        "max_per_class": int(counts.max()),
+        "level": level,
+        "large": median >= LOT_PER_CLASS,
+    }
 
 
-def stage_probes(fs: FeatureSet, rows: np.ndarray, y: np.ndarray, num_classes: int, sets: list[str], seed: int = 0,
-                 log=None) -> dict[str, dict]:
+def stage_probes(
+    fs: FeatureSet, rows: np.ndarray, y: np.ndarray, num_classes: int, sets: list[str], seed: int = 0, log=None
+) -> dict[str, dict]:
     out = {}
     for name in sets:
         t = time.perf_counter()
         X = featsets.build(fs, name, rows)
         cv = cross_validate(X, y, num_classes, PLAN_LAMBDAS, ProbeSpec(max_iter=100), folds=5, repeats=1, seed=seed)
-        out[name] = {"dim": int(X.shape[1]), "cv_accuracy": round(cv.best_accuracy, 4),
-                     "cv_log_loss": round(cv.best_log_loss, 4), "lambda": cv.best_lambda,
-                     "seconds": round(time.perf_counter() - t, 2)}
+        out[name] = {
+            "dim": int(X.shape[1]),
+            "cv_accuracy": round(cv.best_accuracy, 4),
+            "cv_log_loss": round(cv.best_log_loss, 4),
+            "lambda": cv.best_lambda,
+            "seconds": round(time.perf_counter() - t, 2),
+        }
         if log:
             log(f"  probe {name:<10s} dim {X.shape[1]:5d}  CV accuracy {cv.best_accuracy:.3f}")
     return out
@@ -108,8 +127,16 @@ def suggest(strategy: str, size: dict, model_name: str, different: bool) -> tupl
     blocks = zoo.info(model_name).blocks
     nb = len(blocks)
     if strategy in ("linear", "stages"):
-        return 0, nb, {"lambdas": "log grid 1e-4..10, chosen by 5-fold CV", "optimizer": "L-BFGS (full batch)",
-                       "head": "linear", "loss": "ce"}
+        return (
+            0,
+            nb,
+            {
+                "lambdas": "log grid 1e-4..10, chosen by 5-fold CV",
+                "optimizer": "L-BFGS (full batch)",
+                "head": "linear",
+                "loss": "ce",
+            },
+        )
     if strategy == "full":
         unfreeze = nb
     else:
@@ -119,9 +146,18 @@ def suggest(strategy: str, size: dict, model_name: str, different: bool) -> tupl
         unfreeze = max(1, math.ceil(nb * (0.5 if different else 0.125)))
     n = size["num_train"]
     epochs = 10 if n >= 20000 else 15 if n >= 5000 else 20
-    hp = {"unfreeze": unfreeze, "optimizer": "adamw", "lr": 1e-4 if strategy == "full" else 1e-3,
-          "weight_decay": 0.05, "layer_decay": 0.75, "epochs": epochs, "batch_size": 64, "label_smoothing": 0.1,
-          "schedule": "cosine", "warmup_epochs": 1}
+    hp = {
+        "unfreeze": unfreeze,
+        "optimizer": "adamw",
+        "lr": 1e-4 if strategy == "full" else 1e-3,
+        "weight_decay": 0.05,
+        "layer_decay": 0.75,
+        "epochs": epochs,
+        "batch_size": 64,
+        "label_smoothing": 0.1,
+        "schedule": "cosine",
+        "warmup_epochs": 1,
+    }
     return unfreeze, nb, hp
 
 
@@ -149,12 +185,23 @@ def make_plan(splits: DataSplits, fs: FeatureSet, train_rows: np.ndarray, cfg: F
     stage_says = gap > margin
     conf_says = conf is not None and conf["mean_top1_probability"] < CONFIDENCE_MIN
     different = stage_says or conf_says
-    sim = {"level": "different" if different else "similar", "best_final": best_final, "best_stage": best_stage,
-           "stage_minus_final_cv_accuracy": round(gap, 4), "stage_margin": round(margin, 4), "by_stage_probes": "different" if stage_says else "similar",
-           "imagenet_head": conf, "by_confidence": None if conf is None else ("different" if conf_says else "similar")}
+    sim = {
+        "level": "different" if different else "similar",
+        "best_final": best_final,
+        "best_stage": best_stage,
+        "stage_minus_final_cv_accuracy": round(gap, 4),
+        "stage_margin": round(margin, 4),
+        "by_stage_probes": "different" if stage_says else "similar",
+        "imagenet_head": conf,
+        "by_confidence": None if conf is None else ("different" if conf_says else "similar"),
+    }
     # kNN baseline (leave-one-out on the training images, top features)
     Xk = featsets.build(fs, "top", rows)
-    knn = select_knn(Xk, y, C, metrics=tuple(cfg.knn.metrics), ks=tuple(cfg.knn.ks), seed=cfg.data.seed) if cfg.knn.enabled else None
+    knn = (
+        select_knn(Xk, y, C, metrics=tuple(cfg.knn.metrics), ks=tuple(cfg.knn.ks), seed=cfg.data.seed)
+        if cfg.knn.enabled
+        else None
+    )
 
     if not size["large"]:
         strategy = "stages" if different else "linear"
@@ -171,19 +218,37 @@ def make_plan(splits: DataSplits, fs: FeatureSet, train_rows: np.ndarray, cfg: F
         + sim["by_stage_probes"],
     ]
     if conf is not None:
-        reasons.append(f"pretrained head confidence: mean top-1 probability {conf['mean_top1_probability']:.3f} "
-                       f"(different below {CONFIDENCE_MIN}) -> {sim['by_confidence']}")
-    table = {("little", False): "linear classifier on the top layer", ("little", True): "linear classifiers on earlier stages",
-             ("lot", False): f"finetune the top {unfreeze} of {nb} blocks",
-             ("lot", True): f"finetune {'all' if strategy == 'full' else f'the top {unfreeze} of'} {nb} blocks"}
-    reasons.append(f"decision: {size['level']} data, {sim['level']} -> {strategy} "
-                   f"({table[('lot' if size['large'] else 'little', different)]})")
+        reasons.append(
+            f"pretrained head confidence: mean top-1 probability {conf['mean_top1_probability']:.3f} "
+            f"(different below {CONFIDENCE_MIN}) -> {sim['by_confidence']}"
+        )
+    table = {
+        ("little", False): "linear classifier on the top layer",
+        ("little", True): "linear classifiers on earlier stages",
+        ("lot", False): f"finetune the top {unfreeze} of {nb} blocks",
+        ("lot", True): f"finetune {'all' if strategy == 'full' else f'the top {unfreeze} of'} {nb} blocks",
+    }
+    reasons.append(
+        f"decision: {size['level']} data, {sim['level']} -> {strategy} "
+        f"({table[('lot' if size['large'] else 'little', different)]})"
+    )
     return {
-        "strategy": strategy, "model": zoo.get(cfg.model).name, "unfreeze_blocks": unfreeze, "num_blocks": nb,
-        "hyperparameters": hp, "reasons": reasons,
-        "evidence": {"size": size, "similarity": sim, "probes": probes, "knn": knn,
-                     "class_counts": splits.class_counts("train"), "imbalance": round(splits.imbalance("train"), 3)},
-        "thresholds": THRESHOLDS, "seconds": round(time.perf_counter() - t0, 2),
+        "strategy": strategy,
+        "model": zoo.get(cfg.model).name,
+        "unfreeze_blocks": unfreeze,
+        "num_blocks": nb,
+        "hyperparameters": hp,
+        "reasons": reasons,
+        "evidence": {
+            "size": size,
+            "similarity": sim,
+            "probes": probes,
+            "knn": knn,
+            "class_counts": splits.class_counts("train"),
+            "imbalance": round(splits.imbalance("train"), 3),
+        },
+        "thresholds": THRESHOLDS,
+        "seconds": round(time.perf_counter() - t0, 2),
     }
 
 
@@ -203,18 +268,24 @@ def baselines_on_val(fs: FeatureSet, train_rows, val_rows, splits: DataSplits, p
     knn = plan["evidence"].get("knn")
     if knn:
         k = fit_knn(featsets.build(fs, "top", train_rows), ytr, C, knn["metric"], knn["k"])
-        out[f"knn_{knn['metric']}_k{knn['k']}"] = round(float((k.predict(featsets.build(fs, "top", val_rows)) == yva).mean()), 4)
+        out[f"knn_{knn['metric']}_k{knn['k']}"] = round(
+            float((k.predict(featsets.build(fs, "top", val_rows)) == yva).mean()), 4
+        )
     return out
 
 
 def format_plan(plan: dict) -> str:
     ev = plan["evidence"]
-    lines = [f"plan for {plan['model']}: {plan['strategy'].upper()}"
-             + (f" (unfreeze {plan['unfreeze_blocks']} of {plan['num_blocks']} blocks)" if plan["unfreeze_blocks"] else "")]
+    lines = [
+        f"plan for {plan['model']}: {plan['strategy'].upper()}"
+        + (f" (unfreeze {plan['unfreeze_blocks']} of {plan['num_blocks']} blocks)" if plan["unfreeze_blocks"] else "")
+    ]
     lines += [f"  - {r}" for r in plan["reasons"]]
     lines.append("  feature-set probes (training images, 5-fold CV):")
     for name, p in ev["probes"].items():
-        lines.append(f"    {name:<10s} dim {p['dim']:5d}  CV accuracy {p['cv_accuracy']:.3f}  log-loss {p['cv_log_loss']:.3f}")
+        lines.append(
+            f"    {name:<10s} dim {p['dim']:5d}  CV accuracy {p['cv_accuracy']:.3f}  log-loss {p['cv_log_loss']:.3f}"
+        )
     if ev.get("knn"):
         k = ev["knn"]
         lines.append(f"  kNN baseline: {k['metric']}, k={k['k']}, leave-one-out accuracy {k['loo_accuracy']:.3f}")

@@ -4,6 +4,7 @@ strategy; export reads the result from files alone.
 Every file is written atomically (temp file in the same directory + os.replace), and run.json is
 written last: a directory with a run.json is a complete run.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,12 @@ def weights_provenance(model: torch.nn.Module) -> dict:
     backbone = getattr(model, "backbone", model)
     cfg = getattr(backbone, "pretrained_cfg", None) or {}
     tz = dict(cfg.get("transferzoo") or {})
-    return {"name": tz.get("name"), "source": tz.get("source"), "location": tz.get("location"), "sha256": tz.get("sha256")}
+    return {
+        "name": tz.get("name"),
+        "source": tz.get("source"),
+        "location": tz.get("location"),
+        "sha256": tz.get("sha256"),
+    }
 
 
 def _tsv(samples: list[Sample], root: Path) -> str:

@@ -8,6 +8,7 @@
 Both are "different from ImageNet" data in the plan's sense (tiny greyscale images), which is why
 the plan table uses them. `per_class` keeps the first N images of each class.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

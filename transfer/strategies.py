@@ -6,6 +6,7 @@ Strategies, one implementation each (the table below):
 - ``auto``: runs the plan (`transfer.planner`) and then the strategy it picks.
 Every strategy writes the same run directory (`transfer.rundir`, transfer/RUN_DIR.md).
 """
+
 from __future__ import annotations
 
 import time
@@ -81,8 +82,20 @@ def fit(data, cfg: FitConfig | None = None, out=None, log=None, resume: bool = F
 def write(ctx: FitContext, result: FitResult) -> Path:
     from .rundir import weights_provenance, write_run
 
-    plan = ctx.plan or {"strategy": result.summary["strategy"], "planned": False,
-                        "reasons": [f"strategy {result.summary['strategy']!r} chosen by the user (--strategy)"]}
-    return write_run(ctx.run_dir, spec=result.spec, model=result.model, labels=ctx.splits.classes,
-                     preprocessing=zoo.preprocessing(ctx.cfg.model), weights=weights_provenance(result.model),
-                     summary=result.summary, config=ctx.cfg.to_dict(), plan=plan, splits=ctx.splits)
+    plan = ctx.plan or {
+        "strategy": result.summary["strategy"],
+        "planned": False,
+        "reasons": [f"strategy {result.summary['strategy']!r} chosen by the user (--strategy)"],
+    }
+    return write_run(
+        ctx.run_dir,
+        spec=result.spec,
+        model=result.model,
+        labels=ctx.splits.classes,
+        preprocessing=zoo.preprocessing(ctx.cfg.model),
+        weights=weights_provenance(result.model),
+        summary=result.summary,
+        config=ctx.cfg.to_dict(),
+        plan=plan,
+        splits=ctx.splits,
+    )

@@ -1,4 +1,5 @@
 """torch's intra-op thread count, set for a block: small problems run faster on one thread."""
+
 from __future__ import annotations
 
 import contextlib

@@ -5,4 +5,5 @@ One import package: `transferzoo.zoo` (backbones, weights, and the shared founda
 `transferzoo.serve` (the inference server), and above them the command line (`cli`, `commands/`),
 the pipeline runner (`pipeline/`) and the demo. The four packages never import the layer above.
 """
+
 __version__ = "0.1.0"

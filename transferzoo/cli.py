@@ -5,6 +5,7 @@ import their heavy dependencies (torch, timm, onnx) only when a command runs.
 The error boundary is here: user mistakes (ValueError and its ZooError subclasses, missing files)
 print one line `error: ...` and exit 2; anything else is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 import argparse

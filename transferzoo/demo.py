@@ -6,6 +6,7 @@
    free loopback port, queried through tritonclient and the image endpoint;
 4. a short summary, and the path of the report.
 """
+
 from __future__ import annotations
 
 import io
@@ -35,13 +36,12 @@ def write_sample_photos(out: Path) -> list[Path]:
 
 
 def run_demo(args) -> int:
+    from transferzoo.commands._common import print_json
+    from transferzoo.pipeline.config import PipelineConfig
+    from transferzoo.pipeline.runner import run_pipeline
     from transferzoo.transfer.config import FitConfig
     from transferzoo.transfer.sample_data import write_lfw_subset
     from transferzoo.zoo.predict import predict_images
-
-    from transferzoo.commands._common import print_json
-    from transferzoo.pipeline.runner import run_pipeline
-    from transferzoo.pipeline.config import PipelineConfig
 
     t0 = time.perf_counter()
     out = Path(args.out).resolve()
@@ -60,8 +60,9 @@ def run_demo(args) -> int:
         commit(tmp, data)
     say(f"2/4  embedded dataset: scikit-image lfw_subset (200 real 25x25 crops, face / not_face) -> {data}")
 
-    cfg = PipelineConfig(data=str(data), out=str(out / "pipeline"),
-                         fit=FitConfig(model="efficientnet_lite0", progress=False)).resolved()
+    cfg = PipelineConfig(
+        data=str(data), out=str(out / "pipeline"), fit=FitConfig(model="efficientnet_lite0", progress=False)
+    ).resolved()
     say("3/4  pipeline: plan -> fit -> export (parity gate) -> serve (tritonclient + image endpoint)")
     res = run_pipeline(cfg, log=quiet)
     s = res.summary()
@@ -72,14 +73,20 @@ def run_demo(args) -> int:
     say("4/4  summary")
     for r in plan.get("reasons", [])[:4]:
         say(f"       plan: {r}")
-    say(f"       strategy {s['strategy']} (planned {s['planned_strategy']}): val accuracy {s['val_accuracy']:.1%} "
-        f"on {s['num_val']} images")
+    say(
+        f"       strategy {s['strategy']} (planned {s['planned_strategy']}): val accuracy {s['val_accuracy']:.1%} "
+        f"on {s['num_val']} images"
+    )
     e = s["export"]
-    say(f"       export: {e['exporter']} {e['precision']}, max |onnx - torch| {e['max_abs_diff']:.1e}, "
-        f"top-1 agreement {e['top1_agreement']:.0%}")
+    say(
+        f"       export: {e['exporter']} {e['precision']}, max |onnx - torch| {e['max_abs_diff']:.1e}, "
+        f"top-1 agreement {e['top1_agreement']:.0%}"
+    )
     v = s["serve"]
-    say(f"       serve: {v['requests']} requests via tritonclient, identical to onnxruntime (max diff "
+    say(
+        f"       serve: {v['requests']} requests via tritonclient, identical to onnxruntime (max diff "
         f"{v['max_abs_diff_vs_onnxruntime']:.1e}); p50 {v['latency_ms_p50']} ms vs {v['direct_ms_p50']} ms direct; "
-        f"image endpoint accuracy {v['classify_accuracy']:.0%}")
+        f"image endpoint accuracy {v['classify_accuracy']:.0%}"
+    )
     say(f"     report: {s['report']}   ({time.perf_counter() - t0:.0f} s in all)")
     return 0

@@ -18,22 +18,50 @@ digests (`fileio`), safe image decoding (`images`), onnxruntime sessions (`runti
 load their module on first use (PEP 562), so the torch-free server can use `zoo.images`,
 `zoo.runtime` and `zoo.config`.
 """
+
 from __future__ import annotations
 
 import importlib
 
 # public name -> the submodule that defines it
 _API = {
-    "ZooError": "errors", "UnknownModelError": "errors", "WeightsUnavailableError": "errors",
-    "ChecksumMismatchError": "errors", "ImageError": "errors",
-    "REGISTRY": "registry", "ModelEntry": "registry", "PackageWeights": "registry", "get": "registry",
-    "ModelInfo": "model_info", "Preprocessing": "model_info", "Stage": "model_info", "info": "model_info", "preprocessing": "model_info",
-    "create": "factory", "transforms": "factory",
-    "ResolvedWeights": "sources", "available_sources": "sources", "resolve": "sources",
+    "ZooError": "errors",
+    "UnknownModelError": "errors",
+    "WeightsUnavailableError": "errors",
+    "ChecksumMismatchError": "errors",
+    "ImageError": "errors",
+    "REGISTRY": "registry",
+    "ModelEntry": "registry",
+    "PackageWeights": "registry",
+    "get": "registry",
+    "ModelInfo": "model_info",
+    "Preprocessing": "model_info",
+    "Stage": "model_info",
+    "info": "model_info",
+    "preprocessing": "model_info",
+    "create": "factory",
+    "transforms": "factory",
+    "ResolvedWeights": "sources",
+    "available_sources": "sources",
+    "resolve": "sources",
     "load_rgb": "images",
 }
-_SUBMODULES = ("assembly", "config", "errors", "factory", "fileio", "images", "labels", "layers",
-               "model_info", "predict", "registry", "runtime", "sources", "spec")
+_SUBMODULES = (
+    "assembly",
+    "config",
+    "errors",
+    "factory",
+    "fileio",
+    "images",
+    "labels",
+    "layers",
+    "model_info",
+    "predict",
+    "registry",
+    "runtime",
+    "sources",
+    "spec",
+)
 
 
 def __getattr__(name: str):

@@ -1,6 +1,7 @@
 """A zoo backbone with a new head: the model every training strategy produces and export rebuilds,
 built from its description (`zoo.spec.ModelSpec`). The state dict keys are `backbone.*` and `head.*`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -13,8 +14,13 @@ from .spec import LOG_SOFTMAX, HeadSpec, ModelSpec
 
 __all__ = ["HeadSpec", "ModelSpec", "TransferModel", "build", "feature_dim", "make_head", "activation"]
 
-_ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "gelu": nn.GELU,
-                LOG_SOFTMAX: functools.partial(nn.LogSoftmax, dim=1)}
+_ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    LOG_SOFTMAX: functools.partial(nn.LogSoftmax, dim=1),
+}
 
 
 def activation(name: str) -> nn.Module:
@@ -26,7 +32,10 @@ def make_head(in_features: int, num_classes: int, spec: HeadSpec) -> nn.Module:
         layers: list[nn.Module] = [nn.Dropout(spec.dropout)] if spec.dropout else []
         return nn.Sequential(*layers, nn.Linear(in_features, num_classes))
     return nn.Sequential(
-        nn.Linear(in_features, spec.hidden), activation(spec.activation), nn.Dropout(spec.dropout), nn.Linear(spec.hidden, num_classes)
+        nn.Linear(in_features, spec.hidden),
+        activation(spec.activation),
+        nn.Dropout(spec.dropout),
+        nn.Linear(spec.hidden, num_classes),
     )
 
 
@@ -65,7 +74,11 @@ def build(spec: ModelSpec, pretrained: bool = True, weights=None) -> TransferMod
     if spec.drop_path_rate:
         kw["drop_path_rate"] = spec.drop_path_rate
     if spec.stages is None:
-        backbone = create(spec.model, pretrained=pretrained, weights=weights, num_classes=0, drop_rate=spec.drop_rate, **kw)
+        backbone = create(
+            spec.model, pretrained=pretrained, weights=weights, num_classes=0, drop_rate=spec.drop_rate, **kw
+        )
     else:
-        backbone = create(spec.model, pretrained=pretrained, weights=weights, features_only=True, out_indices=spec.stages, **kw)
+        backbone = create(
+            spec.model, pretrained=pretrained, weights=weights, features_only=True, out_indices=spec.stages, **kw
+        )
     return TransferModel(backbone, make_head(feature_dim(spec), spec.num_classes, spec.head), spec.stages)

@@ -15,6 +15,7 @@ range (`ge`, `gt`, `le`, `lt`; for lists, per element). Cross-field rules go in 
 
 `override(obj, {"features.engine": "torch"})` returns a copy with dotted keys changed, checked the same way.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,8 +58,16 @@ class UnknownKeyError(ConfigError):
         return UnknownKeyError(_join(prefix, self.key), self.close, self.valid)
 
 
-def setting(default=dataclasses.MISSING, *, default_factory=dataclasses.MISSING, choices=None, ge=None, gt=None,
-            le=None, lt=None):
+def setting(
+    default=dataclasses.MISSING,
+    *,
+    default_factory=dataclasses.MISSING,
+    choices=None,
+    ge=None,
+    gt=None,
+    le=None,
+    lt=None,
+):
     """A dataclass field with a rule: `choices` (a tuple of allowed values) or a range."""
     rules = {k: v for k, v in dict(choices=choices, ge=ge, gt=gt, le=le, lt=lt).items() if v is not None}
     return dataclasses.field(default=default, default_factory=default_factory, metadata=rules)
@@ -100,7 +109,9 @@ def _type_name(tp) -> str:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
     if dataclasses.is_dataclass(tp) or tp is dict:
         return "a mapping"
-    return {bool: "true/false", int: "int", float: "number", str: "string", Path: "path"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {bool: "true/false", int: "int", float: "number", str: "string", Path: "path"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
 
 
 def _coerce(value, tp, key: str):
@@ -176,8 +187,12 @@ def _check_rules(value, rules, key: str) -> None:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(key, f"expected one of {allowed}, got {_fmt(v)}{hint}")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
-            bad = (("ge" in rules and v < rules["ge"]) or ("gt" in rules and v <= rules["gt"])
-                   or ("le" in rules and v > rules["le"]) or ("lt" in rules and v >= rules["lt"]))
+            bad = (
+                ("ge" in rules and v < rules["ge"])
+                or ("gt" in rules and v <= rules["gt"])
+                or ("le" in rules and v > rules["le"])
+                or ("lt" in rules and v >= rules["lt"])
+            )
             if bad:
                 raise ConfigError(key, f"expected {_range_text(rules)}, got {v!r}")
 
@@ -197,8 +212,14 @@ def from_dict(cls, data, path: str = ""):
     except ConfigError as e:
         raise e.under(path) from None
     except TypeError:  # a required key is missing
-        missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in data
-                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.init
+            and f.name not in data
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
         if missing:
             raise ConfigError(_join(path, missing[0]), "required") from None
         raise

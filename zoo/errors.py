@@ -1,5 +1,6 @@
 """Errors a user can act on. Every error raised for bad input derives from ZooError (a ValueError),
 so the CLI can print its message instead of a traceback."""
+
 from __future__ import annotations
 
 import difflib

@@ -1,4 +1,5 @@
 """Build models and transforms for registry entries, with weights from `zoo.sources`."""
+
 from __future__ import annotations
 
 import logging
@@ -59,9 +60,16 @@ def create(
 def transform(pre, training: bool = False, **train_kwargs):
     """timm's transform for a `zoo.Preprocessing` (eval: resize, centre crop, ToTensor, Normalize;
     training: timm's augmentation, `train_kwargs` passed on). The one place transforms are built."""
-    return timm.data.create_transform(input_size=pre.input_size, interpolation=pre.interpolation, mean=pre.mean,
-                                      std=pre.std, crop_pct=pre.crop_pct, crop_mode=pre.crop_mode,
-                                      is_training=training, **train_kwargs)
+    return timm.data.create_transform(
+        input_size=pre.input_size,
+        interpolation=pre.interpolation,
+        mean=pre.mean,
+        std=pre.std,
+        crop_pct=pre.crop_pct,
+        crop_mode=pre.crop_mode,
+        is_training=training,
+        **train_kwargs,
+    )
 
 
 def transforms(name: str, training: bool = False, **train_kwargs):

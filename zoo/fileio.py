@@ -7,6 +7,7 @@ folder fsynced, so a crash never leaves a half-written file and never clobbers a
 (disk full, serialisation error) leaves every existing file untouched. This module is the only
 place that renames files into place.
 """
+
 from __future__ import annotations
 
 import contextlib

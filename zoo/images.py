@@ -1,5 +1,6 @@
 """Safe image decoding shared by everything that reads user images: EXIF orientation applied,
 every mode converted to RGB, decompression bombs refused, failures reported per file."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """ImageNet-1k class names, from timm's bundled dataset info (no download)."""
+
 from __future__ import annotations
 
 import functools

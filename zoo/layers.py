@@ -2,6 +2,7 @@
 P (padding), the output volume W x H x D from the conv formula, and the parameter count from
 (F*F*D/groups)*K + K. Each formula result is checked against a real forward pass (hooks) and the
 parameter counts must add up to the model's real total."""
+
 from __future__ import annotations
 
 import math
@@ -75,8 +76,9 @@ def _conv_row(name: str, m: nn.Conv2d, x: torch.Tensor, y: torch.Tensor) -> Laye
     side = lambda q: f"{q[0]}" if q[0] == q[1] else f"{q[0]}/{q[1]}"  # noqa: E731  before/after
     pad = side(ph) if ph == pw else f"{side(ph)}x{side(pw)}"
     kind = "conv" if m.groups == 1 else ("dwconv" if m.groups == d_in == k else "gconv")
-    return LayerRow(name, kind, K=k, F=fmt(kh, kw), S=fmt(sh, sw), P=pad, groups=m.groups,
-                    out=f"{ow} x {oh} x {k}", params=params)
+    return LayerRow(
+        name, kind, K=k, F=fmt(kh, kw), S=fmt(sh, sw), P=pad, groups=m.groups, out=f"{ow} x {oh} x {k}", params=params
+    )
 
 
 def _pool_row(name: str, m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LayerRow:
@@ -87,14 +89,20 @@ def _pool_row(name: str, m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Laye
     oh = _conv_out(x.shape[2], kh, sh, 2 * p[0], d[0], ceil)
     ow = _conv_out(x.shape[3], kw, sw, 2 * p[1], d[1], ceil)
     kind = "maxpool" if isinstance(m, nn.MaxPool2d) else "avgpool"
-    return LayerRow(name, kind, F=f"{kh}" if kh == kw else f"{kh}x{kw}", S=str(sh), P=str(p[0]),
-                    out=f"{ow} x {oh} x {x.shape[1]}")
+    return LayerRow(
+        name, kind, F=f"{kh}" if kh == kw else f"{kh}x{kw}", S=str(sh), P=str(p[0]), out=f"{ow} x {oh} x {x.shape[1]}"
+    )
 
 
 def _other_row(name: str, m: nn.Module, x, y) -> LayerRow:
     own = sum(p.numel() for p in m.parameters(recurse=False))
     if isinstance(m, nn.Linear):
-        return LayerRow(name, "fc", K=m.out_features, params=m.in_features * m.out_features + (m.out_features if m.bias is not None else 0))
+        return LayerRow(
+            name,
+            "fc",
+            K=m.out_features,
+            params=m.in_features * m.out_features + (m.out_features if m.bias is not None else 0),
+        )
     if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)) or "Norm" in type(m).__name__:
         # affine norms: a scale and a shift per channel (BN's running stats are buffers, not parameters)
         return LayerRow(name, "norm", params=own)
@@ -123,6 +131,7 @@ def layer_table(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -> t
             row.real_params = sum(p.numel() for p in m.parameters(recurse=False))
             row.ok = row.out == row.measured and (row.params == row.real_params or row.kind == "globalpool")
             rows.append(row)
+
         return fn
 
     seen_param_modules = []

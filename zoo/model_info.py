@@ -1,5 +1,6 @@
 """What timm knows about an entry, read from timm itself and cached: preprocessing, parameter count,
 feature stages. Models are built on the meta device, so this costs milliseconds and no memory."""
+
 from __future__ import annotations
 
 import functools
@@ -41,7 +42,9 @@ class ModelInfo:
     num_params: int
     num_features: int  # width of the pooled pre-logits features
     stages: tuple[Stage, ...]
-    blocks: tuple[str, ...]  # backbone finetuning groups in forward order (timm's coarse group_matcher, classifier excluded)
+    blocks: tuple[
+        str, ...
+    ]  # backbone finetuning groups in forward order (timm's coarse group_matcher, classifier excluded)
     fixed_input_size: bool
 
 

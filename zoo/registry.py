@@ -4,6 +4,7 @@ An entry states only what cannot be derived: which timm model it is, its license
 weights may come from. Everything timm already knows (preprocessing, feature stages, parameter
 count) is read from timm on demand (see `zoo.info`), so it cannot drift from the real network.
 """
+
 from __future__ import annotations
 
 import fnmatch

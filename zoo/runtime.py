@@ -9,6 +9,7 @@ Settings, and why:
   with spinning on a shared 2-core machine, ~20% slower feature extraction);
 - full graph optimisation (constant folding, Conv+BN/activation fusion, layout transforms).
 """
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,8 @@ def session_options(threads: int = 0, *, spinning: bool = False, opt_level: str 
     if threads < 0:
         raise ValueError(f"threads must be >= 0 (0: all cores), got {threads}")
     levels = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }
@@ -48,4 +50,6 @@ def session(model, threads: int = 0, *, providers: list | None = None, **options
         model = model.SerializeToString()
     elif isinstance(model, os.PathLike):
         model = os.fspath(model)
-    return ort.InferenceSession(model, session_options(threads, **options), providers=providers or ["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        model, session_options(threads, **options), providers=providers or ["CPUExecutionProvider"]
+    )

@@ -11,6 +11,7 @@
 The first source that is present wins; a present but corrupt file is an error, never skipped,
 because silently falling through to another copy would hide tampering.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -21,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from .fileio import sha256_file
 from .errors import ChecksumMismatchError, WeightsUnavailableError, ZooError
+from .fileio import sha256_file
 from .registry import ModelEntry, PackageWeights
 
 _HF_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -161,7 +162,9 @@ def available_sources(entry: ModelEntry) -> list[str]:
 
 
 # ---------------------------------------------------------------- resolution
-def resolve(entry: ModelEntry, weights: str | os.PathLike | None = None, expected_sha256: str | None = None) -> ResolvedWeights:
+def resolve(
+    entry: ModelEntry, weights: str | os.PathLike | None = None, expected_sha256: str | None = None
+) -> ResolvedWeights:
     """Find, verify and load the weights of `entry` as a state dict with timm's key names."""
     tried: list[str] = []
 
@@ -207,7 +210,9 @@ def resolve(entry: ModelEntry, weights: str | os.PathLike | None = None, expecte
         except ZooError:
             raise
         except Exception as e:  # no network, no such repo, proxy errors...
-            tried.append(f"hub download of {entry.timm_name}: failed ({type(e).__name__}: {str(e).splitlines()[0][:160]})")
+            tried.append(
+                f"hub download of {entry.timm_name}: failed ({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+            )
 
     how = [f"pip install {p.distribution}" for p in entry.packages]
     how += [

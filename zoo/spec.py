@@ -7,6 +7,7 @@ into modules by `zoo.assembly`. Torch-free.
 - stages=(i, j, ...): global-average-pooled outputs of those feature stages (timm `features_only`,
   indices into `feature_info`), concatenated: the "linear classifiers from different stages" probe.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -20,6 +20,7 @@ Chunks are written whole (temp file + os.replace) and indexed only after they ex
 run leaves a consistent cache; rows are gathered through numpy memmaps, so nothing but the
 requested rows is read into memory.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,7 +65,9 @@ class FeatureCache:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, chunk INTEGER, row INTEGER)")
             self._db.execute("CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY AUTOINCREMENT, rows INTEGER)")
-            self._db.execute("CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, digest TEXT)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, digest TEXT)"
+            )
         self._mm: dict[tuple[int, str], np.ndarray] = {}
 
     # -- keys -----------------------------------------------------------------------------------
@@ -76,7 +79,7 @@ class FeatureCache:
         memo = {}
         cur = self._db.cursor()
         for i in range(0, len(paths), 500):
-            part = [os.path.abspath(p) for p in paths[i:i + 500]]
+            part = [os.path.abspath(p) for p in paths[i : i + 500]]
             q = f"SELECT path, size, mtime, digest FROM hashes WHERE path IN ({','.join('?' * len(part))})"
             for path, size, mtime, digest in cur.execute(q, part):
                 memo[path] = (size, mtime, digest)
@@ -105,7 +108,7 @@ class FeatureCache:
         cur = self._db.cursor()
         uniq = list(dict.fromkeys(keys))
         for i in range(0, len(uniq), 500):
-            part = uniq[i:i + 500]
+            part = uniq[i : i + 500]
             q = f"SELECT key, chunk, row FROM entries WHERE key IN ({','.join('?' * len(part))})"
             for k, c, r in cur.execute(q, part):
                 if self._chunk_complete(c):
@@ -129,8 +132,9 @@ class FeatureCache:
                 assert arr.shape == (n, self.outputs[name]), (name, arr.shape)
                 atomic_write(self.dir / "chunks" / f"{chunk:07d}.{name}.npy", _npy_bytes(arr))
             with self._db:
-                self._db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?)",
-                                     [(k, chunk, r) for r, k in enumerate(keys)])
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?)", [(k, chunk, r) for r, k in enumerate(keys)]
+                )
 
     def _memmap(self, chunk: int, name: str) -> np.ndarray:
         mm = self._mm.get((chunk, name))

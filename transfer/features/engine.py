@@ -15,6 +15,7 @@ Decoding (``zoo.load_rgb``: EXIF, RGB, bomb-safe) and the model's eval transform
 threads (PIL and torch release the GIL), overlapping with inference, in a bounded window: memory
 stays flat whatever the number of images. Features go to the on-disk cache (`featcache`) in chunks.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,12 +33,12 @@ import torch.nn as nn
 
 from transferzoo import zoo
 from transferzoo.export.onnx_export import verified_session
-from transferzoo.zoo import runtime
-from transferzoo.zoo.images import normalise
-from transferzoo.zoo.fileio import file_digest, sha256_file, write_json
-
 from transferzoo.transfer.config import FeatureConfig
 from transferzoo.transfer.threads import torch_threads
+from transferzoo.zoo import runtime
+from transferzoo.zoo.fileio import file_digest, sha256_file, write_json
+from transferzoo.zoo.images import normalise
+
 from .cache import FeatureCache
 
 log = logging.getLogger(__name__)
@@ -165,8 +166,11 @@ class Extractor:
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.pre = zoo.preprocessing(self.model_name)
         self.dims = output_dims(self.model_name)
-        identity = {"model": self.model_name, "weights_sha256": weights_identity(self.model_name, weights),
-                    "preprocessing": self.pre.to_dict()}
+        identity = {
+            "model": self.model_name,
+            "weights_sha256": weights_identity(self.model_name, weights),
+            "preprocessing": self.pre.to_dict(),
+        }
         self.cache = FeatureCache(self.cfg.resolved_cache_dir(), identity, self.dims, self.cfg.cache_key)
         self._engine = None
         self._module = None
@@ -285,11 +289,20 @@ class Extractor:
                     arr[ok] = self.cache.gather(good, name)
                 arrays[name if v == "orig" else f"{v}:{name}"] = arr
         return FeatureSet(
-            paths=paths, ok=ok, arrays=arrays, classifier=self.classifier,
-            failures=[(paths[i], r) for i, r in sorted(failures.items())], engine=engine_name,
-            timings={"keys_seconds": round(t_keys, 3), "compute_seconds": round(t_compute, 3),
-                     "total_seconds": round(time.perf_counter() - t0, 3), "computed_images": len(todo),
-                     "cached_images": len(paths) - len(todo), **({"engine": self.engine_info} if todo else {})},
+            paths=paths,
+            ok=ok,
+            arrays=arrays,
+            classifier=self.classifier,
+            failures=[(paths[i], r) for i, r in sorted(failures.items())],
+            engine=engine_name,
+            timings={
+                "keys_seconds": round(t_keys, 3),
+                "compute_seconds": round(t_compute, 3),
+                "total_seconds": round(time.perf_counter() - t0, 3),
+                "computed_images": len(todo),
+                "cached_images": len(paths) - len(todo),
+                **({"engine": self.engine_info} if todo else {}),
+            },
             cache={"dir": str(self.cache.dir), "key_mode": self.cfg.cache_key},
         )
 
@@ -323,7 +336,9 @@ class Extractor:
                 flush()
 
         workers = max(1, min(4, self.threads))
-        bar = tqdm(total=len(paths), desc=f"features ({self.model_name})", unit="img", disable=not self.progress, leave=False)
+        bar = tqdm(
+            total=len(paths), desc=f"features ({self.model_name})", unit="img", disable=not self.progress, leave=False
+        )
         with ThreadPoolExecutor(max_workers=workers) as pool:
             window = []
             batch: list[tuple[int, np.ndarray]] = []

@@ -8,16 +8,17 @@
 - ``stageI`` and ``stageI+stageJ+...``: global-average-pooled outputs of those feature stages,
   concatenated in ascending order (``ModelSpec(stages=(I, J, ...))``).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from transferzoo.transfer.probe.linear import Probe
 from transferzoo.zoo import assembly as za
 
 from .engine import FeatureSet
-from transferzoo.transfer.probe.linear import Probe
 
 
 def stage_sets(num_stages: int) -> list[str]:
@@ -31,7 +32,7 @@ def stage_sets(num_stages: int) -> list[str]:
 def stages_of(name: str) -> tuple[int, ...] | None:
     if name in ("top", "imagenet"):
         return None
-    return tuple(sorted(int(p[len("stage"):]) for p in name.split("+")))
+    return tuple(sorted(int(p[len("stage") :]) for p in name.split("+")))
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -57,7 +58,9 @@ def build(fs: FeatureSet, name: str, rows=None, view: str = "orig") -> np.ndarra
     return np.ascontiguousarray(np.concatenate(parts, axis=1)) if len(parts) > 1 else parts[0]
 
 
-def transfer_model(model_name: str, name: str, probe: Probe, classifier, weights=None) -> tuple[za.ModelSpec, za.TransferModel]:
+def transfer_model(
+    model_name: str, name: str, probe: Probe, classifier, weights=None
+) -> tuple[za.ModelSpec, za.TransferModel]:
     """The pretrained backbone + a head computing exactly `probe` on feature set `name`."""
     layers = probe.head_layers()  # [Linear] or [Linear, act, Linear], on raw features
     if name == "imagenet":

@@ -3,6 +3,7 @@ history and the best-so-far weights, in one file written atomically (temp file +
 `kill -9` at any moment leaves either the previous checkpoint or the new one, never a torn file.
 Loaded with `torch.load(weights_only=True)`: plain tensors, numbers, strings and containers only.
 """
+
 from __future__ import annotations
 
 import io
@@ -24,8 +25,12 @@ def rng_state() -> dict:
     return {
         "torch": torch.get_rng_state(),
         "cuda": [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
-        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "numpy": {
+            "key": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },
         "python": {"version": py_state[0], "state": list(py_state[1]), "gauss": py_state[2]},
     }
 

@@ -5,6 +5,7 @@ no-op, so the same code path runs single-process. Only rank 0 writes files; trai
 sharded per rank (DistributedSampler, or a per-rank slice of the cached rows); every rank evaluates
 the whole validation set, so all ranks agree on early stopping without extra communication.
 """
+
 from __future__ import annotations
 
 import os
@@ -70,7 +71,9 @@ def setup() -> Dist:
     if not cuda:
         # share the CPU cores between the ranks instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world)))))
-    return Dist(rank=rank, world=world, local_rank=local, device=torch.device("cuda", local) if cuda else torch.device("cpu"))
+    return Dist(
+        rank=rank, world=world, local_rank=local, device=torch.device("cuda", local) if cuda else torch.device("cpu")
+    )
 
 
 def cleanup(d: Dist) -> None:

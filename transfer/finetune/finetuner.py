@@ -13,6 +13,7 @@
 Both: warmup + schedule (`transfer.optim`), the loop's checks and checkpoints (`transfer.trainloop`),
 DDP under torchrun (`transfer.ddp`), bf16 autocast + channels-last when CUDA is present.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,16 +28,16 @@ import torch
 import torch.nn as nn
 
 from transferzoo import zoo
+from transferzoo.transfer.config import FinetuneConfig
+from transferzoo.transfer.data import DataSplits, Sample
 from transferzoo.zoo import assembly as za
 
 from . import checkpoint as ckpt
 from . import ddp as ddp_mod
 from . import prefix_cache as pc
-from transferzoo.transfer.data import DataSplits, Sample
 from .freeze import FreezeInfo, train_mode, unfreeze_top
-from .optim import create_optimizer, create_schedule
-from transferzoo.transfer.config import FinetuneConfig
 from .loop import LoopData, LoopResult, evaluate, run, write_jsonl
+from .optim import create_optimizer, create_schedule
 
 
 @dataclass
@@ -75,9 +76,16 @@ def preprocessing_for(model_name: str, cfg: FinetuneConfig) -> zoo.Preprocessing
 
 
 def transforms_for(pre: zoo.Preprocessing, cfg: FinetuneConfig):
-    train_tf = zoo.factory.transform(pre, training=True, scale=(cfg.scale_min, 1.0), hflip=cfg.hflip, vflip=cfg.vflip,
-                                     color_jitter=cfg.color_jitter or None, auto_augment=cfg.auto_augment,
-                                     re_prob=cfg.random_erasing)
+    train_tf = zoo.factory.transform(
+        pre,
+        training=True,
+        scale=(cfg.scale_min, 1.0),
+        hflip=cfg.hflip,
+        vflip=cfg.vflip,
+        color_jitter=cfg.color_jitter or None,
+        auto_augment=cfg.auto_augment,
+        re_prob=cfg.random_erasing,
+    )
     return train_tf, zoo.factory.transform(pre)
 
 
@@ -93,10 +101,12 @@ class _EpochSampler(torch.utils.data.Sampler):
         self.epoch = epoch
 
     def _rows(self) -> np.ndarray:
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle else np.arange(self.n)
+        order = (
+            np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle else np.arange(self.n)
+        )
         if self.world > 1:
             per = math.ceil(self.n / self.world)
-            order = np.resize(order, per * self.world)[self.rank::self.world]
+            order = np.resize(order, per * self.world)[self.rank :: self.world]
         return order
 
     def __iter__(self):
@@ -135,17 +145,36 @@ def _fingerprint(model_name: str, strategy: str, cfg: FinetuneConfig, splits: Da
     d = cfg.to_dict()
     for k in ("epochs", "workers", "checkpoint", "patience"):
         d.pop(k, None)  # may change between a run and its resume
-    return pc.cache_key(model=model_name, strategy=strategy, cfg=d, world=world, classes=splits.classes,
-                        train=[(s.path, s.label) for s in splits.train], val=[(s.path, s.label) for s in splits.val])
+    return pc.cache_key(
+        model=model_name,
+        strategy=strategy,
+        cfg=d,
+        world=world,
+        classes=splits.classes,
+        train=[(s.path, s.label) for s in splits.train],
+        val=[(s.path, s.label) for s in splits.val],
+    )
 
 
 class Finetuner:
     """Everything a finetuning run needs, set up once: model, frozen part, data path (cached prefix
     or streamed images), optimizer. `train()`, `lr_find()` and `search()` use it."""
 
-    def __init__(self, splits: DataSplits, model_name: str, strategy: str, cfg: FinetuneConfig, *, run_dir=None,
-                 plan: dict | None = None, weights=None, resume: bool = False, log=None, progress: bool | None = None,
-                 dist: ddp_mod.Dist | None = None):
+    def __init__(
+        self,
+        splits: DataSplits,
+        model_name: str,
+        strategy: str,
+        cfg: FinetuneConfig,
+        *,
+        run_dir=None,
+        plan: dict | None = None,
+        weights=None,
+        resume: bool = False,
+        log=None,
+        progress: bool | None = None,
+        dist: ddp_mod.Dist | None = None,
+    ):
         """`cfg` is resolved for `strategy` here if it is not already (FinetuneConfig.resolved)."""
         self.t0 = time.perf_counter()
         cfg = cfg.resolved(strategy, cfg.seed or 0)
@@ -167,8 +196,12 @@ class Finetuner:
         if not splits.train or not splits.val:
             raise ValueError("finetuning needs training and validation images")
         unfreeze = cfg.unfreeze
-        self.spec = za.ModelSpec(model=self.model_name, num_classes=len(splits.classes),
-                                 head=za.HeadSpec(dropout=cfg.dropout), drop_path_rate=cfg.drop_path)
+        self.spec = za.ModelSpec(
+            model=self.model_name,
+            num_classes=len(splits.classes),
+            head=za.HeadSpec(dropout=cfg.dropout),
+            drop_path_rate=cfg.drop_path,
+        )
         self.model = za.build(self.spec, pretrained=True, weights=weights)
         if strategy == "partial" and unfreeze is None:
             unfreeze = plan_unfreeze(plan, self.model_name, self.model)
@@ -210,38 +243,80 @@ class Finetuner:
         if self.split is not None:
             t = time.perf_counter()
             key = pc.cache_key(fp=self.fingerprint, cut=self.split.cut, pre=self.pre.to_dict())
-            engine = pc.prefix_engine(self.split.prefix, self.cache_dir, self.pre.input_size, self.device, self.amp,
-                                      "torch" if self.dist.enabled else cfg.prefix_engine)
-            common = dict(input_size=self.pre.input_size, batch_size=bs, workers=self.workers, load=zoo.load_rgb, device=self.device,
-                          progress=self._progress(), rank=self.dist.rank, world=self.dist.world,
-                          barrier=self.dist.barrier if self.dist.enabled else None)
-            self.log(f"caching the frozen prefix's activations (entering {self.split.cut}): "
-                     f"{len(self.splits.train)} train images x {cfg.views} views + {len(self.splits.val)} val")
-            self.train_cache = pc.build_split_cache(self.cache_dir, "train", key + "t", engine,
-                                                    self.splits.train, self.train_tf, cfg.views, cfg.seed, **common)
-            self.val_cache = pc.build_split_cache(self.cache_dir, "val", key + "v", engine,
-                                                  self.splits.val, self.eval_tf, 1, cfg.seed, **common)
+            engine = pc.prefix_engine(
+                self.split.prefix,
+                self.cache_dir,
+                self.pre.input_size,
+                self.device,
+                self.amp,
+                "torch" if self.dist.enabled else cfg.prefix_engine,
+            )
+            common = dict(
+                input_size=self.pre.input_size,
+                batch_size=bs,
+                workers=self.workers,
+                load=zoo.load_rgb,
+                device=self.device,
+                progress=self._progress(),
+                rank=self.dist.rank,
+                world=self.dist.world,
+                barrier=self.dist.barrier if self.dist.enabled else None,
+            )
+            self.log(
+                f"caching the frozen prefix's activations (entering {self.split.cut}): "
+                f"{len(self.splits.train)} train images x {cfg.views} views + {len(self.splits.val)} val"
+            )
+            self.train_cache = pc.build_split_cache(
+                self.cache_dir,
+                "train",
+                key + "t",
+                engine,
+                self.splits.train,
+                self.train_tf,
+                cfg.views,
+                cfg.seed,
+                **common,
+            )
+            self.val_cache = pc.build_split_cache(
+                self.cache_dir, "val", key + "v", engine, self.splits.val, self.eval_tf, 1, cfg.seed, **common
+            )
             shape = list(self.train_cache.x.shape)
-            self.cache_info = {"cut": self.split.cut, "views": cfg.views, "engine": engine.name, "shape": shape[1:],
-                               "bytes": int(self.train_cache.x.nbytes + self.val_cache.x.nbytes),
-                               "seconds": round(time.perf_counter() - t, 2)}
-            self.log(f"prefix cache: {self.cache_info['bytes'] / 2**20:.0f} MiB on disk, {self.cache_info['seconds']:.1f}s")
+            self.cache_info = {
+                "cut": self.split.cut,
+                "views": cfg.views,
+                "engine": engine.name,
+                "shape": shape[1:],
+                "bytes": int(self.train_cache.x.nbytes + self.val_cache.x.nbytes),
+                "seconds": round(time.perf_counter() - t, 2),
+            }
+            self.log(
+                f"prefix cache: {self.cache_info['bytes'] / 2**20:.0f} MiB on disk, {self.cache_info['seconds']:.1f}s"
+            )
             n = len(self.splits.train)
             self.steps_per_epoch = math.ceil(math.ceil(n / self.dist.world) / bs)
         else:
             self.train_ds = _SeededImages(self.splits.train, self.train_tf, cfg.seed)
             self.train_sampler = _EpochSampler(len(self.train_ds), cfg.seed, True, self.dist.rank, self.dist.world)
             self.train_loader = torch.utils.data.DataLoader(
-                self.train_ds, batch_size=bs, sampler=self.train_sampler, num_workers=self.workers,
-                pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0,
+                self.train_ds,
+                batch_size=bs,
+                sampler=self.train_sampler,
+                num_workers=self.workers,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=self.workers > 0,
                 drop_last=len(self.train_sampler) > bs and len(self.train_sampler) % bs == 1,
                 prefetch_factor=4 if self.workers else None,
             )
             from transferzoo.transfer.data import ImageDataset
 
             self.val_loader = torch.utils.data.DataLoader(
-                ImageDataset(self.splits.val, self.eval_tf), batch_size=bs, shuffle=False,
-                num_workers=self.workers, pin_memory=self.device.type == "cuda", persistent_workers=self.workers > 0)
+                ImageDataset(self.splits.val, self.eval_tf),
+                batch_size=bs,
+                shuffle=False,
+                num_workers=self.workers,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=self.workers > 0,
+            )
             self.steps_per_epoch = len(self.train_loader)
 
     def _cached_train(self, epoch: int, subset: int | None = None, seed: int | None = None):
@@ -252,9 +327,9 @@ class Finetuner:
         rows = order * V + g.integers(0, V, n)
         if self.dist.enabled:
             per = math.ceil(n / self.dist.world)
-            rows = np.resize(rows, per * self.dist.world)[self.dist.rank::self.dist.world]
+            rows = np.resize(rows, per * self.dist.world)[self.dist.rank :: self.dist.world]
         for i in range(0, len(rows), bs):
-            r = rows[i:i + bs]
+            r = rows[i : i + bs]
             if len(r) < 2 and i > 0:
                 break  # a batch of one cannot train BatchNorm
             yield c.batch(r), torch.from_numpy(c.y[r // V])
@@ -272,7 +347,9 @@ class Finetuner:
     def loop_data(self) -> LoopData:
         if self.split is not None:
             return LoopData(train=self._cached_train, val=self._cached_val, steps_per_epoch=self.steps_per_epoch)
-        return LoopData(train=self._streamed_train, val=lambda: iter(self.val_loader), steps_per_epoch=self.steps_per_epoch)
+        return LoopData(
+            train=self._streamed_train, val=lambda: iter(self.val_loader), steps_per_epoch=self.steps_per_epoch
+        )
 
     def set_train(self) -> None:
         if self.split is not None:
@@ -283,26 +360,65 @@ class Finetuner:
     def reset(self) -> None:
         self.trainable.load_state_dict(self.initial_state)
 
-    def _run(self, cfg: FinetuneConfig, *, ckpt_dir=None, resume_state=None, on_epoch=None, epochs=None,
-             data: LoopData | None = None, check_initial=True, extra_state=None, progress: bool | None = None) -> LoopResult:
+    def _run(
+        self,
+        cfg: FinetuneConfig,
+        *,
+        ckpt_dir=None,
+        resume_state=None,
+        on_epoch=None,
+        epochs=None,
+        data: LoopData | None = None,
+        check_initial=True,
+        extra_state=None,
+        progress: bool | None = None,
+    ) -> LoopResult:
         optimizer = create_optimizer(self.model, cfg)
         data = data or self.loop_data()
         sched = create_schedule(optimizer, cfg, data.steps_per_epoch, epochs)
         module = self.dist.wrap(self.trainable)
-        return run(module=module, set_train=self.set_train, state_module=self.trainable, optimizer=optimizer,
-                   scheduler=sched, data=data, cfg=cfg, num_classes=len(self.splits.classes), device=self.device,
-                   amp=self.amp, ckpt_dir=ckpt_dir, resume=resume_state, fingerprint=self.fingerprint,
-                   on_epoch=on_epoch, is_main=self.dist.is_main, progress=self._progress() if progress is None else progress,
-                   all_reduce=self.dist.all_reduce_sum if self.dist.enabled else None, log=self.log,
-                   epochs=epochs, check_initial=check_initial, extra_state=extra_state)
+        return run(
+            module=module,
+            set_train=self.set_train,
+            state_module=self.trainable,
+            optimizer=optimizer,
+            scheduler=sched,
+            data=data,
+            cfg=cfg,
+            num_classes=len(self.splits.classes),
+            device=self.device,
+            amp=self.amp,
+            ckpt_dir=ckpt_dir,
+            resume=resume_state,
+            fingerprint=self.fingerprint,
+            on_epoch=on_epoch,
+            is_main=self.dist.is_main,
+            progress=self._progress() if progress is None else progress,
+            all_reduce=self.dist.all_reduce_sum if self.dist.enabled else None,
+            log=self.log,
+            epochs=epochs,
+            check_initial=check_initial,
+            extra_state=extra_state,
+        )
 
     # -- optional checks ----------------------------------------------------------------------------
     def overfit_check(self, n: int, steps: int = 60) -> dict:
         """Can the trainable part drive the training loss to ~0 on `n` images? (A model that cannot
         overfit a handful of examples has a bug in its data or wiring.) Weights are restored after."""
         samples = self.splits.train[:0]
-        cfg = replace(self.cfg, epochs=steps, warmup_epochs=0, label_smoothing=0.0, mixup=0.0, cutmix=0.0,
-                      dropout=0.0, patience=0, weight_decay=0.0, checkpoint=False, schedule="constant")
+        cfg = replace(
+            self.cfg,
+            epochs=steps,
+            warmup_epochs=0,
+            label_smoothing=0.0,
+            mixup=0.0,
+            cutmix=0.0,
+            dropout=0.0,
+            patience=0,
+            weight_decay=0.0,
+            checkpoint=False,
+            schedule="constant",
+        )
         if self.split is not None:
             n = min(n, len(self.train_cache))
             rng = np.random.default_rng(self.cfg.seed)
@@ -320,9 +436,21 @@ class Finetuner:
         final = res.history[-1]
         self.reset()
         ok = final["train_loss"] < 0.1 or final["val_accuracy"] == 1.0
-        out = {"images": int(len(y)), "steps": steps, "final_loss": final["train_loss"], "accuracy": final["val_accuracy"], "passed": ok}
-        self.log(f"overfit check on {len(y)} images: loss {final['train_loss']:.4f}, accuracy {final['val_accuracy']:.3f} "
-                 + ("(passed)" if ok else "(FAILED: the model cannot fit a handful of images; check the data and the learning rate)"))
+        out = {
+            "images": int(len(y)),
+            "steps": steps,
+            "final_loss": final["train_loss"],
+            "accuracy": final["val_accuracy"],
+            "passed": ok,
+        }
+        self.log(
+            f"overfit check on {len(y)} images: loss {final['train_loss']:.4f}, accuracy {final['val_accuracy']:.3f} "
+            + (
+                "(passed)"
+                if ok
+                else "(FAILED: the model cannot fit a handful of images; check the data and the learning rate)"
+            )
+        )
         return out
 
     def search(self, trials: int, epochs: int) -> tuple[FinetuneConfig, list[dict]]:
@@ -334,8 +462,15 @@ class Finetuner:
         for t in range(trials):
             lr = float(base * 10 ** rng.uniform(-1, 1))
             wd = float(10 ** rng.uniform(-5, -1))
-            cfg = replace(self.cfg, lr=lr, weight_decay=wd, epochs=epochs, warmup_epochs=min(self.cfg.warmup_epochs, epochs - 1) if epochs > 1 else 0,
-                          patience=0, checkpoint=False)
+            cfg = replace(
+                self.cfg,
+                lr=lr,
+                weight_decay=wd,
+                epochs=epochs,
+                warmup_epochs=min(self.cfg.warmup_epochs, epochs - 1) if epochs > 1 else 0,
+                patience=0,
+                checkpoint=False,
+            )
             try:
                 res = self._run(cfg, check_initial=False)
                 acc = res.best_val_accuracy
@@ -360,8 +495,10 @@ class Finetuner:
             if resume_state is None:
                 self.log(f"no checkpoint in {ckpt_dir}: starting from the beginning")
             elif resume_state.get("fingerprint") != self.fingerprint:
-                raise ValueError(f"the checkpoint in {ckpt_dir} belongs to a different run (other data, model or "
-                                 "settings); resume with the same command, or drop --resume to start over")
+                raise ValueError(
+                    f"the checkpoint in {ckpt_dir} belongs to a different run (other data, model or "
+                    "settings); resume with the same command, or drop --resume to start over"
+                )
             else:
                 extra = dict(resume_state.get("extra") or {})
         if resume_state is None:
@@ -384,41 +521,73 @@ class Finetuner:
 
         res = self._run(cfg, ckpt_dir=ckpt_dir, resume_state=resume_state, on_epoch=on_epoch, extra_state=extra)
         if self.split is not None:
-            loss, acc, pred, true, prob = evaluate(self.trainable, self._cached_val(), self.device, self.amp, with_probs=True)
+            loss, acc, pred, true, prob = evaluate(
+                self.trainable, self._cached_val(), self.device, self.amp, with_probs=True
+            )
         else:
-            loss, acc, pred, true, prob = evaluate(self.model, iter(self.val_loader), self.device, self.amp, with_probs=True)
+            loss, acc, pred, true, prob = evaluate(
+                self.model, iter(self.val_loader), self.device, self.amp, with_probs=True
+            )
         self.model.eval()
         summary = self._summary(cfg, res, acc, loss, pred, true, extra)
         if self.splits.test:
             from transferzoo.transfer.data import ImageDataset
 
-            loader = torch.utils.data.DataLoader(ImageDataset(self.splits.test, self.eval_tf), batch_size=cfg.batch_size,
-                                                 num_workers=self.workers)
+            loader = torch.utils.data.DataLoader(
+                ImageDataset(self.splits.test, self.eval_tf), batch_size=cfg.batch_size, num_workers=self.workers
+            )
             tl, ta, _, _ = evaluate(self.model, loader, self.device, self.amp)
             summary["test_accuracy"], summary["test_loss"] = round(ta, 6), round(tl, 6)
         self.model.to("cpu").to(memory_format=torch.contiguous_format)
-        return FinetuneResult(model=self.model, spec=self.spec, summary=summary, history=res.history, val_pred=pred,
-                              val_true=true, val_prob=prob, preprocessing=self.pre, config=cfg)
+        return FinetuneResult(
+            model=self.model,
+            spec=self.spec,
+            summary=summary,
+            history=res.history,
+            val_pred=pred,
+            val_true=true,
+            val_prob=prob,
+            preprocessing=self.pre,
+            config=cfg,
+        )
 
     def _summary(self, cfg, res: LoopResult, acc, loss, pred, true, extra) -> dict:
         from transferzoo.transfer.report.markdown import confusion_matrix
 
         C = len(self.splits.classes)
         cm = confusion_matrix(true, pred, C)
-        per_class = {name: {"support": int(cm[i].sum()), "recall": round(float(cm[i, i] / max(1, cm[i].sum())), 4)}
-                     for i, name in enumerate(self.splits.classes)}
+        per_class = {
+            name: {"support": int(cm[i].sum()), "recall": round(float(cm[i, i] / max(1, cm[i].sum())), 4)}
+            for i, name in enumerate(self.splits.classes)
+        }
         s = {
-            "strategy": self.strategy, "model": self.model_name, "val_accuracy": round(float(acc), 6),
-            "val_loss": round(float(loss), 6), "num_classes": C, "num_train": len(self.splits.train),
-            "num_val": len(self.splits.val), "wall_seconds": round(time.perf_counter() - self.t0, 2),
-            "best_epoch": res.best_epoch, "epochs_run": len(res.history), "stopped": res.stopped,
-            "trained_blocks": self.freeze.trained_blocks, "num_blocks": self.freeze.num_blocks,
-            "trainable_params": self.freeze.trainable_params, "total_params": self.freeze.total_params,
-            "optimizer": cfg.optimizer, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "schedule": cfg.schedule,
-            "image_size": self.pre.input_size[-1], "world_size": self.dist.world, "device": str(self.device),
-            "initial_loss": res.checks.get("initial_loss"), "ln_num_classes": res.checks.get("ln_num_classes"),
+            "strategy": self.strategy,
+            "model": self.model_name,
+            "val_accuracy": round(float(acc), 6),
+            "val_loss": round(float(loss), 6),
+            "num_classes": C,
+            "num_train": len(self.splits.train),
+            "num_val": len(self.splits.val),
+            "wall_seconds": round(time.perf_counter() - self.t0, 2),
+            "best_epoch": res.best_epoch,
+            "epochs_run": len(res.history),
+            "stopped": res.stopped,
+            "trained_blocks": self.freeze.trained_blocks,
+            "num_blocks": self.freeze.num_blocks,
+            "trainable_params": self.freeze.trainable_params,
+            "total_params": self.freeze.total_params,
+            "optimizer": cfg.optimizer,
+            "lr": cfg.lr,
+            "weight_decay": cfg.weight_decay,
+            "schedule": cfg.schedule,
+            "image_size": self.pre.input_size[-1],
+            "world_size": self.dist.world,
+            "device": str(self.device),
+            "initial_loss": res.checks.get("initial_loss"),
+            "ln_num_classes": res.checks.get("ln_num_classes"),
             "initial_loss_ok": res.checks.get("initial_loss_ok"),
-            "confusion": cm.tolist(), "per_class": per_class,
+            "confusion": cm.tolist(),
+            "per_class": per_class,
         }
         if self.cache_info:
             s["prefix_cache"] = self.cache_info
@@ -426,8 +595,9 @@ class Finetuner:
         return s
 
     # -- output ------------------------------------------------------------------------------------
-    def write_run(self, result: FinetuneResult, plan: dict | None = None, config: dict | None = None,
-                  keep_cache: bool = False) -> Path | None:
+    def write_run(
+        self, result: FinetuneResult, plan: dict | None = None, config: dict | None = None, keep_cache: bool = False
+    ) -> Path | None:
         """The run directory (rank 0 only); the prefix cache is removed unless `keep_cache`."""
         if self.run_dir is None or not self.dist.is_main:
             return None
@@ -437,9 +607,19 @@ class Finetuner:
         extra = finetune_extra_files(result, self.splits, plan)
         cfg = {"model": self.model_name, "strategy": self.strategy, "finetune": result.config.to_dict()}
         cfg.update(config or {})
-        out = write_run(self.run_dir, spec=result.spec, model=result.model, labels=self.splits.classes,
-                        preprocessing=result.preprocessing, weights=weights_provenance(result.model),
-                        summary=result.summary, config=cfg, plan=plan, splits=self.splits, extra_files=extra)
+        out = write_run(
+            self.run_dir,
+            spec=result.spec,
+            model=result.model,
+            labels=self.splits.classes,
+            preprocessing=result.preprocessing,
+            weights=weights_provenance(result.model),
+            summary=result.summary,
+            config=cfg,
+            plan=plan,
+            splits=self.splits,
+            extra_files=extra,
+        )
         if not keep_cache:
             pc.remove(self.run_dir / "cache")
         return out
@@ -450,4 +630,3 @@ class Finetuner:
         for name in ("train_loader", "val_loader"):
             if hasattr(self, name):
                 delattr(self, name)
-

@@ -9,6 +9,7 @@ accuracy, learning rate, seconds. Checks, with messages a user can act on:
 - early stopping on validation accuracy (`patience`), keeping the best epoch's weights.
 Checkpoints (`transfer.checkpoint`) make an interrupted run resumable with identical results.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from transferzoo.transfer.config import FinetuneConfig
 from transferzoo.zoo.errors import ZooError
 
 from . import checkpoint as ckpt
-from transferzoo.transfer.config import FinetuneConfig
 
 
 class TrainingDiverged(ZooError):
@@ -91,8 +92,9 @@ def make_mixup(cfg: FinetuneConfig, num_classes: int):
         return None
     from timm.data import Mixup
 
-    return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing,
-                 num_classes=num_classes)
+    return Mixup(
+        mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.label_smoothing, num_classes=num_classes
+    )
 
 
 def _lr(optimizer) -> float:
@@ -151,8 +153,13 @@ def run(
         t0 = time.perf_counter()
         set_train()
         tot_loss = tot_correct = tot_n = 0.0
-        bar = tqdm(total=data.steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
-                   disable=not ((sys.stderr.isatty() if progress is None else progress) and is_main), leave=False)
+        bar = tqdm(
+            total=data.steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{epochs}",
+            unit="batch",
+            disable=not ((sys.stderr.isatty() if progress is None else progress) and is_main),
+            leave=False,
+        )
         for x, y in data.train(epoch):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if device.type == "cuda" and x.dim() == 4:
@@ -175,18 +182,22 @@ def run(
                 ok = abs(lv - ln_c) <= max(0.5 * ln_c, 0.5)
                 checks["initial_loss_ok"] = ok
                 if check_initial and is_main and not ok:
-                    log(f"warning: initial loss {lv:.3f} is far from ln({num_classes}) = {ln_c:.3f}: "
-                        "a new head should start near uniform predictions; check labels and preprocessing")
+                    log(
+                        f"warning: initial loss {lv:.3f} is far from ln({num_classes}) = {ln_c:.3f}: "
+                        "a new head should start near uniform predictions; check labels and preprocessing"
+                    )
             if not math.isfinite(lv):
                 raise TrainingDiverged(
                     f"training diverged at epoch {epoch + 1}, step {step + 1}: the loss is {lv}. "
-                    f"Lower the learning rate (it was {cfg.lr:g}; try `transferzoo lr-find`) or add --grad-clip")
+                    f"Lower the learning rate (it was {cfg.lr:g}; try `transferzoo lr-find`) or add --grad-clip"
+                )
             recent.append(lv)
             if len(recent) >= min(5, data.steps_per_epoch) and np.mean(recent) > cfg.divergence_factor * initial_loss:
                 raise TrainingDiverged(
                     f"training diverged at epoch {epoch + 1}, step {step + 1}: the running loss {np.mean(recent):.3f} "
                     f"exceeds {cfg.divergence_factor:g} x the initial loss {initial_loss:.3f}. Lower the learning rate "
-                    f"(it was {cfg.lr:g}; `transferzoo lr-find DATA` suggests one)")
+                    f"(it was {cfg.lr:g}; `transferzoo lr-find DATA` suggests one)"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -204,25 +215,48 @@ def run(
         if all_reduce is not None:
             tot_loss, tot_correct, tot_n = all_reduce([tot_loss, tot_correct, tot_n])
         val_loss, val_acc, _, _ = evaluate(module, data.val(), device, amp)
-        rec = {"epoch": epoch + 1, "train_loss": round(tot_loss / max(tot_n, 1), 6),
-               "train_accuracy": round(tot_correct / max(tot_n, 1), 6), "val_loss": round(val_loss, 6),
-               "val_accuracy": round(val_acc, 6), "lr": _lr(optimizer), "seconds": round(time.perf_counter() - t0, 3)}
+        rec = {
+            "epoch": epoch + 1,
+            "train_loss": round(tot_loss / max(tot_n, 1), 6),
+            "train_accuracy": round(tot_correct / max(tot_n, 1), 6),
+            "val_loss": round(val_loss, 6),
+            "val_accuracy": round(val_acc, 6),
+            "lr": _lr(optimizer),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
         history.append(rec)
         if is_main:
-            log(f"epoch {epoch + 1}/{epochs}: train loss {rec['train_loss']:.4f} acc {rec['train_accuracy']:.4f} | "
-                f"val loss {val_loss:.4f} acc {val_acc:.4f} | lr {rec['lr']:.2e} | {rec['seconds']:.1f}s")
+            log(
+                f"epoch {epoch + 1}/{epochs}: train loss {rec['train_loss']:.4f} acc {rec['train_accuracy']:.4f} | "
+                f"val loss {val_loss:.4f} acc {val_acc:.4f} | lr {rec['lr']:.2e} | {rec['seconds']:.1f}s"
+            )
         score = (val_acc, -val_loss)
         if score > tuple(best["score"]):
-            best = {"score": score, "epoch": epoch + 1,
-                    "state": {k: v.detach().cpu().clone() for k, v in state_module.state_dict().items()}}
+            best = {
+                "score": score,
+                "epoch": epoch + 1,
+                "state": {k: v.detach().cpu().clone() for k, v in state_module.state_dict().items()},
+            }
         if ckpt_dir is not None and is_main and cfg.checkpoint:
-            ckpt.save(ckpt_dir, {
-                "fingerprint": fingerprint, "epoch": epoch, "step": step, "model": state_module.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": ckpt.rng_state(),
-                "history": history, "best_score": list(best["score"]), "best_epoch": best["epoch"],
-                "best_state": best["state"], "initial_loss": initial_loss, "checks": checks,
-                "extra": extra_state or {},
-            })
+            ckpt.save(
+                ckpt_dir,
+                {
+                    "fingerprint": fingerprint,
+                    "epoch": epoch,
+                    "step": step,
+                    "model": state_module.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": ckpt.rng_state(),
+                    "history": history,
+                    "best_score": list(best["score"]),
+                    "best_epoch": best["epoch"],
+                    "best_state": best["state"],
+                    "initial_loss": initial_loss,
+                    "checks": checks,
+                    "extra": extra_state or {},
+                },
+            )
         if on_epoch is not None and is_main:
             on_epoch(history)
         if cfg.patience and epoch + 1 - best["epoch"] >= cfg.patience and epoch + 1 < epochs:
@@ -232,8 +266,14 @@ def run(
             break
     if best["state"] is not None:
         state_module.load_state_dict(best["state"])
-    return LoopResult(history=history, best_epoch=best["epoch"], best_val_accuracy=float(best["score"][0]),
-                      initial_loss=initial_loss, stopped=stopped, checks=checks)
+    return LoopResult(
+        history=history,
+        best_epoch=best["epoch"],
+        best_val_accuracy=float(best["score"][0]),
+        initial_loss=initial_loss,
+        stopped=stopped,
+        checks=checks,
+    )
 
 
 def write_jsonl(path, history: list[dict]) -> None:

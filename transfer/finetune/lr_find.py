@@ -3,6 +3,7 @@ while raising the LR exponentially from `start` to `end`, record the smoothed lo
 exceeds 4x its minimum. The suggestion is the LR where the loss falls fastest (steepest negative
 slope of the smoothed loss against log LR), which is usually a safe, fast choice. The model's
 weights are restored afterwards."""
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,14 @@ class LRFindResult:
     stopped_early: bool
 
     def to_dict(self) -> dict:
-        return {"suggestion": self.suggestion, "min_loss_lr": self.min_loss_lr, "steps": len(self.lrs),
-                "stopped_early": self.stopped_early, "lrs": self.lrs, "losses": self.losses}
+        return {
+            "suggestion": self.suggestion,
+            "min_loss_lr": self.min_loss_lr,
+            "steps": len(self.lrs),
+            "stopped_early": self.stopped_early,
+            "lrs": self.lrs,
+            "losses": self.losses,
+        }
 
 
 def lr_find(ft, start: float = 1e-6, end: float = 1.0, steps: int = 100, beta: float = 0.9) -> LRFindResult:
@@ -43,7 +50,7 @@ def lr_find(ft, start: float = 1e-6, end: float = 1.0, steps: int = 100, beta: f
     ft.set_train()
     while step < steps and not stopped:
         for x, y in data.train(epoch):
-            lr = start * factor ** step
+            lr = start * factor**step
             for g, s in zip(opt.param_groups, scales):
                 g["lr"] = lr * s
             x, y = x.to(ft.device), y.to(ft.device)
@@ -67,8 +74,13 @@ def lr_find(ft, start: float = 1e-6, end: float = 1.0, steps: int = 100, beta: f
         epoch += 1
     ft.reset()
     ft.model.eval()
-    return LRFindResult(lrs=lrs, losses=losses, suggestion=suggest(lrs, losses),
-                        min_loss_lr=float(lrs[int(np.nanargmin(losses))]) if losses else start, stopped_early=stopped)
+    return LRFindResult(
+        lrs=lrs,
+        losses=losses,
+        suggestion=suggest(lrs, losses),
+        min_loss_lr=float(lrs[int(np.nanargmin(losses))]) if losses else start,
+        stopped_early=stopped,
+    )
 
 
 def suggest(lrs: list[float], losses: list[float]) -> float:
@@ -84,8 +96,8 @@ def suggest(lrs: list[float], losses: list[float]) -> float:
     if stop - lo < 4:
         return float(lr[int(np.argmin(loss))] / 10)
     w = max(3, len(lr) // 10)  # the range test is noisy: smooth again before differentiating
-    seg = np.convolve(np.pad(loss[lo:stop + 1], (w // 2, w - 1 - w // 2), mode="edge"), np.ones(w) / w, mode="valid")
-    grad = np.gradient(seg, np.log10(lr[lo:stop + 1]))
+    seg = np.convolve(np.pad(loss[lo : stop + 1], (w // 2, w - 1 - w // 2), mode="edge"), np.ones(w) / w, mode="valid")
+    grad = np.gradient(seg, np.log10(lr[lo : stop + 1]))
     return float(lr[lo + int(np.argmin(grad[:-1]))])
 
 

@@ -6,6 +6,7 @@ plus the new head at `head_lr_scale`. Frozen parameters are left out. For `parti
 discriminative learning rates over the unfrozen blocks; for `full`, layer-wise LR decay over the
 whole network. timm's schedulers apply each group's `lr_scale`.
 """
+
 from __future__ import annotations
 
 import torch.nn as nn
@@ -15,8 +16,14 @@ from timm.scheduler import create_scheduler_v2
 from transferzoo.transfer.config import FinetuneConfig
 
 # our names -> timm's (timm's 'sgd' is Nesterov; plain momentum SGD is 'momentum')
-TIMM_OPT = {"sgd": "momentum", "nesterov": "nesterov", "rmsprop": "rmsprop", "adagrad": "adagrad",
-            "adam": "adam", "adamw": "adamw"}
+TIMM_OPT = {
+    "sgd": "momentum",
+    "nesterov": "nesterov",
+    "rmsprop": "rmsprop",
+    "adagrad": "adagrad",
+    "adam": "adam",
+    "adamw": "adamw",
+}
 TIMM_SCHED = {"cosine": "cosine", "linear": "poly", "inverse_sqrt": "rsqrt", "constant": "constant"}
 
 
@@ -67,8 +74,15 @@ def create_schedule(optimizer, cfg: FinetuneConfig, steps_per_epoch: int, epochs
         kw["decay_epochs"] = max(1, total // 10)
         kw["stable_timescale"] = max(1, warmup)
     sched, _ = create_scheduler_v2(
-        optimizer, sched=TIMM_SCHED[cfg.schedule], num_epochs=total - warmup, warmup_epochs=warmup, warmup_prefix=True,
-        warmup_lr=base * 0.01 if warmup else base, min_lr=base * cfg.min_lr_ratio,
-        step_on_epochs=False, updates_per_epoch=1, **kw,
+        optimizer,
+        sched=TIMM_SCHED[cfg.schedule],
+        num_epochs=total - warmup,
+        warmup_epochs=warmup,
+        warmup_prefix=True,
+        warmup_lr=base * 0.01 if warmup else base,
+        min_lr=base * cfg.min_lr_ratio,
+        step_on_epochs=False,
+        updates_per_epoch=1,
+        **kw,
     )
     return sched

@@ -18,6 +18,7 @@ it differs; the caller then streams images through the whole model instead.
 Augmentations are seeded per (image, view), so a cache is reproducible: the same seed gives the same
 file with any number of DataLoader workers, and a resumed run rebuilds exactly what it lost.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -165,7 +166,9 @@ class OrtPrefix:
         return self.session.run(None, {"x": np.ascontiguousarray(xb.numpy(), dtype=np.float32)})[0]
 
 
-def prefix_engine(prefix: nn.Module, cache_dir: Path, input_size, device: torch.device, amp: bool, engine: str = "auto"):
+def prefix_engine(
+    prefix: nn.Module, cache_dir: Path, input_size, device: torch.device, amp: bool, engine: str = "auto"
+):
     """onnxruntime on CPU when the export verifies (engine 'auto' / 'onnxruntime'), else PyTorch."""
     if device.type == "cpu" and engine in ("auto", "onnxruntime"):
         try:
@@ -204,9 +207,24 @@ def _open(path: Path, meta: dict, mode: str) -> np.memmap:
 
 
 def build_split_cache(
-    cache_dir: Path, name: str, key: str, run_prefix, samples, transform, views: int, seed: int,
-    *, input_size: tuple[int, int, int], batch_size: int, workers: int, load, device: torch.device,
-    progress: bool = False, rank: int = 0, world: int = 1, barrier=None,
+    cache_dir: Path,
+    name: str,
+    key: str,
+    run_prefix,
+    samples,
+    transform,
+    views: int,
+    seed: int,
+    *,
+    input_size: tuple[int, int, int],
+    batch_size: int,
+    workers: int,
+    load,
+    device: torch.device,
+    progress: bool = False,
+    rank: int = 0,
+    world: int = 1,
+    barrier=None,
 ) -> CachedSplit:
     """Compute (or reuse, when `meta.json` says it is complete for `key`) one split's cache.
     Under DDP every rank computes a contiguous slice of the rows into the same file."""
@@ -234,14 +252,18 @@ def build_split_cache(
     lo, hi = rank * per, min(len(ds), (rank + 1) * per)
     out = _open(partial, meta, "r+")
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(ds, range(lo, hi)), batch_size=batch_size, shuffle=False, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=False,
+        torch.utils.data.Subset(ds, range(lo, hi)),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
     )
     row = lo
     with tqdm(total=hi - lo, desc=f"caching {name} activations", unit="img", disable=not progress, leave=False) as bar:
         for xb, _ in loader:
             a = run_prefix(xb)
-            out[row:row + len(a)] = a.astype(np.float16)
+            out[row : row + len(a)] = a.astype(np.float16)
             row += len(a)
             bar.update(len(a))
     out.flush()

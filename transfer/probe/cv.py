@@ -1,4 +1,5 @@
 """Repeated stratified k-fold cross-validation of a probe over a grid of penalty strengths."""
+
 from __future__ import annotations
 
 import math
@@ -37,15 +38,33 @@ class CVResult:
     criterion: str
 
     def to_dict(self) -> dict:
-        r = lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 5)
-        return {"lambdas": [float(f"{l:.3g}") for l in self.lambdas], "cv_accuracy": [r(a) for a in self.accuracy],
-                "cv_log_loss": [r(l) for l in self.log_loss], "best_lambda": float(f"{self.best_lambda:.3g}"),
-                "best_cv_accuracy": r(self.best_accuracy), "best_cv_log_loss": r(self.best_log_loss),
-                "folds": self.folds, "repeats": self.repeats, "criterion": self.criterion}
+        def r(v):
+            return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 5)
+
+        return {
+            "lambdas": [float(f"{l:.3g}") for l in self.lambdas],
+            "cv_accuracy": [r(a) for a in self.accuracy],
+            "cv_log_loss": [r(l) for l in self.log_loss],
+            "best_lambda": float(f"{self.best_lambda:.3g}"),
+            "best_cv_accuracy": r(self.best_accuracy),
+            "best_cv_log_loss": r(self.best_log_loss),
+            "folds": self.folds,
+            "repeats": self.repeats,
+            "criterion": self.criterion,
+        }
 
 
-def cross_validate(X: np.ndarray, y: np.ndarray, num_classes: int, lambdas=DEFAULT_LAMBDAS, spec: ProbeSpec = ProbeSpec(),
-                   folds: int = 5, repeats: int = 1, seed: int = 0, X_aug: np.ndarray | None = None) -> CVResult:
+def cross_validate(
+    X: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    lambdas=DEFAULT_LAMBDAS,
+    spec: ProbeSpec = ProbeSpec(),
+    folds: int = 5,
+    repeats: int = 1,
+    seed: int = 0,
+    X_aug: np.ndarray | None = None,
+) -> CVResult:
     """k-fold CV (repeated with different shuffles) of the probe for each lambda.
 
     X_aug: an augmented copy of X (row i = a view of row i, e.g. horizontally flipped): it joins
@@ -68,8 +87,16 @@ def cross_validate(X: np.ndarray, y: np.ndarray, num_classes: int, lambdas=DEFAU
             std = standardiser(Xtr)
             prev = None
             for li, lam in enumerate(lambdas):
-                p = fit_probe(Xtr, ytr, num_classes, lam, spec, init=prev if spec.head == "linear" else None,
-                              seed=seed, standardise=std)
+                p = fit_probe(
+                    Xtr,
+                    ytr,
+                    num_classes,
+                    lam,
+                    spec,
+                    init=prev if spec.head == "linear" else None,
+                    seed=seed,
+                    standardise=std,
+                )
                 prev = p
                 lg = p.logits(X[va])
                 correct[li] += float((lg.argmax(1) == y[va]).sum())
@@ -85,8 +112,17 @@ def cross_validate(X: np.ndarray, y: np.ndarray, num_classes: int, lambdas=DEFAU
         criterion = "accuracy"
     order = list(range(len(lambdas)))[::-1]  # report in ascending lambda order
     lam_asc = [lambdas[i] for i in order]
-    return CVResult(lam_asc, [float(acc_m[i]) for i in order], [float(ll_m[i]) for i in order], lambdas[best],
-                    float(acc_m[best]), float(ll_m[best]), folds, repeats, criterion)
+    return CVResult(
+        lam_asc,
+        [float(acc_m[i]) for i in order],
+        [float(ll_m[i]) for i in order],
+        lambdas[best],
+        float(acc_m[best]),
+        float(ll_m[best]),
+        folds,
+        repeats,
+        criterion,
+    )
 
 
 def _fold_data(X, y, parts, X_aug):
@@ -117,16 +153,23 @@ def _cv_batched(X, y, num_classes, lambdas, spec: ProbeSpec, folds, repeats, see
     Y = torch.zeros(B, n_max, dtype=torch.long)
     Wt = torch.zeros(B, n_max)
     for i, (_, z, yy, _, _) in enumerate(probs):
-        Z[i, :len(yy)] = torch.from_numpy(z.astype(np.float32))
-        Y[i, :len(yy)] = torch.from_numpy(yy.astype(np.int64))
-        Wt[i, :len(yy)] = 1.0
+        Z[i, : len(yy)] = torch.from_numpy(z.astype(np.float32))
+        Y[i, : len(yy)] = torch.from_numpy(yy.astype(np.int64))
+        Wt[i, : len(yy)] = 1.0
     W = torch.zeros(B, num_classes, d, requires_grad=True)
     b = torch.zeros(B, 1, num_classes, requires_grad=True)
     acc = np.zeros((repeats, len(lambdas)))
     ll = np.zeros((repeats, len(lambdas)))
     for li, lam in enumerate(lambdas):
-        opt = torch.optim.LBFGS([W, b], lr=1, max_iter=spec.max_iter, history_size=20, tolerance_grad=1e-6 * B,
-                                tolerance_change=1e-10, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(
+            [W, b],
+            lr=1,
+            max_iter=spec.max_iter,
+            history_size=20,
+            tolerance_grad=1e-6 * B,
+            tolerance_change=1e-10,
+            line_search_fn="strong_wolfe",
+        )
 
         def closure():
             opt.zero_grad()

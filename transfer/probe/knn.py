@@ -3,6 +3,7 @@ the probes. Features are standardised with the training mean / std; distance L2 
 and k are chosen by leave-one-out accuracy on the training set (each training image classified by
 its k nearest *other* training images), which costs one distance matrix for all k at once.
 Votes are majority, ties broken by the nearer neighbours."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ class KNN:
         out = []
         k = min(self.k, len(self.labels))
         for i in range(0, len(X), chunk):
-            q = torch.from_numpy(((X[i:i + chunk] - self.mean) / self.std).astype(np.float32))
+            q = torch.from_numpy(((X[i : i + chunk] - self.mean) / self.std).astype(np.float32))
             idx = _distances(q, self.train, self.metric).topk(k, dim=1, largest=False).indices
             out.append(_vote(self.labels[idx], self.num_classes))
         return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
@@ -54,8 +55,15 @@ def fit_knn(X: np.ndarray, y: np.ndarray, num_classes: int, metric: str = "l2", 
     return KNN(metric, int(k), mean, std, z, torch.from_numpy(np.asarray(y, dtype=np.int64)), num_classes)
 
 
-def select_knn(X: np.ndarray, y: np.ndarray, num_classes: int, metrics=("l2", "l1"), ks=(1, 3, 5, 7, 11, 15, 21),
-               max_rows: int = 5000, seed: int = 0) -> dict:
+def select_knn(
+    X: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    metrics=("l2", "l1"),
+    ks=(1, 3, 5, 7, 11, 15, 21),
+    max_rows: int = 5000,
+    seed: int = 0,
+) -> dict:
     """Leave-one-out accuracy for every (metric, k) on the training rows (a uniform random subsample
     of at most `max_rows` of them) -> {"metric", "k", "loo_accuracy", "rows", "table"}."""
     y = np.asarray(y)
@@ -75,5 +83,10 @@ def select_knn(X: np.ndarray, y: np.ndarray, num_classes: int, metrics=("l2", "l
             acc = float((_vote(labels[order[:, :k]], num_classes) == labels).double().mean())
             table.append({"metric": metric, "k": k, "loo_accuracy": round(acc, 5)})
     best = max(table, key=lambda r: (r["loo_accuracy"], -r["k"]))  # ties: the smaller k
-    return {"metric": best["metric"], "k": best["k"], "loo_accuracy": best["loo_accuracy"], "rows": int(len(idx)),
-            "table": table}
+    return {
+        "metric": best["metric"],
+        "k": best["k"],
+        "loo_accuracy": best["loo_accuracy"],
+        "rows": int(len(idx)),
+        "table": table,
+    }

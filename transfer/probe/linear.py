@@ -10,6 +10,7 @@ thousand rows of pooled features this converges in tens of milliseconds, far fas
 exactly) than SGD epochs. `head_layers` folds the standardisation into the first layer, so the probe
 becomes an ordinary head on raw features.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,7 +40,9 @@ class ProbeSpec:
 def _net(in_dim: int, num_classes: int, spec: ProbeSpec) -> nn.Sequential:
     if spec.head == "linear":
         return nn.Sequential(nn.Linear(in_dim, num_classes))
-    return nn.Sequential(nn.Linear(in_dim, spec.hidden), activation(spec.activation), nn.Linear(spec.hidden, num_classes))
+    return nn.Sequential(
+        nn.Linear(in_dim, spec.hidden), activation(spec.activation), nn.Linear(spec.hidden, num_classes)
+    )
 
 
 @dataclass
@@ -84,8 +87,16 @@ def _weights(net: nn.Sequential) -> list[torch.Tensor]:
     return [m.weight for m in net if isinstance(m, nn.Linear)]
 
 
-def fit_probe(X: np.ndarray, y: np.ndarray, num_classes: int, lam: float, spec: ProbeSpec = ProbeSpec(),
-              init: Probe | None = None, seed: int = 0, standardise: tuple | None = None) -> Probe:
+def fit_probe(
+    X: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    lam: float,
+    spec: ProbeSpec = ProbeSpec(),
+    init: Probe | None = None,
+    seed: int = 0,
+    standardise: tuple | None = None,
+) -> Probe:
     """Fit one probe full-batch with L-BFGS. `init` warm-starts from another probe (same shapes)."""
     mean, std = standardise if standardise is not None else standardiser(X)
     z = torch.from_numpy(((X - mean) / std).astype(np.float32))
@@ -98,8 +109,15 @@ def fit_probe(X: np.ndarray, y: np.ndarray, num_classes: int, lam: float, spec: 
         nn.init.zeros_(net[0].weight)  # convex: start at the origin, deterministic
         nn.init.zeros_(net[0].bias)
     crit = loss_fn(spec.loss)
-    opt = torch.optim.LBFGS(net.parameters(), lr=1, max_iter=spec.max_iter, history_size=20,
-                            tolerance_grad=1e-6, tolerance_change=1e-10, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        net.parameters(),
+        lr=1,
+        max_iter=spec.max_iter,
+        history_size=20,
+        tolerance_grad=1e-6,
+        tolerance_change=1e-10,
+        line_search_fn="strong_wolfe",
+    )
     state = {"evals": 0}
 
     def closure():
@@ -114,5 +132,3 @@ def fit_probe(X: np.ndarray, y: np.ndarray, num_classes: int, lam: float, spec: 
 
     opt.step(closure)
     return Probe(spec, lam, mean, std, net, num_classes, {"objective": state.get("obj"), "evals": state["evals"]})
-
-

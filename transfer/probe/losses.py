@@ -7,6 +7,7 @@ Functions; tests check each against numerical gradients.
 - ``l2``: 0.5 * ||W||^2; ``l1``: sum sqrt(w^2 + eps^2) - eps (a smooth L1, eps = 1e-3, so L-BFGS
   applies); ``elasticnet``: l1_ratio * l1 + (1 - l1_ratio) * l2. Biases are not penalised.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -112,7 +113,6 @@ def penalty(w: torch.Tensor, kind: str, l1_ratio: float = 0.5) -> torch.Tensor:
     if kind == "elasticnet":
         return l1_ratio * SmoothL1Penalty.apply(w) + (1 - l1_ratio) * L2Penalty.apply(w)
     raise ValueError(f"penalty must be l2, l1 or elasticnet, got {kind!r}")
-
 
 
 def log_loss(logits: np.ndarray, y: np.ndarray) -> float:

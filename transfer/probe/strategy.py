@@ -7,6 +7,7 @@
 The result is a TransferModel (backbone + head computing exactly the probe), checked against the
 probe's logits on real validation images before it is returned.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,15 @@ from .losses import log_loss
 
 def _probe_spec(cfg: FitConfig) -> ProbeSpec:
     p = cfg.probe
-    return ProbeSpec(head=p.head, hidden=p.hidden, activation=p.activation, loss=p.loss, penalty=p.penalty,
-                     l1_ratio=p.l1_ratio, max_iter=p.max_iter)
+    return ProbeSpec(
+        head=p.head,
+        hidden=p.hidden,
+        activation=p.activation,
+        loss=p.loss,
+        penalty=p.penalty,
+        l1_ratio=p.l1_ratio,
+        max_iter=p.max_iter,
+    )
 
 
 def candidate_sets(strategy: str, cfg: FitConfig, fs: FeatureSet) -> list[str]:
@@ -58,17 +66,23 @@ def run(ctx: FitContext, strategy: str) -> FitResult:
     t = time.perf_counter()
     cv_table = {}
     names = candidate_sets(strategy, cfg, fs)
-    ctx.log(f"{strategy}: cross-validating {len(names)} feature set(s) x {len(lambdas)} penalties "
-            f"({cfg.probe.cv_folds}-fold x {repeats})")
+    ctx.log(
+        f"{strategy}: cross-validating {len(names)} feature set(s) x {len(lambdas)} penalties "
+        f"({cfg.probe.cv_folds}-fold x {repeats})"
+    )
     for name in names:
         X = featsets.build(fs, name, tr)
         Xf = featsets.build(fs, name, tr, view="flip") if flip else None
         with torch_threads(probe_threads(len(X) * (2 if flip else 1), X.shape[1], cores)):
-            cv = cross_validate(X, ytr, C, lambdas, spec, folds=cfg.probe.cv_folds, repeats=repeats,
-                                seed=cfg.data.seed, X_aug=Xf)
+            cv = cross_validate(
+                X, ytr, C, lambdas, spec, folds=cfg.probe.cv_folds, repeats=repeats, seed=cfg.data.seed, X_aug=Xf
+            )
         cv_table[name] = cv
-        ctx.log(f"  {name:<24s} dim {X.shape[1]:5d}  CV accuracy {cv.best_accuracy:.3f}  "
-                + (f"log-loss {cv.best_log_loss:.4f}  " if spec.loss == "ce" else "") + f"lambda {cv.best_lambda:.3g}")
+        ctx.log(
+            f"  {name:<24s} dim {X.shape[1]:5d}  CV accuracy {cv.best_accuracy:.3f}  "
+            + (f"log-loss {cv.best_log_loss:.4f}  " if spec.loss == "ce" else "")
+            + f"lambda {cv.best_lambda:.3g}"
+        )
     if spec.loss == "ce":
         best = min(names, key=lambda n: (round(cv_table[n].best_log_loss, 6), -cv_table[n].best_accuracy))
     else:
@@ -94,8 +108,12 @@ def run(ctx: FitContext, strategy: str) -> FitResult:
         Xk = featsets.build(fs, "top", tr)
         sel = select_knn(Xk, ytr, C, tuple(cfg.knn.metrics), tuple(cfg.knn.ks), seed=cfg.data.seed)
         kv = fit_knn(Xk, ytr, C, sel["metric"], sel["k"]).predict(featsets.build(fs, "top", va))
-        knn_info = {"metric": sel["metric"], "k": sel["k"], "loo_accuracy": sel["loo_accuracy"],
-                    "val_accuracy": round(float((kv == yva).mean()), 6)}
+        knn_info = {
+            "metric": sel["metric"],
+            "k": sel["k"],
+            "loo_accuracy": sel["loo_accuracy"],
+            "val_accuracy": round(float((kv == yva).mean()), 6),
+        }
 
     t = time.perf_counter()
     mspec, model = featsets.transfer_model(cfg.model, best, probe, fs.classifier, weights=cfg.weights)
@@ -104,25 +122,47 @@ def run(ctx: FitContext, strategy: str) -> FitResult:
 
     cm = confusion_matrix(yva, pred, C)
     summary = {
-        "strategy": strategy, "planned_strategy": ctx.planned_strategy or strategy, "model": zoo.get(cfg.model).name,
-        "val_accuracy": round(acc, 6), "val_loss": round(log_loss(logits, yva), 6) if spec.loss == "ce" else None,
-        "num_classes": C, "num_train": len(s.train), "num_val": len(s.val), "num_test": len(s.test),
-        "wall_seconds": None, "feature_set": best, "stages": list(mspec.stages) if mspec.stages else None,
-        "head": spec.head, "loss": spec.loss, "penalty": spec.penalty, "lambda": lam,
-        "cv": {n: c.to_dict() for n, c in cv_table.items()}, "knn": knn_info,
-        "flip_augment": flip, "feature_engine": ctx.timings.get("feature_engine"),
-        "parity_max_abs_diff": parity, "confusion": cm.tolist(),
-        "per_class": {name: {"support": int(cm[i].sum()), "recall": round(float(cm[i, i] / max(1, cm[i].sum())), 4)}
-                      for i, name in enumerate(s.classes)},
+        "strategy": strategy,
+        "planned_strategy": ctx.planned_strategy or strategy,
+        "model": zoo.get(cfg.model).name,
+        "val_accuracy": round(acc, 6),
+        "val_loss": round(log_loss(logits, yva), 6) if spec.loss == "ce" else None,
+        "num_classes": C,
+        "num_train": len(s.train),
+        "num_val": len(s.val),
+        "num_test": len(s.test),
+        "wall_seconds": None,
+        "feature_set": best,
+        "stages": list(mspec.stages) if mspec.stages else None,
+        "head": spec.head,
+        "loss": spec.loss,
+        "penalty": spec.penalty,
+        "lambda": lam,
+        "cv": {n: c.to_dict() for n, c in cv_table.items()},
+        "knn": knn_info,
+        "flip_augment": flip,
+        "feature_engine": ctx.timings.get("feature_engine"),
+        "parity_max_abs_diff": parity,
+        "confusion": cm.tolist(),
+        "per_class": {
+            name: {"support": int(cm[i].sum()), "recall": round(float(cm[i, i] / max(1, cm[i].sum())), 4)}
+            for i, name in enumerate(s.classes)
+        },
     }
     if s.test:
         yte = np.array([x.label for x in s.test])
-        summary["test_accuracy"] = round(float((probe.predict(featsets.build(fs, best, ctx.rows["test"])) == yte).mean()), 6)
-    return FitResult(summary=summary, run_dir=ctx.run_dir, plan=ctx.plan, model=model, spec=mspec, probe=probe, context=ctx)
+        summary["test_accuracy"] = round(
+            float((probe.predict(featsets.build(fs, best, ctx.rows["test"])) == yte).mean()), 6
+        )
+    return FitResult(
+        summary=summary, run_dir=ctx.run_dir, plan=ctx.plan, model=model, spec=mspec, probe=probe, context=ctx
+    )
 
 
 @torch.no_grad()
-def parity_check(model: torch.nn.Module, samples: list[Sample], cached_logits: np.ndarray, model_name: str) -> float | None:
+def parity_check(
+    model: torch.nn.Module, samples: list[Sample], cached_logits: np.ndarray, model_name: str
+) -> float | None:
     """Max |TransferModel(image) - probe(cached features)| on a few real val images: the saved
     model computes what was evaluated. Raises if they disagree."""
     if not samples:
@@ -134,8 +174,8 @@ def parity_check(model: torch.nn.Module, samples: list[Sample], cached_logits: n
     diff = float(np.abs(got - cached_logits).max())
     scale = max(1.0, float(np.abs(cached_logits).max()))
     if diff > 1e-3 * scale:
-        raise RuntimeError(f"the model to be saved disagrees with the fitted probe by {diff:.2e} on {len(samples)} "
-                           "validation images; nothing was written (run with --engine torch to rule out the ONNX engine)")
+        raise RuntimeError(
+            f"the model to be saved disagrees with the fitted probe by {diff:.2e} on {len(samples)} "
+            "validation images; nothing was written (run with --engine torch to rule out the ONNX engine)"
+        )
     return diff
-
-

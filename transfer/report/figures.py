@@ -2,6 +2,7 @@
 finder's plot, through the same helpers). matplotlib's object API on no display: a `Figure` saves
 to PNG through the Agg renderer without pyplot or a backend switch; matplotlib is imported only
 when a figure is drawn."""
+
 from __future__ import annotations
 
 import io
@@ -43,8 +44,15 @@ def confusion_png(cm, labels: list[str], title: str = "confusion matrix (val)") 
     if n <= 30:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7,
-                        color="white" if cm[i, j] / rows[i, 0] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(int(cm[i, j])),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if cm[i, j] / rows[i, 0] > 0.5 else "black",
+                )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     return png(fig, dpi=100)
 

@@ -1,4 +1,5 @@
 """report.md: the human side of a run directory (its figures are in `report.figures`)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,11 @@ def report_md(summary: dict, plan: dict | None, splits_summary: dict, labels: li
     lines.append("")
     knn = summary.get("knn")
     if knn:
-        lines += [f"Baseline: k-nearest neighbours ({knn.get('metric')}, k={knn.get('k')}, chosen by leave-one-out): "
-                  f"val accuracy {_fmt(knn.get('val_accuracy'))}.", ""]
+        lines += [
+            f"Baseline: k-nearest neighbours ({knn.get('metric')}, k={knn.get('k')}, chosen by leave-one-out): "
+            f"val accuracy {_fmt(knn.get('val_accuracy'))}.",
+            "",
+        ]
     pc = summary.get("per_class")
     if pc:
         lines += ["## Per class (val)", "", "| class | images | accuracy (recall) |", "| --- | --- | --- |"]
@@ -38,11 +42,15 @@ def report_md(summary: dict, plan: dict | None, splits_summary: dict, labels: li
         lines.append("")
     if "confusion" in summary:
         lines += ["## Confusion matrix (val)", "", "![confusion matrix](confusion.png)", ""]
-    lines += ["## Data", "", f"- root: `{splits_summary.get('root')}`",
-              f"- {splits_summary.get('num_classes')} classes, {splits_summary.get('num_train')} train / "
-              f"{splits_summary.get('num_val')} val / {splits_summary.get('num_test', 0)} test images"
-              + (" (given split)" if splits_summary.get("given_split") else " (stratified split)"),
-              f"- imbalance (largest / smallest train class): {splits_summary.get('imbalance')}"]
+    lines += [
+        "## Data",
+        "",
+        f"- root: `{splits_summary.get('root')}`",
+        f"- {splits_summary.get('num_classes')} classes, {splits_summary.get('num_train')} train / "
+        f"{splits_summary.get('num_val')} val / {splits_summary.get('num_test', 0)} test images"
+        + (" (given split)" if splits_summary.get("given_split") else " (stratified split)"),
+        f"- imbalance (largest / smallest train class): {splits_summary.get('imbalance')}",
+    ]
     skipped = splits_summary.get("skipped") or []
     if skipped:
         lines.append(f"- skipped {len(skipped)} file(s):")

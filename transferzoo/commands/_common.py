@@ -1,4 +1,5 @@
 """Helpers shared by the sub-commands: output, and flags bound to typed settings."""
+
 from __future__ import annotations
 
 import argparse

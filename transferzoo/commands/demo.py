@@ -1,8 +1,8 @@
 """demo: the main job on an embedded default, no input needed."""
+
 from __future__ import annotations
 
 import argparse
-
 
 
 def register(sub: argparse._SubParsersAction) -> None:

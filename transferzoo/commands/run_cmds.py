@@ -1,11 +1,11 @@
 """run: the whole pipeline from one YAML file."""
+
 from __future__ import annotations
 
 import argparse
 import sys
 
 from ._common import print_json
-
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,4 +1,5 @@
 """serve: ONNX models behind an Open Inference Protocol (KServe V2) HTTP server with dynamic batching."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,29 +14,56 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     global SERVE_FLAGS
     SERVE_FLAGS = flags = SettingFlags(ServerConfig)
-    p = sub.add_parser("serve", help="serve .onnx models over HTTP (KServe V2 / Triton protocol, dynamic batching)",
-                       description="Serve exported .onnx models. Each is named after its file (or NAME=PATH). "
-                                   "Endpoints: /v2/health/{live,ready}, /v2/models/NAME[/ready], POST /v2/models/NAME/infer "
-                                   "(JSON or binary tensors, tritonclient-compatible), POST /v2/models/NAME/classify "
-                                   "(an image -> top-k labels), /metrics (Prometheus).")
+    p = sub.add_parser(
+        "serve",
+        help="serve .onnx models over HTTP (KServe V2 / Triton protocol, dynamic batching)",
+        description="Serve exported .onnx models. Each is named after its file (or NAME=PATH). "
+        "Endpoints: /v2/health/{live,ready}, /v2/models/NAME[/ready], POST /v2/models/NAME/infer "
+        "(JSON or binary tensors, tritonclient-compatible), POST /v2/models/NAME/classify "
+        "(an image -> top-k labels), /metrics (Prometheus).",
+    )
     p.add_argument("models", nargs="+", metavar="MODEL.onnx", help="model files, optionally NAME=PATH")
     flags.add(p, "--host", "host", "address to bind (default 127.0.0.1: this machine only)")
     flags.add(p, "--port", "port", "port (default 8000; 0: a free one, printed at start)")
     flags.add(p, "--max-batch", "max_batch", "most rows per onnxruntime run (default 32)")
-    flags.add(p, "--max-delay-ms", "max_delay_ms", "longest a batch waits for requests that are already arriving (default 5)")
+    flags.add(
+        p, "--max-delay-ms", "max_delay_ms", "longest a batch waits for requests that are already arriving (default 5)"
+    )
     flags.add(p, "--max-queue", "max_queue", "queued requests per model before answering 503 (default 256)")
-    flags.add(p, "--threads", "threads", "onnxruntime threads per run (default 0: all cores, divided among the instances)")
-    flags.add(p, "--instances", "instances", "concurrent runs per model, like Triton's instance count (default 1); for "
-              "throughput on N cores try --instances N (threads then default to 1 per run)")
+    flags.add(
+        p, "--threads", "threads", "onnxruntime threads per run (default 0: all cores, divided among the instances)"
+    )
+    flags.add(
+        p,
+        "--instances",
+        "instances",
+        "concurrent runs per model, like Triton's instance count (default 1); for "
+        "throughput on N cores try --instances N (threads then default to 1 per run)",
+    )
     flags.add(p, "--timeout-s", "timeout_s", "per-request limit, queue + inference (504 after; default 30)")
-    flags.add(p, "--drain-s", "drain_s", "on SIGTERM, answer not-ready but keep serving this long before shutting down (default 0)")
+    flags.add(
+        p,
+        "--drain-s",
+        "drain_s",
+        "on SIGTERM, answer not-ready but keep serving this long before shutting down (default 0)",
+    )
     p.add_argument("--max-body-mb", type=float, help="request body limit, also after decompression (default 64)")
-    p.add_argument("--max-json-mb", type=float,
-                   help="limit for the JSON part of a request (default 16; large tensors belong in binary data)")
-    flags.flags.update({"limits.max_body_bytes": "--max-body-mb", "limits.max_json_bytes": "--max-json-mb"})  # errors name them
+    p.add_argument(
+        "--max-json-mb",
+        type=float,
+        help="limit for the JSON part of a request (default 16; large tensors belong in binary data)",
+    )
+    flags.flags.update(
+        {"limits.max_body_bytes": "--max-body-mb", "limits.max_json_bytes": "--max-json-mb"}
+    )  # errors name them
     flags.add(p, "--max-image-pixels", "limits.max_image_pixels", "largest image accepted by /classify (default 40M)")
-    flags.add(p, "--api-key-env", "api_key_env", "require 'Authorization: Bearer <key>' with the key from env var VAR",
-              metavar="VAR")
+    flags.add(
+        p,
+        "--api-key-env",
+        "api_key_env",
+        "require 'Authorization: Bearer <key>' with the key from env var VAR",
+        metavar="VAR",
+    )
     p.set_defaults(func=cmd_serve)
 
 

@@ -1,4 +1,5 @@
 """plan, fit, lr-find: from a folder of labelled images to a trained model (transfer learning)."""
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,12 @@ def _data_flags(p: argparse.ArgumentParser, flags: SettingFlags) -> None:
     flags.add(p, "--engine", "features.engine", "feature engine (auto: onnxruntime if it verifies)")
     flags.add(p, "--batch-size", "features.batch_size", "feature extraction batch size (8)")
     flags.add(p, "--threads", "features.threads", "CPU threads (default: all cores)")
-    flags.add(p, "--cache-dir", "features.cache_dir", "feature cache (default ~/.cache/transferzoo/features, or $TRANSFERZOO_CACHE)")
+    flags.add(
+        p,
+        "--cache-dir",
+        "features.cache_dir",
+        "feature cache (default ~/.cache/transferzoo/features, or $TRANSFERZOO_CACHE)",
+    )
     flags.add(p, "--cache-key", "features.cache_key", "identify images by content hash or by path+size+mtime")
     flags.add(p, "--no-progress", "progress", "no progress bars", off=True)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -58,8 +64,13 @@ def _finetune_flags(p: argparse.ArgumentParser, flags: SettingFlags, skip: tuple
     for flag, (key, help_) in _FINETUNE_FLAGS.items():
         if flag not in skip:
             flags.add(g, flag, f"finetune.{key}", help_, metavar=key.upper())
-    flags.add(g, "--no-cache-prefix", "finetune.cache_prefix", "partial: run the frozen prefix every epoch instead of "
-              "caching its activations", off=True)
+    flags.add(
+        g,
+        "--no-cache-prefix",
+        "finetune.cache_prefix",
+        "partial: run the frozen prefix every epoch instead of caching its activations",
+        off=True,
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,7 +82,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _data_flags(p, flags)
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("fit", help="train a classifier on an image folder (transfer learning) and write a run directory")
+    p = sub.add_parser(
+        "fit", help="train a classifier on an image folder (transfer learning) and write a run directory"
+    )
     _data_flags(p, flags)
     flags.add(p, "--strategy", "strategy", "(auto: as the plan says)")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory to write (default runs/<data folder name>)")
@@ -87,7 +100,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _finetune_flags(p, flags)
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("lr-find", help="learning-rate range test: loss against an exponentially rising LR, and a suggestion")
+    p = sub.add_parser(
+        "lr-find", help="learning-rate range test: loss against an exponentially rising LR, and a suggestion"
+    )
     _data_flags(p, flags)
     p.add_argument("--strategy", choices=("partial", "full"), default="partial")
     p.add_argument("--steps", type=int, default=100, help="range-test steps (default 100)")
@@ -109,8 +124,8 @@ def build_config(args):
 
 
 def cmd_plan(args) -> int:
-    from transferzoo.transfer.strategies import plan
     from transferzoo.transfer.planner import format_plan
+    from transferzoo.transfer.strategies import plan
 
     cfg = build_config(args)
     p = plan(args.data, cfg, log=stderr_log(args.json))
@@ -131,12 +146,20 @@ def cmd_fit(args) -> int:
     if args.json:
         print_json({k: v for k, v in s.items() if k not in ("confusion", "cv")} | {"run_dir": str(res.run_dir)})
     else:
-        print(f"strategy {s['strategy']}" + (f" (plan: {s['planned_strategy']})" if s.get("planned_strategy") != s["strategy"] else "")
-              + f", model {s['model']}" + (f", features {s['feature_set']}" if s.get("feature_set") else ""))
-        print(f"val accuracy {s['val_accuracy']:.4f} on {s['num_val']} images ({s['num_classes']} classes, "
-              f"{s['num_train']} training images) in {s['wall_seconds']:.1f} s")
+        print(
+            f"strategy {s['strategy']}"
+            + (f" (plan: {s['planned_strategy']})" if s.get("planned_strategy") != s["strategy"] else "")
+            + f", model {s['model']}"
+            + (f", features {s['feature_set']}" if s.get("feature_set") else "")
+        )
+        print(
+            f"val accuracy {s['val_accuracy']:.4f} on {s['num_val']} images ({s['num_classes']} classes, "
+            f"{s['num_train']} training images) in {s['wall_seconds']:.1f} s"
+        )
         if s.get("knn"):
-            print(f"kNN baseline ({s['knn']['metric']}, k={s['knn']['k']}): val accuracy {s['knn']['val_accuracy']:.4f}")
+            print(
+                f"kNN baseline ({s['knn']['metric']}, k={s['knn']['k']}): val accuracy {s['knn']['val_accuracy']:.4f}"
+            )
         print(f"run directory: {res.run_dir}")
     return 0
 
@@ -156,8 +179,16 @@ def cmd_lr_find(args) -> int:
     ft_cfg = replace(cfg.finetune.resolved(args.strategy, cfg.data.seed), checkpoint=False)
     splits = scan_folder(args.data, val_fraction=cfg.data.val_fraction, seed=cfg.data.seed)
     out = Path(args.out)
-    ft = Finetuner(splits, cfg.model, args.strategy, ft_cfg, run_dir=out, weights=cfg.weights, progress=cfg.progress,
-                   log=stderr_log(args.json))
+    ft = Finetuner(
+        splits,
+        cfg.model,
+        args.strategy,
+        ft_cfg,
+        run_dir=out,
+        weights=cfg.weights,
+        progress=cfg.progress,
+        log=stderr_log(args.json),
+    )
     try:
         res = lr_find(ft, start=args.start_lr, end=args.end_lr, steps=args.steps)
     finally:
@@ -167,11 +198,21 @@ def cmd_lr_find(args) -> int:
     write_json(out / "lr_find.json", res.to_dict())
     if args.json:
         d = res.to_dict()
-        print_json({"suggestion": d["suggestion"], "min_loss_lr": d["min_loss_lr"], "steps": d["steps"],
-                    "plot": str(out / "lr_find.png")})
+        print_json(
+            {
+                "suggestion": d["suggestion"],
+                "min_loss_lr": d["min_loss_lr"],
+                "steps": d["steps"],
+                "plot": str(out / "lr_find.png"),
+            }
+        )
     else:
-        print(f"suggested learning rate: {res.suggestion:.2e} (steepest descent of the loss; "
-              f"lowest loss at {res.min_loss_lr:.2e})")
-        print(f"plot: {out / 'lr_find.png'}; use it with: transferzoo fit {args.data} --strategy {args.strategy} "
-              f"--lr {res.suggestion:.2e}")
+        print(
+            f"suggested learning rate: {res.suggestion:.2e} (steepest descent of the loss; "
+            f"lowest loss at {res.min_loss_lr:.2e})"
+        )
+        print(
+            f"plot: {out / 'lr_find.png'}; use it with: transferzoo fit {args.data} --strategy {args.strategy} "
+            f"--lr {res.suggestion:.2e}"
+        )
     return 0

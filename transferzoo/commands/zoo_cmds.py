@@ -1,10 +1,10 @@
 """models, inspect, predict: the zoo's commands."""
+
 from __future__ import annotations
 
 import argparse
 
 from ._common import print_json, print_table
-
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,15 +36,17 @@ def cmd_models(args) -> int:
     for name in zoo.list_models(args.pattern, available_only=args.available):
         i = zoo.info(name)
         srcs = zoo.available_sources(i.entry)
-        rows.append({
-            "name": name,
-            "timm": i.entry.timm_name,
-            "params_m": round(i.num_params / 1e6, 2),
-            "input_size": "x".join(str(s) for s in i.preprocessing.input_size[1:]),
-            "weights": ", ".join(srcs) if srcs else "-",
-            "license": i.entry.license,
-            "stages": [s.num_chs for s in i.stages],
-        })
+        rows.append(
+            {
+                "name": name,
+                "timm": i.entry.timm_name,
+                "params_m": round(i.num_params / 1e6, 2),
+                "input_size": "x".join(str(s) for s in i.preprocessing.input_size[1:]),
+                "weights": ", ".join(srcs) if srcs else "-",
+                "license": i.entry.license,
+                "stages": [s.num_chs for s in i.stages],
+            }
+        )
     if args.json:
         print_json(rows)
     elif not rows:
@@ -64,14 +66,23 @@ def cmd_inspect(args) -> int:
     model = zoo.create(args.model, pretrained=False)
     rows, totals = layer_table(model, size)
     if args.json:
-        print_json({"model": zoo.get(args.model).name, "input_size": list(size), "layers": [r.to_dict() for r in rows], "totals": totals})
+        print_json(
+            {
+                "model": zoo.get(args.model).name,
+                "input_size": list(size),
+                "layers": [r.to_dict() for r in rows],
+                "totals": totals,
+            }
+        )
     else:
         table = [dict(r.to_dict(), check="ok" if r.ok else "MISMATCH") for r in rows]
         print_table(table, ["name", "kind", "K", "F", "S", "P", "out", "params", "check"])
         print(f"\n{totals['layers']} layers ({totals['conv_layers']} conv), input {size[1]} x {size[0]} x 3")
-        print(f"parameters: {totals['params_formula']:,} by formula, {totals['params_real']:,} in the model -> "
-              f"{'match' if totals['params_match'] else 'MISMATCH'}; output volumes vs forward pass: "
-              f"{'all match' if totals['shapes_match'] else 'MISMATCH'}")
+        print(
+            f"parameters: {totals['params_formula']:,} by formula, {totals['params_real']:,} in the model -> "
+            f"{'match' if totals['params_match'] else 'MISMATCH'}; output volumes vs forward pass: "
+            f"{'all match' if totals['shapes_match'] else 'MISMATCH'}"
+        )
     return 0 if totals["params_match"] and totals["shapes_match"] else 1
 
 

@@ -6,6 +6,7 @@ server's ServeOptions, each with the pipeline's own switches added. Unknown keys
 values out of range and missing paths are reported with the key's path (`zoo.config`). Relative
 paths are relative to the YAML file's folder.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,20 +44,27 @@ class PipelineConfig(Config):
 
     def check(self):
         if self.serve.enabled and not self.export.enabled:
-            raise ConfigError("serve.enabled", "serving needs export.enabled: true (the server runs the exported ONNX file)")
+            raise ConfigError(
+                "serve.enabled", "serving needs export.enabled: true (the server runs the exported ONNX file)"
+            )
 
     def resolved(self, base: Path = Path(".")) -> PipelineConfig:
         """Paths made absolute (relative ones are relative to `base`, the YAML file's folder) and checked."""
         if not self.data:
             raise ConfigError("data", "required: the folder of labelled images (class sub-folders)")
         changes: dict = {"data": _existing_dir(base, self.data, "data"), "out": str((base / self.out).resolve())}
-        export = {k: _existing_dir(base, str(getattr(self.export, k)), f"export.{k}")
-                  for k in ("parity_data", "calibration") if getattr(self.export, k)}
+        export = {
+            k: _existing_dir(base, str(getattr(self.export, k)), f"export.{k}")
+            for k in ("parity_data", "calibration")
+            if getattr(self.export, k)
+        }
         fit = self.fit
         if fit.weights:
             w = base / fit.weights
             if not w.is_file():
-                raise ConfigError("fit.weights", f"file {w} does not exist (expected a .safetensors or .pth weight file)")
+                raise ConfigError(
+                    "fit.weights", f"file {w} does not exist (expected a .safetensors or .pth weight file)"
+                )
             fit = dataclasses.replace(fit, weights=str(w.resolve()))
         return dataclasses.replace(self, **changes, fit=fit, export=dataclasses.replace(self.export, **export))
 
@@ -77,7 +85,9 @@ def _existing_dir(base: Path, value: str, key: str) -> str:
 def load_pipeline(path) -> PipelineConfig:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"pipeline file {path} does not exist (write one with `transferzoo run --print-default-config`)")
+        raise FileNotFoundError(
+            f"pipeline file {path} does not exist (write one with `transferzoo run --print-default-config`)"
+        )
     cfg = load_yaml(path, PipelineConfig, "pipeline file")
     try:
         return cfg.resolved(path.parent)

@@ -1,5 +1,6 @@
 """report.md for a pipeline run: the one page a person reads — the plan and its evidence, accuracy,
 curves and confusion matrix (from the training run), export parity and serving."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,10 @@ def render(res, cfg) -> str:
     f, p = res.fit, res.plan
     lines = [f"# Pipeline report: {Path(cfg.data).name}", ""]
     lines += [
-        "| | |", "| --- | --- |",
-        f"| data | `{cfg.data}` ({f.get('num_train')} train / {f.get('num_val')} val images, {f.get('num_classes')} classes) |",
+        "| | |",
+        "| --- | --- |",
+        f"| data | `{cfg.data}` ({f.get('num_train')} train / {f.get('num_val')} val images, "
+        f"{f.get('num_classes')} classes) |",
         f"| model | {f.get('model')} |",
         f"| strategy | **{f.get('strategy')}** (planned: {f.get('planned_strategy')}) |",
         f"| validation accuracy | **{_fmt(f.get('val_accuracy'), pct=True)}** |",
@@ -38,9 +41,24 @@ def render(res, cfg) -> str:
         lines.append(f"- note: {p['note']}")
     ev = p.get("evidence")
     if ev:
-        lines += ["", "<details><summary>evidence (plan.json)</summary>", "", "```json", json.dumps(ev, indent=2, default=str)[:6000], "```", "</details>"]
-    pics = [(n, t) for n, t in (("curves.png", "loss and accuracy"), ("confusion.png", "confusion matrix (val)"),
-                                ("misclassified.png", "misclassified validation images")) if (run / n).is_file()]
+        lines += [
+            "",
+            "<details><summary>evidence (plan.json)</summary>",
+            "",
+            "```json",
+            json.dumps(ev, indent=2, default=str)[:6000],
+            "```",
+            "</details>",
+        ]
+    pics = [
+        (n, t)
+        for n, t in (
+            ("curves.png", "loss and accuracy"),
+            ("confusion.png", "confusion matrix (val)"),
+            ("misclassified.png", "misclassified validation images"),
+        )
+        if (run / n).is_file()
+    ]
     if pics:
         lines += ["", "## Training", ""]
         for name, title in pics:
@@ -48,23 +66,39 @@ def render(res, cfg) -> str:
     lines.append("Full training report: [run/report.md](run/report.md)")
     if res.export:
         e = res.export
-        lines += ["", "## Export", "",
-                  f"`{Path(e.get('output', 'model.onnx')).name}`: exporter **{e.get('exporter')}**, precision {e.get('precision')}, "
-                  f"opset {e.get('opset')}, input {e.get('input_format')}, {_fmt((e.get('size_bytes') or 0) / 1e6)} MB. "
-                  f"Checks: onnx.checker (full), strict shape inference, then parity against PyTorch:", "",
-                  "| check | images | max abs diff | min cosine | top-1 agreement | accuracy PyTorch | accuracy ONNX | passed |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            "## Export",
+            "",
+            f"`{Path(e.get('output', 'model.onnx')).name}`: exporter **{e.get('exporter')}**, precision "
+            f"{e.get('precision')}, "
+            f"opset {e.get('opset')}, input {e.get('input_format')}, {_fmt((e.get('size_bytes') or 0) / 1e6)} MB. "
+            f"Checks: onnx.checker (full), strict shape inference, then parity against PyTorch:",
+            "",
+            "| check | images | max abs diff | min cosine | top-1 agreement | accuracy PyTorch | accuracy ONNX "
+            "| passed |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for key in ("fp32", "int8", "fp16"):
             for c in e.get(key, []):
-                lines.append(f"| {key}: {c['name']} | {c['count']} | {_fmt(c['max_abs_diff'])} | {c['min_cosine']:.6f} | "
-                             f"{_fmt(c['top1_agreement'], pct=True)} | {_fmt(c.get('accuracy_reference'), pct=True)} | "
-                             f"{_fmt(c.get('accuracy_onnx'), pct=True)} | {'yes' if c.get('passed') else 'NO'} |")
+                lines.append(
+                    f"| {key}: {c['name']} | {c['count']} | {_fmt(c['max_abs_diff'])} | {c['min_cosine']:.6f} | "
+                    f"{_fmt(c['top1_agreement'], pct=True)} | {_fmt(c.get('accuracy_reference'), pct=True)} | "
+                    f"{_fmt(c.get('accuracy_onnx'), pct=True)} | {'yes' if c.get('passed') else 'NO'} |"
+                )
     if res.serve:
         s = res.serve
-        lines += ["", "## Serving", "",
-                  f"`transferzoo serve` on {s.get('url')}: {s.get('requests')} validation images through the real "
-                  f"`tritonclient` (binary tensors) and the image endpoint.", "",
-                  f"- max |served - onnxruntime direct| = {_fmt(s.get('max_abs_diff_vs_onnxruntime'))}",
-                  f"- latency p50 through HTTP: {s.get('latency_ms_p50')} ms (onnxruntime direct: {s.get('direct_ms_p50')} ms, batch 1)",
-                  f"- image endpoint (`/v2/models/{s.get('model_name')}/classify`) accuracy: {_fmt(s.get('classify_accuracy'), pct=True)}"]
+        lines += [
+            "",
+            "## Serving",
+            "",
+            f"`transferzoo serve` on {s.get('url')}: {s.get('requests')} validation images through the real "
+            f"`tritonclient` (binary tensors) and the image endpoint.",
+            "",
+            f"- max |served - onnxruntime direct| = {_fmt(s.get('max_abs_diff_vs_onnxruntime'))}",
+            f"- latency p50 through HTTP: {s.get('latency_ms_p50')} ms (onnxruntime direct: "
+            f"{s.get('direct_ms_p50')} ms, batch 1)",
+            f"- image endpoint (`/v2/models/{s.get('model_name')}/classify`) accuracy: "
+            f"{_fmt(s.get('classify_accuracy'), pct=True)}",
+        ]
     return "\n".join(lines) + "\n"

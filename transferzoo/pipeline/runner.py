@@ -11,6 +11,7 @@ OUT/
 Re-running with the same file skips stages whose settings did not change; an interrupted
 finetune resumes from its last epoch checkpoint. Every file is written atomically.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,9 +52,21 @@ class PipelineResult:
                 "precision": self.export.get("precision"),
                 "max_abs_diff": real.get("max_abs_diff"),
                 "top1_agreement": real.get("top1_agreement"),
-            } if self.export else None,
-            "serve": {k: self.serve.get(k) for k in ("requests", "max_abs_diff_vs_onnxruntime", "classify_accuracy",
-                                                     "latency_ms_p50", "direct_ms_p50")} if self.serve else None,
+            }
+            if self.export
+            else None,
+            "serve": {
+                k: self.serve.get(k)
+                for k in (
+                    "requests",
+                    "max_abs_diff_vs_onnxruntime",
+                    "classify_accuracy",
+                    "latency_ms_p50",
+                    "direct_ms_p50",
+                )
+            }
+            if self.serve
+            else None,
             "skipped_stages": self.skipped,
             "report": str(self.report) if self.report else None,
         }
@@ -76,7 +89,7 @@ class Pipeline:
 
     def _invalidate_after(self, stage: str) -> None:
         order = ["fit", "export", "serve"]
-        for later in order[order.index(stage) + 1:]:
+        for later in order[order.index(stage) + 1 :]:
             self.state.pop(later, None)
 
     # -- stages
@@ -139,7 +152,9 @@ class Pipeline:
         from .serve_check import serve_check
 
         self.log("serve: starting the server on a free loopback port")
-        report = serve_check(self.out / "model.onnx", self.out / "run", self.cfg.serve, log=lambda m: self.log(f"  {m}"))
+        report = serve_check(
+            self.out / "model.onnx", self.out / "run", self.cfg.serve, log=lambda m: self.log(f"  {m}")
+        )
         atomic_write(self.out / "serve.json", json.dumps(report, indent=2))
         self._mark("serve", self.cfg.stage_hash("data", "fit", "export", "serve"))
         res.serve = report

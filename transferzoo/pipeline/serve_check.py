@@ -1,6 +1,7 @@
 """Start `transferzoo serve` on a free loopback port, as a user would, and prove it answers right:
 the real tritonclient (binary tensors) and the image endpoint, each compared with onnxruntime run
 directly on the same inputs. Used by the pipeline's serve stage and the demo."""
+
 from __future__ import annotations
 
 import json
@@ -25,13 +26,36 @@ class ServerProcess:
 
     def __init__(self, model: Path, options: ServeOptions | None = None, startup_s: float = 120):
         o = options or ServeOptions()
-        cmd = [sys.executable, "-m", "transferzoo", "serve", str(model), "--port", "0", "--max-batch", str(o.max_batch),
-               "--max-delay-ms", str(o.max_delay_ms), "--max-queue", str(o.max_queue), "--threads", str(o.threads),
-               "--instances", str(o.instances), "--timeout-s", str(o.timeout_s),
-               "--max-body-mb", str(o.limits.max_body_bytes / (1 << 20)), "--max-json-mb", str(o.limits.max_json_bytes / (1 << 20)),
-               "--max-image-pixels", str(o.limits.max_image_pixels)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        cmd = [
+            sys.executable,
+            "-m",
+            "transferzoo",
+            "serve",
+            str(model),
+            "--port",
+            "0",
+            "--max-batch",
+            str(o.max_batch),
+            "--max-delay-ms",
+            str(o.max_delay_ms),
+            "--max-queue",
+            str(o.max_queue),
+            "--threads",
+            str(o.threads),
+            "--instances",
+            str(o.instances),
+            "--timeout-s",
+            str(o.timeout_s),
+            "--max-body-mb",
+            str(o.limits.max_body_bytes / (1 << 20)),
+            "--max-json-mb",
+            str(o.limits.max_json_bytes / (1 << 20)),
+            "--max-image-pixels",
+            str(o.limits.max_image_pixels),
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1")
+        )
         self.lines: list[str] = []
         self.url = self._wait_for_banner(startup_s)
         self._drain = threading.Thread(target=self._read_rest, daemon=True)
@@ -102,8 +126,10 @@ def serve_check(model_path: Path, run_dir: Path, cfg, log=print) -> dict:
     images = _val_images(run_dir, cfg.requests)
     direct = Model(model_path, threads=cfg.threads_per_run())  # the same threads per run as the server's
     limits = cfg.limits
-    xs = [to_input(decode_image(p.read_bytes(), limits.max_image_pixels, limits.image_formats), direct.meta.preprocess)
-          for p, _ in images]
+    xs = [
+        to_input(decode_image(p.read_bytes(), limits.max_image_pixels, limits.image_formats), direct.meta.preprocess)
+        for p, _ in images
+    ]
     in_name, out_name = direct.inputs[0].name, direct.outputs[0].name
     ref = [direct.run({in_name: x[None]})[out_name][0] for x in xs]
 
@@ -112,7 +138,9 @@ def serve_check(model_path: Path, run_dir: Path, cfg, log=print) -> dict:
         host = server.url.removeprefix("http://")
         client = httpclient.InferenceServerClient(url=host)
         if not (client.is_server_live() and client.is_model_ready(direct.name)):
-            raise RuntimeError(f"the server at {server.url} answers but says it is not live or {direct.name!r} is not ready")
+            raise RuntimeError(
+                f"the server at {server.url} answers but says it is not live or {direct.name!r} is not ready"
+            )
         meta = client.get_model_metadata(direct.name)
         dtype = direct.inputs[0].datatype
         served, lat_ms = [], []
@@ -125,8 +153,11 @@ def serve_check(model_path: Path, run_dir: Path, cfg, log=print) -> dict:
             served.append(r.as_numpy(out_name)[0])
         correct = 0
         for (path, label), _ in zip(images, xs):
-            req = urllib.request.Request(f"{server.url}/v2/models/{direct.name}/classify?top_k=1", data=path.read_bytes(),
-                                         headers={"Content-Type": "application/octet-stream"})
+            req = urllib.request.Request(
+                f"{server.url}/v2/models/{direct.name}/classify?top_k=1",
+                data=path.read_bytes(),
+                headers={"Content-Type": "application/octet-stream"},
+            )
             with urllib.request.urlopen(req, timeout=30) as r:
                 top = json.loads(r.read())["top"][0]
             correct += int(top["index"] == label)
@@ -148,9 +179,11 @@ def serve_check(model_path: Path, run_dir: Path, cfg, log=print) -> dict:
         "direct_ms_p50": round(statistics.median(direct_ms), 2),
         "exit_code": server.proc.returncode,
     }
-    log(f"tritonclient: {len(images)} requests, max |served - onnxruntime| = {diff:.2e}, "
+    log(
+        f"tritonclient: {len(images)} requests, max |served - onnxruntime| = {diff:.2e}, "
         f"p50 {report['latency_ms_p50']} ms (direct {report['direct_ms_p50']} ms); image endpoint accuracy "
-        f"{report['classify_accuracy']:.3f}")
+        f"{report['classify_accuracy']:.3f}"
+    )
     if diff > 1e-4:
         raise RuntimeError(f"served outputs differ from onnxruntime by {diff}")
     return report
