@@ -98,9 +98,6 @@ class Batcher:
     def alive(self) -> bool:
         return all(t.is_alive() for t in self._threads)
 
-    def queued(self) -> int:
-        return self._queue.qsize()
-
     async def submit(
         self, feeds: dict[str, np.ndarray], timeout_s: float, arrival: "Arrival | None" = None
     ) -> dict[str, np.ndarray]:

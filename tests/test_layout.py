@@ -4,6 +4,7 @@ helper that must exist once (onnxruntime session options, torch -> ONNX, renamin
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -113,6 +114,12 @@ def test_serve_and_zoo_import_without_torch():
 
 @pytest.mark.slow
 def test_the_wheel_installs_exactly_one_top_level_package(tmp_path):
+    # built from a copy of the tracked files: setuptools writes build/ beside the sources
+    src = tmp_path / "src"
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        (src / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / f, src / f)
     subprocess.run(
         [
             sys.executable,
@@ -124,7 +131,7 @@ def test_the_wheel_installs_exactly_one_top_level_package(tmp_path):
             "-q",
             "-w",
             str(tmp_path),
-            str(REPO),
+            str(src),
         ],
         check=True,
         capture_output=True,

@@ -134,12 +134,10 @@ def layer_table(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -> t
 
         return fn
 
-    seen_param_modules = []
     for name, m in model.named_modules():
         has_own = any(True for _ in m.parameters(recurse=False))
         if has_own or isinstance(m, _POOL_TYPES + _ADAPTIVE):
             handles.append(m.register_forward_hook(hook(name or "(model)")))
-            seen_param_modules.append(name)
     was_training = model.training
     model.eval()
     try:

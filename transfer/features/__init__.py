@@ -1,1 +1,12 @@
-"""TODO"""
+"""Features: the frozen backbone run once per image, and what probes train on.
+
+- `engine`: the feature module (every stage's pooled output + the pre-logits features in one pass),
+  run by onnxruntime (exported once and verified against PyTorch) or eager PyTorch, with decoding in
+  background threads; `Extractor.extract` fills and reads the cache;
+- `cache`: the on-disk, memory-mapped feature cache keyed by image content, model, weights and
+  preprocessing;
+- `sets`: named feature sets built from the cached outputs (`top`, `imagenet`, `stageI`, runs of
+  stages) and the `zoo.assembly.TransferModel` head each one becomes.
+
+May import `zoo`, `export` (the verified torch -> ONNX step) and `transfer.config`; nothing above.
+"""

@@ -41,13 +41,6 @@ class Dist:
         dist.all_reduce(t)
         return t.tolist()
 
-    def broadcast_object(self, obj):
-        if not self.enabled:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
     def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
         if not self.enabled:
             return module

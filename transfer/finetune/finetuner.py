@@ -130,7 +130,7 @@ class _SeededImages(torch.utils.data.Dataset):
             return self.transform(zoo.load_rgb(s.path)), s.label
 
 
-def plan_unfreeze(plan: dict | None, model_name: str, model) -> int:
+def plan_unfreeze(plan: dict | None, model) -> int:
     """The plan's `unfreeze_blocks` (counted on `zoo.info(...).blocks`, the backbone's coarse groups,
     as `block_groups(model.backbone)` counts them). No plan: 1 (the top block)."""
     from .freeze import block_groups
@@ -181,6 +181,7 @@ class Finetuner:
         self.splits, self.strategy, self.cfg, self.plan = splits, strategy, cfg, plan
         self.model_name = zoo.get(model_name).name
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self._owns_dist = dist is None  # a process group this finetuner joined, it leaves in close()
         self.dist = dist or ddp_mod.setup()
         self._log = log or (lambda s: print(s, file=sys.stderr))
         self.device = self.dist.device
@@ -204,7 +205,7 @@ class Finetuner:
         )
         self.model = za.build(self.spec, pretrained=True, weights=weights)
         if strategy == "partial" and unfreeze is None:
-            unfreeze = plan_unfreeze(plan, self.model_name, self.model)
+            unfreeze = plan_unfreeze(plan, self.model)
         self.unfreeze = unfreeze if strategy == "partial" else None
         init_new_layers(self.model.head, cfg.init)
         self.freeze: FreezeInfo = unfreeze_top(self.model, self.unfreeze)
@@ -625,8 +626,11 @@ class Finetuner:
         return out
 
     def close(self) -> None:
-        """Stop the persistent DataLoader workers now rather than at garbage collection: dropping the
-        loaders drops their iterators, whose finalizer shuts the worker processes down."""
+        """Stop the persistent DataLoader workers now rather than at garbage collection (dropping the
+        loaders drops their iterators, whose finalizer shuts the worker processes down), and leave
+        the DDP process group."""
         for name in ("train_loader", "val_loader"):
             if hasattr(self, name):
                 delattr(self, name)
+        if self._owns_dist:
+            ddp_mod.cleanup(self.dist)
