@@ -103,7 +103,12 @@ def test_nothing_is_discovered_as_a_plugin():
     assert not found, found
 
 
-def test_serve_and_zoo_import_without_torch():
+def test_serve_zoo_and_the_cli_parser_import_without_torch():
+    code = (
+        "import sys, transferzoo.cli; transferzoo.cli.build_parser(); "
+        "bad = [m for m in ('torch', 'timm', 'onnx', 'matplotlib') if m in sys.modules]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd="/")  # `transferzoo --help` starts in a blink
     code = (
         "import sys, transferzoo.zoo, transferzoo.zoo.images, transferzoo.zoo.config, transferzoo.zoo.runtime, "
         "transferzoo.serve.app, transferzoo.serve.server, transferzoo.transfer, transferzoo.transfer.config; "

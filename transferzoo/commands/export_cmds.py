@@ -9,7 +9,7 @@ from ._common import SettingFlags, print_json, stderr_log
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from transferzoo.export.pipeline import ExportOptions
+    from transferzoo.export.options import ExportOptions
 
     global EXPORT_FLAGS
     EXPORT_FLAGS = flags = SettingFlags(ExportOptions)
@@ -63,7 +63,8 @@ def cmd_export(args) -> int:
     import torch
 
     from transferzoo.export.errors import GateError
-    from transferzoo.export.pipeline import ExportOptions, export
+    from transferzoo.export.options import ExportOptions
+    from transferzoo.export.pipeline import export
     from transferzoo.export.sources import load_source
 
     opts = EXPORT_FLAGS.apply(ExportOptions(), args)
