@@ -228,7 +228,7 @@ def _quantized(
         calib = calibration_images(source, opts)
         info.update(
             calibration=calib.describe(),
-            method="static QDQ, per-channel int8 weights, uint8 activations, MinMax",
+            method="static QDQ, per-channel 7-bit int8 weights, uint8 activations, MinMax; head after pooling float",
             op_types=list(quantize.INT8_OP_TYPES),
         )
         log(f"int8: calibrating on {len(calib.names)} images from {calib.origin}")

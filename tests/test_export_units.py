@@ -168,3 +168,28 @@ def test_metadata_has_every_documented_key_and_nothing_undocumented():
     assert set(documented) - {"ensemble_members"} <= set(meta), set(documented) - set(meta)
     assert set(meta) <= set(documented), set(meta) - set(documented)
     assert all(isinstance(v, str) for v in meta.values())
+
+
+def test_int8_keeps_the_head_after_the_last_global_pooling_float():
+    from onnx import helper
+
+    from transferzoo.export.quantize import head_nodes
+
+    def node(op, i, o, name):
+        return helper.make_node(op, i, o, name=name)
+
+    # conv -> squeeze-excite pool (mid-network) -> mul -> conv -> head pool -> flatten -> gemm -> softmax
+    nodes = [
+        node("Conv", ["x", "w"], ["c1"], "conv1"),
+        node("GlobalAveragePool", ["c1"], ["se"], "se_pool"),
+        node("Mul", ["c1", "se"], ["m"], "se_mul"),
+        node("Conv", ["m", "w2"], ["c2"], "conv2"),
+        node("GlobalAveragePool", ["c2"], ["p"], "head_pool"),
+        node("Flatten", ["p"], ["f"], "flatten"),
+        node("Gemm", ["f", "wh", "bh"], ["logits"], "fc"),
+        node("Softmax", ["logits"], ["probs"], "softmax"),
+        node("Identity", ["c2"], ["features"], "side_output"),  # after the pool in order, not fed by it
+    ]
+    graph = helper.make_graph(nodes, "g", [], [])
+    assert head_nodes(graph) == ["flatten", "fc", "softmax"]
+    assert head_nodes(helper.make_graph(nodes[:1], "g", [], [])) == []
