@@ -49,6 +49,7 @@ class ServerConfig(ServeOptions):
     models: tuple[str, ...]  # .onnx paths, or NAME=PATH
     host: str = "127.0.0.1"
     port: int = setting(8000, ge=0, le=65535)
+    grpc_port: int | None = setting(None, ge=0, le=65535)  # the gRPC service on host:grpc_port (None: off; 0: free)
     drain_s: float = setting(0.0, ge=0, le=600)  # after SIGTERM: seconds of readiness=false while still serving
     api_key_env: str | None = None  # name of the environment variable that holds the bearer token
 

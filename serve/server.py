@@ -21,6 +21,7 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, state: ServerState):
         super().__init__(config)
         self.state = state
+        self.grpc = None  # grpc.aio.Server when --grpc-port is given
 
     def handle_exit(self, sig, frame) -> None:
         # Not super().handle_exit: uvicorn re-raises the captured signal once it has shut down, so a
@@ -44,8 +45,27 @@ class _Server(uvicorn.Server):
         if self.should_exit:
             return
         host, port = self.servers[0].sockets[0].getsockname()[:2]
+        also = ""
+        if self.state.config.grpc_port is not None:
+            from . import grpc_service  # grpcio only when asked for
+
+            try:
+                cfg = self.state.config
+                self.grpc, gport = await grpc_service.start(self.state, cfg.host, cfg.grpc_port)
+            except OSError as e:
+                log.error("%s", e)
+                self.should_exit = True
+                self.started = False
+                return
+            also = f" and grpc://{host}:{gport}"
         models = ", ".join(f"{n} ({m.inputs[0].datatype} {m.inputs[0].shape})" for n, m in self.state.models.items())
-        print(f"transferzoo serve: listening on http://{host}:{port} (models: {models})", flush=True)
+        print(f"transferzoo serve: listening on http://{host}:{port}{also} (models: {models})", flush=True)
+
+    async def shutdown(self, sockets=None) -> None:
+        # gRPC first, while the batchers (stopped in the app's lifespan, below) still run: calls in flight finish
+        if self.grpc is not None:
+            await self.grpc.stop(self.state.config.timeout_s)
+        await super().shutdown(sockets)
 
 
 def run(config: ServerConfig) -> int:

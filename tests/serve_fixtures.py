@@ -165,6 +165,8 @@ class ServerProcess:
             self.proc.wait(10)
             raise RuntimeError(f"server did not start (rc={self.proc.returncode}): {line}{''.join(self.stderr_lines)}")
         self.port = int(m.group(1))
+        g = re.search(r"grpc://[\d.]+:(\d+)", line)  # with --grpc-port
+        self.grpc_address = f"127.0.0.1:{g.group(1)}" if g else None
         self.url = f"http://127.0.0.1:{self.port}"
         headers = {"Authorization": f"Bearer {env['SERVE_TEST_KEY']}"} if env and "SERVE_TEST_KEY" in env else {}
         while time.monotonic() < deadline:

@@ -16,15 +16,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     SERVE_FLAGS = flags = SettingFlags(ServerConfig)
     p = sub.add_parser(
         "serve",
-        help="serve .onnx models over HTTP (KServe V2 / Triton protocol, dynamic batching)",
+        help="serve .onnx models over HTTP and gRPC (KServe V2 / Triton protocol, dynamic batching)",
         description="Serve exported .onnx models. Each is named after its file (or NAME=PATH). "
         "Endpoints: /v2/health/{live,ready}, /v2/models/NAME[/ready], POST /v2/models/NAME/infer "
         "(JSON or binary tensors, tritonclient-compatible), POST /v2/models/NAME/classify "
-        "(an image -> top-k labels), /metrics (Prometheus).",
+        "(an image -> top-k labels), /metrics (Prometheus), / (a page: models, labels, try an image). "
+        "With --grpc-port: inference.GRPCInferenceService (tritonclient.grpc).",
     )
     p.add_argument("models", nargs="+", metavar="MODEL.onnx", help="model files, optionally NAME=PATH")
     flags.add(p, "--host", "host", "address to bind (default 127.0.0.1: this machine only)")
     flags.add(p, "--port", "port", "port (default 8000; 0: a free one, printed at start)")
+    flags.add(
+        p,
+        "--grpc-port",
+        "grpc_port",
+        "also serve the Open Inference Protocol over gRPC on this port (tritonclient.grpc; default off, "
+        "Triton's port is 8001; 0: a free one, printed at start)",
+    )
     flags.add(p, "--max-batch", "max_batch", "most rows per onnxruntime run (default 32)")
     flags.add(
         p, "--max-delay-ms", "max_delay_ms", "longest a batch waits for requests that are already arriving (default 5)"
