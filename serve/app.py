@@ -28,6 +28,7 @@ from .config import ServerConfig
 from .errors import BadRequest, NotFound, ServeError, Unauthorized, UnsupportedMediaType
 from .metrics import UNKNOWN_MODEL, Metrics
 from .model import Model
+from .page import add_page
 from .preprocess import decode_image, softmax, to_input
 from .protocol import encode_infer_response, parse_header_length, parse_infer_request
 
@@ -235,6 +236,7 @@ def create_app(state: ServerState) -> FastAPI:
 
         return await tracked(name, "classify", handle)
 
+    add_page(app, state, authorize)  # GET /: a page for people (serve/page.py)
     return app
 
 

@@ -1,0 +1,216 @@
+"""gRPC beside HTTP beside onnxruntime alone, in one run, on the same threads (bench/bench_serve.py's
+method: read its docstring for the layouts).
+
+The server runs `--instances K --threads t --grpc-port 0`. In interleaved rounds, so that every side
+sees the same background load: onnxruntime alone at its best layout and batch (the strongest of one
+run of K x t threads and K concurrent runs of t threads, both swept once first), the server at
+concurrency 16 over gRPC (tritonclient.grpc, raw binary tensors, one image per request), the same
+over HTTP (tritonclient.http, binary), and latency triples at concurrency 1 (a direct batch-1 run of
+t threads, the same request over HTTP, over gRPC).
+
+Target: gRPC throughput at concurrency 16 >= 0.9 of onnxruntime alone at its best layout; the added
+p50 at concurrency 1 printed beside HTTP's. The load generator runs on the same cores as the server:
+the figures are conservative for the server, and noisy on a shared machine (the load average is
+printed each round).
+
+    .venv/bin/python bench/bench_serve_grpc.py                 # efficientnet_lite0 (exported once to runs/bench/)
+    .venv/bin/python bench/bench_serve_grpc.py --rounds 4 --seconds 3 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_serve as bs  # noqa: E402  (the shared helpers: model export, onnxruntime rates, HTTP load)
+
+
+def grpc_load(address: str, shape, concurrency: int, seconds: float) -> tuple[float, list[float], int]:
+    """(images/s, per-request latencies, rejected) with `concurrency` threads, each its own gRPC client."""
+    import tritonclient.grpc as tg
+    from tritonclient.utils import InferenceServerException
+
+    x = bs.sample(1, 1, shape)
+    stop = time.perf_counter() + seconds
+    lat: list[float] = []
+    rejected = [0]
+    lock = threading.Lock()
+
+    def worker():
+        with tg.InferenceServerClient(address) as c:
+            inp = tg.InferInput("input", list(x.shape), bs.triton_type())
+            inp.set_data_from_numpy(x)
+            c.infer("m", [inp])  # connect + warm
+            mine = []
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                try:
+                    c.infer("m", [inp])
+                except InferenceServerException:
+                    with lock:
+                        rejected[0] += 1
+                    continue
+                mine.append(time.perf_counter() - t0)
+        with lock:
+            lat.extend(mine)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for f in [pool.submit(worker) for _ in range(concurrency)]:
+            f.result()
+    return len(lat) / (time.perf_counter() - t0), lat, rejected[0]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="an .onnx file with transferzoo metadata (default: efficientnet_lite0)")
+    ap.add_argument("--instances", type=int, default=os.cpu_count() or 1, help="server --instances (default: cores)")
+    ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads per run (default 1)")
+    ap.add_argument("--seconds", type=float, default=2.0, help="per measurement window (default 2)")
+    ap.add_argument("--latency-n", type=int, default=240, help="latency triples in all (default 240)")
+    ap.add_argument("--rounds", type=int, default=6, help="interleaved rounds (default 6)")
+    ap.add_argument("--max-batch", type=int, default=0, help="server --max-batch (default: the layout's best batch)")
+    ap.add_argument("--max-delay-ms", type=float, default=5.0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    import tritonclient.grpc as tg
+    import tritonclient.http as th
+    from serve_fixtures import ServerProcess
+
+    path = bs.model_path(args.model)
+    k, t = args.instances, args.threads
+    total = k * t
+    one_run = bs.ort_session(path, total)
+    per_run = bs.ort_session(path, t)
+    shape = tuple(one_run.get_inputs()[0].shape[1:])
+    bs.UINT8 = one_run.get_inputs()[0].type == "tensor(uint8)"
+    batches = [1, 2, 4, 8, 16, 32]
+    print(
+        f"model {path.name} input {shape}, server --instances {k} --threads {t} ({total} threads), "
+        f"cpus={os.cpu_count()}, load avg {os.getloadavg()[0]:.2f} (shared machine)",
+        file=sys.stderr,
+    )
+    layouts = {f"1x{total}": (one_run, 1)}
+    if k > 1:
+        layouts[f"{k}x{t}"] = (per_run, k)
+    sweeps = {n: bs.sweep(sess, callers, shape, batches, args.seconds * 2) for n, (sess, callers) in layouts.items()}
+    best = {n: max(batches, key=sw.get) for n, sw in sweeps.items()}
+    strongest = max(sweeps, key=lambda n: sweeps[n][best[n]])
+    server_layout = f"{k}x{t}" if k > 1 else f"1x{total}"
+    max_batch = args.max_batch or best[server_layout]
+    x1 = bs.sample(1, 1, shape)
+    rounds, triples = [], []
+    with ServerProcess(
+        f"m={path}",
+        "--grpc-port",
+        "0",
+        "--instances",
+        str(k),
+        "--threads",
+        str(t),
+        "--max-batch",
+        str(max_batch),
+        "--max-delay-ms",
+        str(args.max_delay_ms),
+        "--max-queue",
+        "1024",
+    ) as s:
+        hc = th.InferenceServerClient(s.address)
+        hi = th.InferInput("input", list(x1.shape), bs.triton_type())
+        hi.set_data_from_numpy(x1)
+        gc = tg.InferenceServerClient(s.grpc_address)
+        gi = tg.InferInput("input", list(x1.shape), bs.triton_type())
+        gi.set_data_from_numpy(x1)
+        hc.infer("m", [hi])
+        gc.infer("m", [gi])
+        sess, callers = layouts[strongest]
+        for r in range(args.rounds):
+            row = {"ort_ips": round(bs.ort_rate(sess, bs.sample(2, best[strongest], shape), callers, args.seconds), 1)}
+            g_ips, _, g_rej = grpc_load(s.grpc_address, shape, 16, args.seconds)
+            h_ips, _, h_rej = bs.server_load(s.address, shape, 16, args.seconds)
+            row |= {"grpc_c16_ips": round(g_ips, 1), "http_c16_ips": round(h_ips, 1), "rejected": g_rej + h_rej}
+            for _ in range(args.latency_n // args.rounds):
+                t0 = time.perf_counter()
+                per_run.run(None, {"input": x1})
+                t1 = time.perf_counter()
+                hc.infer("m", [hi])
+                t2 = time.perf_counter()
+                gc.infer("m", [gi])
+                triples.append((t1 - t0, t2 - t1, time.perf_counter() - t2))
+            row["load_avg"] = round(os.getloadavg()[0], 2)
+            rounds.append(row)
+            print(
+                f"round {r + 1}: onnxruntime {strongest} b{best[strongest]} {row['ort_ips']:.1f} images/s; "
+                f"gRPC c16 {g_ips:.1f} ({g_ips / row['ort_ips']:.2f}), HTTP c16 {h_ips:.1f} "
+                f"({h_ips / row['ort_ips']:.2f}), load avg {row['load_avg']:.1f}",
+                file=sys.stderr,
+            )
+        gc.close()
+
+    def ratio(key):
+        return sum(r[key] for r in rounds) / sum(r["ort_ips"] for r in rounds), statistics.median(
+            r[key] / r["ort_ips"] for r in rounds
+        )
+
+    med = statistics.median
+    direct, http, grpc_ = ([tr[i] for tr in triples] for i in range(3))
+    result = {
+        "model": path.name,
+        "instances": k,
+        "threads_per_run": t,
+        "cpus": os.cpu_count(),
+        "server_max_batch": max_batch,
+        "ort_sweeps_images_per_s": {n: {str(b): round(v, 1) for b, v in sw.items()} for n, sw in sweeps.items()},
+        "baseline": f"{strongest} b{best[strongest]}",
+        "rounds": rounds,
+        "grpc_ratio": round(ratio("grpc_c16_ips")[0], 3),
+        "grpc_ratio_median_round": round(ratio("grpc_c16_ips")[1], 3),
+        "http_ratio": round(ratio("http_c16_ips")[0], 3),
+        "http_ratio_median_round": round(ratio("http_c16_ips")[1], 3),
+        "direct_p50_ms": round(med(direct) * 1000, 3),
+        "http_c1_p50_ms": round(med(http) * 1000, 3),
+        "grpc_c1_p50_ms": round(med(grpc_) * 1000, 3),
+        "http_added_p50_ms": round((med(http) - med(direct)) * 1000, 3),
+        "grpc_added_p50_ms": round((med(grpc_) - med(direct)) * 1000, 3),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for n, sw in sweeps.items():
+        print(
+            f"onnxruntime alone, {n} (runs x threads), images/s by batch: "
+            + ", ".join(f"b{b}={v:.1f}" for b, v in sw.items())
+            + f" -> best batch {best[n]}"
+        )
+    print(
+        f"throughput, {args.rounds} interleaved rounds of {args.seconds:g} s, concurrency 16, one image per request, "
+        f"--instances {k} --threads {t} --max-batch {max_batch}, / onnxruntime {strongest} at batch {best[strongest]} "
+        "(its best layout on these threads):"
+    )
+    print(
+        f"  gRPC (raw binary tensors) = {result['grpc_ratio']:.2f}, median of rounds "
+        f"{result['grpc_ratio_median_round']:.2f} (target >= 0.90)"
+    )
+    print(
+        f"  HTTP (binary tensors)     = {result['http_ratio']:.2f}, median of rounds "
+        f"{result['http_ratio_median_round']:.2f}"
+    )
+    print(
+        f"latency p50, batch 1, concurrency 1, {len(triples)} interleaved triples: direct ({t} thread"
+        f"{'s' * (t > 1)}) {bs.ms(med(direct))}; HTTP {bs.ms(med(http))} (added {bs.ms(med(http) - med(direct))}); "
+        f"gRPC {bs.ms(med(grpc_))} (added {bs.ms(med(grpc_) - med(direct))})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
