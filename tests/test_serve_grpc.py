@@ -340,6 +340,37 @@ def test_bad_bytes_and_bad_metadata_calls(server, stub):
     assert e.value.code() == C.NOT_FOUND
 
 
+DEFINED = {C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.RESOURCE_EXHAUSTED, C.UNAVAILABLE, C.DEADLINE_EXCEEDED}
+
+
+def test_mutated_messages_get_defined_statuses(server):
+    """Byte flips and truncations of a valid request (its header fields come first on the wire):
+    whatever they decode to, the answer is a defined status, never UNKNOWN or INTERNAL."""
+    req = _req(id="fuzz")
+    req.outputs.add(name="logits").parameters["classification"].int64_param = 2
+    wire = req.SerializeToString()
+    header = len(wire) - len(req.raw_input_contents[0])
+    rng = np.random.default_rng(14)
+    cases = [wire[:n] for n in rng.integers(1, len(wire), 40)]
+    for _ in range(260):
+        b = bytearray(wire)
+        for i in rng.integers(0, header + 8, rng.integers(1, 4)):
+            b[i] = int(rng.integers(0, 256))
+        cases.append(bytes(b))
+    seen = {}
+    with grpc.insecure_channel(server.grpc_address) as ch:
+        call = ch.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        for data in cases:
+            try:
+                call(data, timeout=30)
+                code = C.OK
+            except grpc.RpcError as e:
+                code = e.code()
+                assert code in DEFINED, (code, e.details(), data[:header].hex())
+            seen[code] = seen.get(code, 0) + 1
+    assert seen.get(C.INVALID_ARGUMENT, 0) > 50 and server.alive(), seen
+
+
 def test_server_still_correct_after_the_bad_inputs(server, client, tiny_onnx):
     x = rand((5, 3, 64, 64), seed=99)
     np.testing.assert_array_equal(client.infer("tiny", [grpc_input(x)]).as_numpy("logits"), ort_run(tiny_onnx, x))
@@ -408,3 +439,29 @@ def test_full_queue_is_unavailable_and_timeouts_are_deadline_exceeded(lite0_onnx
             assert not isinstance(running.result(), Exception)
         assert isinstance(late, InferenceServerException) and late.status() == "StatusCode.DEADLINE_EXCEEDED", late
         assert s.alive()
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_grpc_calls_in_flight(lite0_onnx):
+    import signal
+
+    x = rand((8, 3, 224, 224), seed=9)
+    ref = ort_run(lite0_onnx, x)
+    s = ServerProcess(lite0_onnx, "--grpc-port", "0", "--max-batch", "8", "--threads", "1", "--drain-s", "1.5")
+
+    def one():
+        with tg.InferenceServerClient(s.grpc_address) as c:
+            return c.infer("lite0", [grpc_input(x)], client_timeout=120).as_numpy("logits")
+
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(one) for _ in range(3)]
+        time.sleep(0.3)  # queued or running now (each runs alone: --max-batch 8)
+        s.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        with tg.InferenceServerClient(s.grpc_address) as c:
+            assert c.is_server_live() and not c.is_server_ready()  # draining: not ready, still serving
+        outs = [f.result(timeout=120) for f in futures]
+    for o in outs:
+        np.testing.assert_allclose(o, ref, rtol=1e-5, atol=1e-5)
+    assert s.proc.wait(60) == 0, "".join(s.stderr_lines)
+    assert not any("Traceback" in line for line in s.stderr_lines), "".join(s.stderr_lines)
