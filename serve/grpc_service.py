@@ -15,6 +15,7 @@ refused by grpc itself with RESOURCE_EXHAUSTED (max receive size = --max-body-mb
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import math
@@ -263,6 +264,9 @@ class InferenceService:
 
         try:
             return await self._call(context, handle, on_status=set_status)
+        except asyncio.CancelledError:  # the client went away or its deadline passed: its outcome, not ours
+            status = 499
+            raise
         finally:
             gauge.dec()
             state.metrics.observe_request(label, "grpc_infer", status, time.perf_counter() - t0)
