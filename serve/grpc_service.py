@@ -309,8 +309,9 @@ def _handlers(service: InferenceService) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
-async def start(state, host: str, port: int) -> tuple[grpc.aio.Server, int]:
-    """Start the service on host:port (0: a free one) on the running event loop -> (server, bound port)."""
+def bind(state, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+    """The service bound to host:port (0: a free one), not yet started (`await server.start()` on the
+    event loop that is to run it) -> (server, bound port). OSError when the port is taken."""
     limit = state.config.limits.max_body_bytes
     server = grpc.aio.server(
         options=[
@@ -321,8 +322,10 @@ async def start(state, host: str, port: int) -> tuple[grpc.aio.Server, int]:
         maximum_concurrent_rpcs=None,
     )
     server.add_generic_rpc_handlers((_handlers(InferenceService(state)),))
-    bound = server.add_insecure_port(f"{'[' + host + ']' if ':' in host else host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{'[' + host + ']' if ':' in host else host}:{port}")
+    except RuntimeError:  # grpc's "Failed to bind": the port is taken or the address is not this machine's
+        bound = 0
     if bound == 0:
-        raise OSError(f"cannot listen for gRPC on {host}:{port} (in use?)")
-    await server.start()
+        raise OSError(f"cannot listen for gRPC on {host}:{port}: the port is in use (choose another --grpc-port)")
     return server, bound

@@ -41,22 +41,23 @@ class _Server(uvicorn.Server):
         timer.start()
 
     async def startup(self, sockets=None) -> None:
+        cfg, gport = self.state.config, None
+        if cfg.grpc_port is not None:  # bound before anything starts, so a taken port stops the server cleanly
+            from . import grpc_service  # grpcio only when asked for
+
+            try:
+                self.grpc, gport = grpc_service.bind(self.state, cfg.host, cfg.grpc_port)
+            except OSError as e:
+                log.error("%s", e)
+                self.should_exit = True
+                return
         await super().startup(sockets)
         if self.should_exit:
             return
         host, port = self.servers[0].sockets[0].getsockname()[:2]
         also = ""
-        if self.state.config.grpc_port is not None:
-            from . import grpc_service  # grpcio only when asked for
-
-            try:
-                cfg = self.state.config
-                self.grpc, gport = await grpc_service.start(self.state, cfg.host, cfg.grpc_port)
-            except OSError as e:
-                log.error("%s", e)
-                self.should_exit = True
-                self.started = False
-                return
+        if self.grpc is not None:
+            await self.grpc.start()  # after the app's lifespan has started the batchers
             also = f" and grpc://{host}:{gport}"
         models = ", ".join(f"{n} ({m.inputs[0].datatype} {m.inputs[0].shape})" for n, m in self.state.models.items())
         print(f"transferzoo serve: listening on http://{host}:{port}{also} (models: {models})", flush=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,7 +21,7 @@ import pytest
 import tritonclient.grpc as tg
 import tritonclient.grpc.aio as tga
 import tritonclient.http as th
-from serve_fixtures import TINY_LABELS, ServerProcess
+from serve_fixtures import REPO, TINY_LABELS, ServerProcess
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
@@ -408,8 +410,10 @@ def test_grpc_is_off_by_default_and_a_taken_port_is_an_error(tiny_onnx):
         assert s.grpc_address is None
         with ServerProcess(tiny_onnx, "--grpc-port", "0") as s2:
             port = s2.grpc_address.split(":")[1]
-            with pytest.raises(RuntimeError, match="did not start"):
-                ServerProcess(tiny_onnx, "--grpc-port", port, start_timeout=20)
+            cmd = [sys.executable, "-m", "transferzoo", "serve", str(tiny_onnx), "--port", "0", "--grpc-port", port]
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
+            assert r.returncode == 1 and "listening" not in r.stdout
+            assert f"cannot listen for gRPC on 127.0.0.1:{port}" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 @pytest.mark.slow
