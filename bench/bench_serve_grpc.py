@@ -69,6 +69,23 @@ def grpc_load(address: str, shape, concurrency: int, seconds: float) -> tuple[fl
     return len(lat) / (time.perf_counter() - t0), lat, rejected[0]
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(load, pid: int, *args):
+    """load(*args) -> (images/s, latencies, rejected, server CPU ms per request, client CPU ms per request):
+    CPU time per request moves far less with the machine's background load than throughput does."""
+    s0, c0 = proc_cpu(pid), sum(os.times()[:2])
+    ips, lat, rej = load(*args)
+    s1, c1 = proc_cpu(pid), sum(os.times()[:2])
+    n = max(len(lat), 1)
+    return ips, lat, rej, 1000 * (s1 - s0) / n, 1000 * (c1 - c0) / n
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="an .onnx file with transferzoo metadata (default: efficientnet_lite0)")
@@ -135,9 +152,11 @@ def main() -> int:
         sess, callers = layouts[strongest]
         for r in range(args.rounds):
             row = {"ort_ips": round(bs.ort_rate(sess, bs.sample(2, best[strongest], shape), callers, args.seconds), 1)}
-            g_ips, _, g_rej = grpc_load(s.grpc_address, shape, 16, args.seconds)
-            h_ips, _, h_rej = bs.server_load(s.address, shape, 16, args.seconds)
+            g_ips, _, g_rej, g_srv, g_cli = measured(grpc_load, s.proc.pid, s.grpc_address, shape, 16, args.seconds)
+            h_ips, _, h_rej, h_srv, h_cli = measured(bs.server_load, s.proc.pid, s.address, shape, 16, args.seconds)
             row |= {"grpc_c16_ips": round(g_ips, 1), "http_c16_ips": round(h_ips, 1), "rejected": g_rej + h_rej}
+            row |= {"grpc_server_cpu_ms": round(g_srv, 3), "grpc_client_cpu_ms": round(g_cli, 3)}
+            row |= {"http_server_cpu_ms": round(h_srv, 3), "http_client_cpu_ms": round(h_cli, 3)}
             for _ in range(args.latency_n // args.rounds):
                 t0 = time.perf_counter()
                 per_run.run(None, {"input": x1})
@@ -176,6 +195,10 @@ def main() -> int:
         "grpc_ratio_median_round": round(ratio("grpc_c16_ips")[1], 3),
         "http_ratio": round(ratio("http_c16_ips")[0], 3),
         "http_ratio_median_round": round(ratio("http_c16_ips")[1], 3),
+        "cpu_ms_per_request_median": {
+            k: round(med(r[k] for r in rounds), 3)
+            for k in ("grpc_server_cpu_ms", "http_server_cpu_ms", "grpc_client_cpu_ms", "http_client_cpu_ms")
+        },
         "direct_p50_ms": round(med(direct) * 1000, 3),
         "http_c1_p50_ms": round(med(http) * 1000, 3),
         "grpc_c1_p50_ms": round(med(grpc_) * 1000, 3),
@@ -203,6 +226,12 @@ def main() -> int:
     print(
         f"  HTTP (binary tensors)     = {result['http_ratio']:.2f}, median of rounds "
         f"{result['http_ratio_median_round']:.2f}"
+    )
+    cpu = result["cpu_ms_per_request_median"]
+    print(
+        f"CPU per request at concurrency 16 (median of rounds; server process incl. onnxruntime / load generator): "
+        f"gRPC {cpu['grpc_server_cpu_ms']:.2f} / {cpu['grpc_client_cpu_ms']:.2f} ms, "
+        f"HTTP {cpu['http_server_cpu_ms']:.2f} / {cpu['http_client_cpu_ms']:.2f} ms"
     )
     print(
         f"latency p50, batch 1, concurrency 1, {len(triples)} interleaved triples: direct ({t} thread"
