@@ -5,12 +5,13 @@ The service stubs are the ones `tritonclient[grpc]` ships (`tritonclient.grpc.se
 generated from Triton's `grpc_service.proto`): the same generated code as the client's, so the
 wire format cannot drift from what tritonclient sends, and no protoc step in the build.
 
-Served: ServerLive, ServerReady (no API key: probes), ServerMetadata, ModelReady, ModelMetadata and
-ModelInfer (inputs as `raw_input_contents` or typed `contents`; outputs always as
-`raw_output_contents`, as Triton answers; `classification` on an output: top k as BYTES
-"score:index[:label]"). The other RPCs answer UNIMPLEMENTED. Every client error is a defined gRPC
-status (serve.errors' HTTP status mapped by STATUS_CODES), never UNKNOWN; an oversized message is
-refused by grpc itself with RESOURCE_EXHAUSTED (max receive size = --max-body-mb).
+Served: ServerLive, ServerReady (no API key: probes), ServerMetadata, ModelReady, ModelMetadata,
+RepositoryIndex (the read-only repository extension, as over HTTP) and ModelInfer (inputs as
+`raw_input_contents` or typed `contents`; outputs always as `raw_output_contents`, as Triton
+answers; `classification` on an output: top k as BYTES "score:index[:label]"). The other RPCs
+answer UNIMPLEMENTED. Every client error is a defined gRPC status (serve.errors' HTTP status mapped
+by STATUS_CODES), never UNKNOWN; an oversized message is refused by grpc itself with
+RESOURCE_EXHAUSTED (max receive size = --max-body-mb).
 """
 
 from __future__ import annotations
@@ -237,6 +238,18 @@ class InferenceService:
 
         return await self._call(context, handle)
 
+    async def RepositoryIndex(self, request, context):
+        async def handle():
+            state = "READY" if self.state.ready() else "UNAVAILABLE"
+            models = [
+                pb.RepositoryIndexResponse.ModelIndex(name=n, version="1", state=state) for n in self.state.models
+            ]
+            if request.ready and state != "READY":
+                models = []
+            return pb.RepositoryIndexResponse(models=models)
+
+        return await self._call(context, handle)
+
     # --- inference -----------------------------------------------------------------------------
     async def ModelInfer(self, request, context):
         state, cfg = self.state, self.state.config
@@ -280,7 +293,7 @@ class _Malformed:
         self.error = error
 
 
-SERVED = ("ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata", "ModelInfer")
+SERVED = ("ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata", "ModelInfer", "RepositoryIndex")
 SERVICE = "inference.GRPCInferenceService"
 
 

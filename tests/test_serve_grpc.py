@@ -99,6 +99,11 @@ def test_health_and_metadata_match_http(server, client):
     with pytest.raises(InferenceServerException) as e:
         client.get_model_metadata("nope")
     assert e.value.status() == "StatusCode.NOT_FOUND" and "unknown model" in e.value.message()
+    index = client.get_model_repository_index(as_json=True)["models"]
+    assert sorted((m["name"], m["version"], m["state"]) for m in index) == [
+        ("tiny", "1", "READY"),
+        ("tiny_u8", "1", "READY"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -395,6 +400,7 @@ def test_api_key_metadata(tiny_onnx):
                 lambda h: c.get_model_metadata("tiny", headers=h),
                 lambda h: c.get_server_metadata(headers=h),
                 lambda h: c.is_model_ready("tiny", headers=h),
+                lambda h: c.get_model_repository_index(headers=h),
                 lambda h: c.infer("tiny", [grpc_input(x)], headers=h),
             ):
                 for headers in (None, {"authorization": "Bearer wrong"}, {"authorization": "s3cret-token"}):
