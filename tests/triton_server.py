@@ -14,10 +14,15 @@ process, `backends/python/triton_python_backend_stub`, that embeds the interpret
 pytriton ships stubs for 3.8-3.13 under `python_backend_stubs/3.X/`; the right one is copied into
 `backends/python/`. The stub links `libpython3.X.so.1.0`, found through LD_LIBRARY_PATH — without this
 Python's LIBDIR there, the loader takes Debian's /lib libpython, whose stdlib does not match, and the stub
-dies at start. Packages come from the embedded interpreter's default sys.path plus PYTHONPATH, which the
-stub inherits (or, per model, an EXECUTION_ENV_PATH conda-pack archive, unused here); `model.py` adds the
-venv's site-packages with `site.addsitedir` (a config parameter), so numpy 2 and onnxruntime are ours and
-pytriton's own numpy<2 pin never enters the main environment. The backend needs only numpy itself.
+dies at start. The stub ignores PYTHONPATH (it runs with -E semantics) and
+has no program name, so Python looks for `python3` on PATH to find its prefix: a venv's `bin/python3` first
+on PATH makes that venv's site-packages the stub's (its pyvenv.cfg is honoured). The backend itself needs
+only numpy, and numpy < 2: its pybind11 reads numpy 1's array descriptor layout, so under numpy 2 every
+output tensor has size 0 ("output tensor shape does not match size of output"), the reason for pytriton's
+numpy<2 pin. So `fetch` makes STUB_VENV (this Python, numpy 1.26 only), the server runs with its bin/ first
+on PATH, and `model.py` adds our venv's site-packages with `site.addsitedir` (a config parameter) for
+onnxruntime and transferzoo (onnxruntime's wheels work with numpy 1 and 2). The main environment keeps
+numpy 2. (Per model, EXECUTION_ENV_PATH with a conda-pack archive is Triton's own answer; not needed here.)
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ CACHE = Path(os.environ.get("TRANSFERZOO_TRITON_DIR", Path.home() / ".cache" / "
 ROOT = CACHE / "unpacked" / "pytriton" / "tritonserver"
 BINARY = ROOT / "bin" / "tritonserver"
 STUB = "triton_python_backend_stub"
+STUB_VENV = CACHE / f"stub-venv-{sys.version_info.major}.{sys.version_info.minor}"  # numpy<2 for the stub only
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 MODEL_PY = '''"""Python-backend twin of Triton's onnxruntime backend for one model.onnx (tests/triton_server.py)."""
@@ -67,7 +73,7 @@ class TritonPythonModel:
         results = self.session.run(self.outputs, batch)
         out, start = [], 0
         for n in rows:
-            tensors = [pb_utils.Tensor(name, r[start : start + n]) for name, r in zip(self.outputs, results)]
+            tensors = [pb_utils.Tensor(name, r[start : start + n].copy()) for name, r in zip(self.outputs, results)]
             out.append(pb_utils.InferenceResponse(output_tensors=tensors))
             start += n
         return out
@@ -84,6 +90,9 @@ def fetch() -> Path:
         wheel = next(CACHE.glob("nvidia_pytriton-0.7.0-*.whl"))
         with zipfile.ZipFile(wheel) as z:
             z.extractall(CACHE / "unpacked")
+    if not (STUB_VENV / "bin" / "python3").is_file():
+        subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(STUB_VENV)], check=True)
+        subprocess.run([str(STUB_VENV / "bin" / "python3"), "-m", "pip", "install", "-q", "numpy<2"], check=True)
     prepare()
     return BINARY
 
@@ -105,6 +114,8 @@ def unavailable() -> str | None:
         return "the pytriton wheel's tritonserver is Linux x86-64 only"
     if not BINARY.is_file():
         return f"no tritonserver at {BINARY}: run `python tests/triton_server.py fetch`"
+    if not (STUB_VENV / "bin" / "python3").is_file():
+        return f"no Python for the backend stub at {STUB_VENV}: run `python tests/triton_server.py fetch`"
     if not (ROOT / "python_backend_stubs" / PY / STUB).is_file():
         return f"pytriton ships no Python backend stub for Python {PY}"
     return None
@@ -141,6 +152,7 @@ class TritonProcess:
         prepare()
         self.http_port, self.grpc_port = _free_port(), _free_port()
         env = dict(os.environ)
+        env["PATH"] = os.pathsep.join((str(STUB_VENV / "bin"), env.get("PATH", "")))  # the stub's Python
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             p for p in (sysconfig.get_config_var("LIBDIR"), env.get("LD_LIBRARY_PATH")) if p
         )
