@@ -47,7 +47,7 @@ class ServeOptions(Config):
 
 @dataclass(frozen=True, kw_only=True)
 class ServerConfig(ServeOptions):
-    models: tuple[str, ...]  # .onnx paths, or NAME=PATH
+    models: tuple[str, ...]  # .onnx paths, NAME=PATH, or Triton model repository folders (serve.repository)
     host: str = "127.0.0.1"
     port: int = setting(8000, ge=0, le=65535)
     drain_s: float = setting(0.0, ge=0, le=600)  # after SIGTERM: seconds of readiness=false while still serving

@@ -22,7 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(JSON or binary tensors, tritonclient-compatible), POST /v2/models/NAME/classify "
         "(an image -> top-k labels), /metrics (Prometheus).",
     )
-    p.add_argument("models", nargs="+", metavar="MODEL.onnx", help="model files, optionally NAME=PATH")
+    p.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL.onnx",
+        help="model files, optionally NAME=PATH, or Triton model repository folders (transferzoo deploy)",
+    )
     flags.add(p, "--host", "host", "address to bind (default 127.0.0.1: this machine only)")
     flags.add(p, "--port", "port", "port (default 8000; 0: a free one, printed at start)")
     flags.add(p, "--max-batch", "max_batch", "most rows per onnxruntime run (default 32)")
