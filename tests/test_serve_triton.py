@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.http as th
+from PIL import Image
 from serve_fixtures import TINY_LABELS, ServerProcess
 from triton_server import TritonProcess, python_backend_repo, unavailable
 from tritonclient.utils import InferenceServerException
@@ -29,9 +30,9 @@ MAX_BATCH = 8
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory, tiny_onnx, tiny_u8_onnx):
+def repo(tmp_path_factory, tiny_onnx, tiny_u8_onnx, lite0_onnx):
     root = tmp_path_factory.mktemp("triton")
-    for onnx in (tiny_onnx, tiny_u8_onnx):
+    for onnx in (tiny_onnx, tiny_u8_onnx, lite0_onnx):
         args = ["deploy", str(onnx), "--triton-repo", str(root / "repo"), "--max-batch", str(MAX_BATCH)]
         assert main([*args, "--threads", "1", "--instances", "2"]) == 0
     return root
@@ -127,6 +128,22 @@ def test_classification_is_identical(clients, binary):
         assert float(sa) == pytest.approx(float(sb), rel=1e-5, abs=1e-6)
 
 
+def test_a_real_photo_is_classified_alike(clients, lite0_onnx):
+    """efficientnet_lite0 with its ImageNet weights and 1000 labels (commas, apostrophes: labels.txt must
+    carry them as the metadata does) on a real photo, preprocessed from the model's metadata."""
+    from skimage import data
+
+    from transferzoo.serve.model import Model
+    from transferzoo.serve.preprocess import to_input
+
+    pre = Model(lite0_onnx, threads=1).meta.preprocess
+    x = to_input(Image.fromarray(data.chelsea()), pre)[None]
+    ours, triton = both(clients, lambda c: infer(c, "lite0", x, classes=5))
+    labels = lambda top: [t.decode().split(":", 2)[2] for t in top.ravel()]  # noqa: E731
+    assert labels(ours) == labels(triton)
+    assert any("cat" in label for label in labels(ours)[:2]), labels(ours)
+
+
 def test_concurrent_requests_are_identical(clients):
     """16 at once: both servers batch them (dynamic batching), each answer is still its own rows."""
     xs = [rand((1 + i % 3, 3, 64, 64), seed=100 + i) for i in range(32)]
@@ -183,12 +200,27 @@ BAD = {
     "binary-size-short": (INFER, _binary(size=X.nbytes - 4)),
     "binary-size-over-body": (INFER, _binary(size=X.nbytes + 4096)),
     "header-length-over-body": (INFER, {"content": b"{}", "headers": {"Inference-Header-Content-Length": "99"}}),
+    "inputs-not-a-list": (INFER, {"content": b'{"inputs": {"name": "input"}}'}),
+    "input-without-name": (INFER, _json([{"datatype": "FP32", "shape": [1], "data": [1.0]}])),
+    "unknown-datatype": (INFER, _json([_tensor(datatype="FP128")])),
+    "negative-dim": (INFER, _json([_tensor(shape=(-2, 3, 64, 64))])),
+    "input-twice": (INFER, _json([_tensor(), _tensor()])),
+    "data-not-numbers": (INFER, _json([_tensor(data=["a"] * X.size)])),
+    "binary-size-too-long": (INFER, _binary(size=X.nbytes + 4, payload=X.tobytes() + b"\0" * 4)),
+    "binary-and-data": (INFER, _binary(data=[1.0])),
+    "classification-on-uint8-model": (
+        "/v2/models/tiny_u8/infer",
+        _json([_tensor(datatype="UINT8", shape=(1, 64, 64, 3), data=[0] * 12288)], [{"name": "nope"}]),
+    ),
     "unknown-model": ("/v2/models/nope/infer", _json([_tensor()])),
     "unknown-version": ("/v2/models/tiny/versions/7/infer", _json([_tensor()])),
 }
 # Where Triton's answer differs from ours on purpose (README "Deploying"): {case: (ours, triton)}. Triton
-# answers a malformed body with 500 (its JSON reader's error is INTERNAL); a client's mistake is a 4xx here.
-DIFFERENT = {"not-json": (400, 500), "too-few-values": (400, 500)}
+# answers a body it cannot parse into a request with 500 (its JSON reader's errors are INTERNAL); a client's
+# mistake is a 4xx here.
+MALFORMED = ("not-json", "too-few-values", "data-not-numbers", "input-without-name", "inputs-not-a-list")
+MALFORMED += ("negative-dim",)
+DIFFERENT = {case: (400, 500) for case in MALFORMED}
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
