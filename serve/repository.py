@@ -75,7 +75,7 @@ def to_pbtxt(fields: list[tuple[str, object]], indent: int = 0) -> str:
 
 _TOKEN = re.compile(
     r"""\s+|\#[^\n]*|(?P<str>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')|(?P<punct>[{}\[\]:,;<>])"""
-    r"""|(?P<word>[-+]?[A-Za-z0-9_.]+)"""
+    r"""|(?P<word>[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+|[-+]?[A-Za-z0-9_.]+)"""
 )
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "'": "'", "\\": "\\"}
 
@@ -212,7 +212,6 @@ class Deployment:
     files: tuple[Path, ...]
     manifest: Path
     threads: int
-    config: str  # the config.pbtxt text
 
 
 def config_fields(model: Model, opts: ServeOptions, threads: int) -> list[tuple[str, object]]:
@@ -318,7 +317,7 @@ def write(
     if model.meta.labels is not None:
         files[folder / LABELS] = "".join(label + "\n" for label in model.meta.labels)
     atomic_commit(files)
-    return Deployment(model.name, folder, tuple(files), manifest, threads, config)
+    return Deployment(model.name, folder, tuple(files), manifest, threads)
 
 
 # --- read -------------------------------------------------------------------------------------
@@ -330,12 +329,6 @@ class RepoModel:
     path: Path  # the .onnx file of the version served
     options: ServeOptions
     labels_file: Path | None
-
-
-def is_repository(path: str | os.PathLike) -> bool:
-    """A folder holding config.pbtxt (one model) or folders that do (a repository)."""
-    p = Path(path)
-    return p.is_dir() and ((p / CONFIG).is_file() or any((c / CONFIG).is_file() for c in p.iterdir() if c.is_dir()))
 
 
 def _model_dir(folder: Path, base: ServeOptions) -> RepoModel:
@@ -361,27 +354,32 @@ def _model_dir(folder: Path, base: ServeOptions) -> RepoModel:
     if policy and "specific" in policy:  # serve the newest listed version that exists
         wanted = set(first(policy, "specific", {}).get("versions", []))
         versions = [v for v in versions if v in wanted] or versions
-    max_batch = int(first(cfg, "max_batch_size", 0))
+
+    def integer(msg: dict, key: str, default: int, where: str = "") -> int:
+        v = first(msg, key, default)
+        if isinstance(v, str) and not isinstance(v, Enum) and v.strip().lstrip("-").isdigit():
+            return int(v)  # parameters hold strings
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"{cfg_path}: {where}{key} must be an integer, got {v!r}")
+        return v
+
     dyn = first(cfg, "dynamic_batching")
-    changes: dict = {"max_batch": max(1, max_batch)}
+    changes: dict = {"max_batch": max(1, integer(cfg, "max_batch_size", 0))}
     if dyn is not None:
-        changes["max_delay_ms"] = int(first(dyn, "max_queue_delay_microseconds", 0)) / 1000
-        queue = first(first(dyn, "default_queue_policy", {}), "max_queue_size", 0)
+        changes["max_delay_ms"] = integer(dyn, "max_queue_delay_microseconds", 0, "dynamic_batching.") / 1000
+        queue = integer(first(dyn, "default_queue_policy", {}), "max_queue_size", 0, "default_queue_policy.")
         if queue:
-            changes["max_queue"] = int(queue)
+            changes["max_queue"] = queue
     else:  # no dynamic batching in Triton: a request runs as sent, never joined with others
         changes["max_delay_ms"] = 0.0
     groups = cfg.get("instance_group", [])
     if any(str(first(g, "kind", "KIND_AUTO")) == "KIND_GPU" for g in groups):
         raise ValueError(f"{cfg_path}: instance_group KIND_GPU: transferzoo serve runs on CPU (use KIND_CPU)")
     if groups:
-        changes["instances"] = sum(int(first(g, "count", 1)) for g in groups)
-    params = parameters(cfg)
-    if params.get("intra_op_thread_count", "").strip():
-        try:
-            changes["threads"] = int(params["intra_op_thread_count"])
-        except ValueError:
-            raise ValueError(f"{cfg_path}: parameter intra_op_thread_count must be an integer") from None
+        changes["instances"] = sum(integer(g, "count", 1, "instance_group.") for g in groups)
+    params = {"intra_op_thread_count": parameters(cfg).get("intra_op_thread_count", "").strip()}
+    if params["intra_op_thread_count"]:
+        changes["threads"] = integer({k: [v] for k, v in params.items()}, "intra_op_thread_count", 0, "parameter ")
     try:
         options = replace(base, **changes)
     except (TypeError, ValueError) as e:

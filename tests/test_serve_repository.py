@@ -118,7 +118,7 @@ def test_parse_pbtxt_reads_the_text_format_people_write():
     dynamic_batching { }
     parameters: { key: "x" value: { string_value: "1" "2" } }
     version_policy: { specific: { versions: [1, 3] } }
-    ratio: 0.5 flag: true
+    ratio: 0.5 flag: true small: 1e-3 big: -2.5E+2
     """
     cfg = repository.parse_pbtxt(text)
     assert repository.first(cfg, "name") == "m" and cfg["max_batch_size"] == [4]
@@ -127,7 +127,7 @@ def test_parse_pbtxt_reads_the_text_format_people_write():
     assert c["dims"] == [5, 6]
     assert cfg["dynamic_batching"] == [{}]
     assert repository.parameters(cfg) == {"x": "12"}
-    assert cfg["ratio"] == [0.5] and cfg["flag"] == [True]
+    assert cfg["ratio"] == [0.5] and cfg["flag"] == [True] and cfg["small"] == [1e-3] and cfg["big"] == [-250.0]
     accel = cfg["optimization"][0]["execution_accelerators"][0]["cpu_execution_accelerator"]
     assert accel == [{"name": ["openvino"]}]
     for bad, where in [('name: "m"\ninput {', ":2:"), ("name 'm'", ":1:"), ('name: "m"\n  @', ":2:")]:
@@ -166,6 +166,7 @@ def _broken(tmp_path, tiny_onnx, edit):
         (lambda f: _sub(f / "config.pbtxt", "max_batch_size: 32", "max_batch_size: 99999"), "max_batch"),
         (lambda f: _sub(f / "config.pbtxt", 'string_value: "2"', 'string_value: "two"'), "intra_op_thread_count"),
         (lambda f: _sub(f / "config.pbtxt", "dims: [ 3 ]", "dims: [ 3 "), "config.pbtxt:"),
+        (lambda f: _sub(f / "config.pbtxt", "count: 1", "count: KIND_CPU"), "instance_group.count must be"),
     ],
 )
 def test_a_broken_repository_is_refused_with_the_reason(tmp_path, tiny_onnx, edit, message, capsys):
