@@ -87,6 +87,20 @@ def test_threads_follow_the_servers_rule_on_the_targets_cores(tmp_path, tiny_onn
     )
 
 
+def test_deploy_imports_no_torch(tmp_path, tiny_onnx):
+    """deploy runs where serve runs: onnxruntime and the file, no torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from transferzoo.cli import main; "
+        f"assert main(['deploy', {str(tiny_onnx)!r}, '--triton-repo', {str(tmp_path)!r}]) == 0; "
+        "bad = [m for m in ('torch', 'timm', 'onnx') if m in sys.modules]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd="/", capture_output=True)
+    assert (tmp_path / "tiny" / "config.pbtxt").is_file()
+
+
 def test_a_model_without_a_batch_axis_gets_max_batch_size_0(tmp_path):
     import onnx
     from onnx import TensorProto, helper
