@@ -90,6 +90,7 @@ def fetch() -> Path:
         wheel = next(CACHE.glob("nvidia_pytriton-0.7.0-*.whl"))
         with zipfile.ZipFile(wheel) as z:
             z.extractall(CACHE / "unpacked")
+        wheel.unlink()  # unpacked, it is not needed again
     if not (STUB_VENV / "bin" / "python3").is_file():
         subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(STUB_VENV)], check=True)
         subprocess.run([str(STUB_VENV / "bin" / "python3"), "-m", "pip", "install", "-q", "numpy<2"], check=True)
