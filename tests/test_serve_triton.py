@@ -11,13 +11,16 @@ Skipped (with the reason) where the server binary is not there: `python tests/tr
 
 from __future__ import annotations
 
+import importlib
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-import tritonclient.http as th
 from PIL import Image
 from serve_fixtures import TINY_LABELS, ServerProcess
 from triton_server import TritonProcess, python_backend_repo, unavailable
@@ -48,14 +51,36 @@ def servers(repo):
         assert triton.proc.poll() is None, "tritonserver died during the comparison"
 
 
-CLIENTS = {"http": lambda server: th.InferenceServerClient(server.address, concurrency=16)}
-# gRPC: "grpc": lambda server: tritonclient.grpc.InferenceServerClient(server.grpc_address) once serve has it
+# protocol -> (client module, the server attribute holding its address). gRPC joins with one line once
+# `transferzoo serve` opens a gRPC port (ServerProcess.grpc_address; Triton's is open already):
+#   PROTOCOLS["grpc"] = ("tritonclient.grpc", "grpc_address")
+PROTOCOLS = {"http": ("tritonclient.http", "address")}
 
 
-@pytest.fixture(params=sorted(CLIENTS))
+@dataclass
+class Side:
+    """One server spoken to through one protocol's tritonclient."""
+
+    mod: object  # tritonclient.http or tritonclient.grpc
+    address: str
+
+    def __post_init__(self):
+        self.client = self.new()
+
+    def new(self):
+        return self.mod.InferenceServerClient(self.address)
+
+    def metadata(self, what: str, *args):
+        kw = {"as_json": True} if self.mod.__name__.endswith("grpc") else {}  # gRPC: a protobuf otherwise
+        return getattr(self.client, f"get_{what}_metadata")(*args, **kw)
+
+
+@pytest.fixture(params=sorted(PROTOCOLS))
 def clients(request, servers):
-    """The same client class against both servers."""
-    return {k: CLIENTS[request.param](s) for k, s in servers.items()}
+    """{'ours': Side, 'triton': Side}: the same client class against both servers."""
+    module, attr = PROTOCOLS[request.param]
+    mod = importlib.import_module(module)
+    return {k: Side(mod, getattr(s, attr)) for k, s in servers.items()}
 
 
 def rand(shape, seed=0, dtype=np.float32):
@@ -65,11 +90,13 @@ def rand(shape, seed=0, dtype=np.float32):
     return rng.standard_normal(shape).astype(dtype)
 
 
-def infer(client, model, x, *, binary=True, classes=0, datatype="FP32"):
-    inp = th.InferInput("input", list(x.shape), datatype)
-    inp.set_data_from_numpy(x, binary_data=binary)
-    out = th.InferRequestedOutput("logits", binary_data=binary, class_count=classes)
-    return client.infer(model, [inp], outputs=[out]).as_numpy("logits")
+def infer(side, model, x, *, binary=True, classes=0, datatype="FP32", client=None):
+    http = not side.mod.__name__.endswith("grpc")  # gRPC tensors are always binary
+    inp = side.mod.InferInput("input", list(x.shape), datatype)
+    inp.set_data_from_numpy(x, **({"binary_data": binary} if http else {}))
+    kw = {"binary_data": binary} if http else {}
+    out = side.mod.InferRequestedOutput("logits", class_count=classes, **kw)
+    return (client or side.client).infer(model, [inp], outputs=[out]).as_numpy("logits")
 
 
 def both(clients, fn):
@@ -77,20 +104,21 @@ def both(clients, fn):
 
 
 def test_health_and_readiness_agree(clients):
-    for c in clients.values():
+    for side in clients.values():
+        c = side.client
         assert c.is_server_live() and c.is_server_ready()
         assert c.is_model_ready("tiny") and c.is_model_ready("tiny_u8")
         assert not c.is_model_ready("missing")
 
 
 def test_server_metadata_extensions(clients):
-    ours, triton = both(clients, lambda c: c.get_server_metadata())
+    ours, triton = both(clients, lambda c: c.metadata("server"))
     assert {"binary_tensor_data", "classification"} <= set(ours["extensions"]) & set(triton["extensions"])
 
 
 @pytest.mark.parametrize("model", ["tiny", "tiny_u8"])
 def test_model_metadata_is_identical(clients, model):
-    ours, triton = both(clients, lambda c: c.get_model_metadata(model))
+    ours, triton = both(clients, lambda c: c.metadata("model", model))
     for key in ("name", "versions", "inputs", "outputs"):
         assert ours[key] == triton[key], key
     # On purpose: the platform is the config's (Triton here says "python": its backend, not the model's), and
@@ -148,13 +176,16 @@ def test_concurrent_requests_are_identical(clients):
     """16 at once: both servers batch them (dynamic batching), each answer is still its own rows."""
     xs = [rand((1 + i % 3, 3, 64, 64), seed=100 + i) for i in range(32)]
     outs = {}
-    for k, c in clients.items():
-        handles = []
-        for x in xs:  # the client's own concurrency (16 connections), as a user would run it
-            inp = th.InferInput("input", list(x.shape), "FP32")
-            inp.set_data_from_numpy(x)
-            handles.append(c.async_infer("tiny", [inp]))
-        outs[k] = [h.get_result().as_numpy("logits") for h in handles]
+    for k, side in clients.items():
+        local = threading.local()  # one client per caller thread, as a user would run them
+
+        def call(x, side=side, local=local):
+            if not hasattr(local, "client"):
+                local.client = side.new()
+            return infer(side, "tiny", x, client=local.client)
+
+        with ThreadPoolExecutor(16) as pool:
+            outs[k] = list(pool.map(call, xs))
     for a, b in zip(outs["ours"], outs["triton"]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # batches may differ, so bit-equality may not hold
 
