@@ -63,6 +63,8 @@ def load_models(config: ServerConfig) -> dict[str, Model]:
     for arg in config.models:
         name, path = parse_model_arg(arg)
         if os.path.isdir(path):  # a Triton model repository: each model as its config.pbtxt says
+            if name is not None:
+                raise ValueError(f"{arg}: models in a repository are named by their folders; drop '{name}='")
             for entry in repository.read(path, config):
                 m = Model(entry.path, entry.name, threads=entry.options.threads_per_run())
                 repository.check_labels(entry, m)

@@ -200,6 +200,8 @@ def _sub(path, old, new):
 def test_an_empty_folder_is_not_a_repository(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a Triton model repository"):
         load_models(ServerConfig(models=(str(tmp_path),)))
+    with pytest.raises(ValueError, match="named by their folders"):
+        load_models(ServerConfig(models=(f"x={tmp_path}",)))
 
 
 @pytest.mark.slow
