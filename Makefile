@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= all
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean triton
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,12 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/transferzoo demo
 
-test: install
+# A real Triton server (the nvidia-pytriton wheel from PyPI, into ~/.cache/transferzoo-triton) for
+# tests/test_serve_triton.py; where it cannot be fetched, that test is skipped with the reason.
+triton: install
+	$(BIN)/python tests/triton_server.py fetch || echo "tritonserver not fetched: tests/test_serve_triton.py will be skipped"
+
+test: install triton
 	$(BIN)/python -m pytest -q
 
 lint: install

@@ -2,6 +2,7 @@
 dynamic batching.
 
     transferzoo serve model.onnx --port 8000
+    transferzoo serve REPO/          # a Triton model repository (`transferzoo deploy`, serve.repository)
 
 Needs only onnxruntime, numpy, PIL, FastAPI/uvicorn, prometheus_client and the metadata inside the
 .onnx file (export/ONNX_METADATA.md). May import the torch-free parts of `zoo` (`images`, `config`,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -48,18 +49,31 @@ class ServerState:
     def __post_init__(self):
         c = self.config
         for name, m in self.models.items():
-            self.batchers[name] = Batcher(m, c.max_batch, c.max_delay_ms / 1000, c.max_queue, self.metrics, c.instances)
+            o = m.options or c
+            self.batchers[name] = Batcher(m, o.max_batch, o.max_delay_ms / 1000, o.max_queue, self.metrics, o.instances)
 
     def ready(self) -> bool:
         return not self.draining and all(b.alive() for b in self.batchers.values())
 
 
 def load_models(config: ServerConfig) -> dict[str, Model]:
+    from . import repository
     from .config import parse_model_arg
 
     models: dict[str, Model] = {}
     for arg in config.models:
         name, path = parse_model_arg(arg)
+        if os.path.isdir(path):  # a Triton model repository: each model as its config.pbtxt says
+            if name is not None:
+                raise ValueError(f"{arg}: models in a repository are named by their folders; drop '{name}='")
+            for entry in repository.read(path, config):
+                m = Model(entry.path, entry.name, threads=entry.options.threads_per_run())
+                repository.check_labels(entry, m)
+                m.options = entry.options
+                if m.name in models:
+                    raise ValueError(f"two models named {m.name!r} ({models[m.name].path} and {m.path})")
+                models[m.name] = m
+            continue
         m = Model(path, name, threads=config.threads_per_run())
         if m.name in models:
             raise ValueError(f"two models named {m.name!r} ({models[m.name].path} and {path}); name one with NAME=PATH")

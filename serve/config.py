@@ -36,17 +36,18 @@ class ServeOptions(Config):
     timeout_s: float = setting(30.0, gt=0, le=3600)  # per request, queue + run (504)
     limits: Limits = field(default_factory=Limits)
 
-    def threads_per_run(self) -> int:
+    def threads_per_run(self, cpus: int | None = None) -> int:
         """`threads`; when it is 0 (all cores) and several instances run at once, the cores are
-        divided among them: each run on all cores would only fight the others."""
-        if self.threads or self.instances == 1:
+        divided among them: each run on all cores would only fight the others. With `cpus` (another
+        machine's cores: `transferzoo deploy`) the count is always explicit, never 0."""
+        if self.threads or (self.instances == 1 and cpus is None):
             return self.threads
-        return max(1, (os.cpu_count() or 1) // self.instances)
+        return max(1, (cpus or os.cpu_count() or 1) // self.instances)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ServerConfig(ServeOptions):
-    models: tuple[str, ...]  # .onnx paths, or NAME=PATH
+    models: tuple[str, ...]  # .onnx paths, NAME=PATH, or Triton model repository folders (serve.repository)
     host: str = "127.0.0.1"
     port: int = setting(8000, ge=0, le=65535)
     grpc_port: int | None = setting(None, ge=0, le=65535)  # the gRPC service on host:grpc_port (None: off; 0: free)
@@ -58,8 +59,14 @@ class ServerConfig(ServeOptions):
             raise ConfigError("models", "give at least one MODEL.onnx to serve")
         for arg in self.models:
             m = parse_model_arg(arg)[1]
+            if os.path.isdir(m):  # a Triton model repository (serve.repository checks it when loading)
+                continue
             if not str(m).endswith(".onnx"):
-                raise ConfigError("models", f"{m}: expected an .onnx file (export one with `transferzoo export`)")
+                raise ConfigError(
+                    "models",
+                    f"{m}: expected an .onnx file (export one with `transferzoo export`) or a Triton model "
+                    "repository folder (`transferzoo deploy`)",
+                )
             if not os.path.isfile(m):
                 raise FileNotFoundError(f"{m}: no such file")
         try:

@@ -155,6 +155,7 @@ class Model:
         self.inputs = tuple(_spec(a, self.path) for a in self.session.get_inputs())
         self.outputs = tuple(_spec(a, self.path) for a in self.session.get_outputs())
         self.output_names = [o.name for o in self.outputs]
+        self.options = None  # ServeOptions from a Triton config.pbtxt (serve.repository); None: the server's
         # Dynamic batching needs a dynamic leading dimension on every tensor.
         self.batched = all(t.shape and t.shape[0] == -1 for t in self.inputs + self.outputs)
         pre = self.meta.preprocess

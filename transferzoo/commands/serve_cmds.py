@@ -23,7 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(an image -> top-k labels), /metrics (Prometheus), / (a page: models, labels, try an image). "
         "With --grpc-port: inference.GRPCInferenceService (tritonclient.grpc).",
     )
-    p.add_argument("models", nargs="+", metavar="MODEL.onnx", help="model files, optionally NAME=PATH")
+    p.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL.onnx",
+        help="model files, optionally NAME=PATH, or Triton model repository folders (transferzoo deploy)",
+    )
     flags.add(p, "--host", "host", "address to bind (default 127.0.0.1: this machine only)")
     flags.add(p, "--port", "port", "port (default 8000; 0: a free one, printed at start)")
     flags.add(
