@@ -3,8 +3,8 @@ written by `transferzoo deploy`: the same requests through the same client give 
 metadata, and the same status for each bad input.
 
 Triton here runs the repository with the Python backend (the pytriton wheel has no onnxruntime backend) and
-a model.py that runs the same model.onnx with the same session options and threads. Clients are a table
-(CLIENTS) so gRPC joins by adding `tritonclient.grpc` against both servers' gRPC ports.
+a model.py that runs the same model.onnx with the same session options and threads. Each test that takes
+`clients` runs through tritonclient.http and tritonclient.grpc (PROTOCOLS).
 
 Skipped (with the reason) where the server binary is not there: `python tests/triton_server.py fetch`.
 """
@@ -45,16 +45,14 @@ def repo(tmp_path_factory, tiny_onnx, tiny_u8_onnx, lite0_onnx):
 def servers(repo):
     """{'ours': ..., 'triton': ...}, both serving the repository (Triton: its Python-backend copy)."""
     triton_repo = python_backend_repo(repo / "repo", repo / "python_repo")
-    with ServerProcess(repo / "repo") as ours, TritonProcess(triton_repo) as triton:
+    with ServerProcess(repo / "repo", "--grpc-port", "0") as ours, TritonProcess(triton_repo) as triton:
         yield {"ours": ours, "triton": triton}
         assert ours.alive(), "transferzoo serve died during the comparison"
         assert triton.proc.poll() is None, "tritonserver died during the comparison"
 
 
-# protocol -> (client module, the server attribute holding its address). gRPC joins with one line once
-# `transferzoo serve` opens a gRPC port (ServerProcess.grpc_address; Triton's is open already):
-#   PROTOCOLS["grpc"] = ("tritonclient.grpc", "grpc_address")
-PROTOCOLS = {"http": ("tritonclient.http", "address")}
+# protocol -> (client module, the server attribute holding its address)
+PROTOCOLS = {"http": ("tritonclient.http", "address"), "grpc": ("tritonclient.grpc", "grpc_address")}
 
 
 @dataclass
@@ -267,11 +265,14 @@ def test_bad_input_gets_the_same_status(servers, case):
 
 
 def test_tritonclient_raises_alike(clients):
-    for c in clients.values():
-        with pytest.raises(InferenceServerException):
-            infer(c, "tiny", rand((2, 3, 32, 32)))
-        with pytest.raises(InferenceServerException):
-            infer(c, "nope", X)
+    """A wrong shape and an unknown model: the same status from both (HTTP code, or gRPC status code)."""
+    for bad in (lambda c: infer(c, "tiny", rand((2, 3, 32, 32))), lambda c: infer(c, "nope", X)):
+        status = {}
+        for k, c in clients.items():
+            with pytest.raises(InferenceServerException) as e:
+                bad(c)
+            status[k] = e.value.status()
+        assert status["ours"] == status["triton"] and status["ours"], status
     # and both still answer correctly afterwards
     ours, triton = both(clients, lambda c: infer(c, "tiny", X))
     np.testing.assert_array_equal(ours, triton)
