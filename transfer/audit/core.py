@@ -2,7 +2,7 @@
 
 Images are every decodable image of train + val + test; paths in the result are relative to the
 data root. What "leak" means: a val (or test) image with a twin in train (same bytes or same
-pixels: exact; or a near-duplicate above the threshold). A leaked val image is, at worst, one the
+pixels: exact; or a near-duplicate, `findings.near_pairs`). A leaked val image is, at worst, one the
 model answers from memory, so the val accuracy can be inflated by at most leaked / val images.
 """
 
@@ -68,7 +68,7 @@ def audit_features(splits, fs, keys: list[str] | None, cfg: AuditConfig | None =
                     if a < b:
                         same_key.add((a, b))
     Z = F.normalise_rows(fs.get(NEAR_FEATURE)[rows])
-    pairs, sims, knn = F.similarity_scan(Z, y, C, cfg.near_threshold)
+    pairs, sims, top2_idx, top2_sim, knn = F.similarity_scan(Z, y, C, cfg.near_same_photo)
     t_scan = time.perf_counter()
     pix = F.pixel_twins(paths, pairs, sims, same_key)
     for a, b in pix:
@@ -98,13 +98,11 @@ def audit_features(splits, fs, keys: list[str] | None, cfg: AuditConfig | None =
     # -- near duplicates (not exact) --------------------------------------------------------------
     exact_pairs = same_key | pix_set
     near = []
-    for (a, b), s in zip(pairs, sims):
-        a, b = int(a), int(b)
-        if s < cfg.near_threshold:
-            break
+    found = F.near_pairs(top2_idx, top2_sim, pairs, sims, cfg.near_gap, cfg.near_min_similarity, cfg.near_same_photo)
+    for (a, b), sim in sorted(found.items(), key=lambda kv: -kv[1]):
         if (a, b) in exact_pairs or rep[a] == rep[b]:
             continue
-        near.append({"a": who(a), "b": who(b), "similarity": round(float(s), 4), "_idx": (a, b)})
+        near.append({"a": who(a), "b": who(b), "similarity": round(sim, 4), "_idx": (a, b)})
 
     # -- leaks: val / test images with a twin in an earlier split ----------------------------------
     def twins(split: str, others: tuple[str, ...], pair_list) -> set[int]:
@@ -177,7 +175,7 @@ def audit_features(splits, fs, keys: list[str] | None, cfg: AuditConfig | None =
             "by_bytes": keys is not None,
         },
         "near_duplicates": {
-            "threshold": cfg.near_threshold,
+            "rule": {"gap": cfg.near_gap, "min_similarity": cfg.near_min_similarity, "same_photo": cfg.near_same_photo},
             "pairs": near,
             "across_splits": sum(1 for d in near if d["a"]["split"] != d["b"]["split"]),
         },

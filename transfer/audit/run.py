@@ -123,8 +123,7 @@ def headline(result: dict) -> list[str]:
     lines = [
         f"exact duplicates: {c['exact_duplicate_groups']} group(s) ({c['exact_across_splits']} across splits, "
         f"{c['exact_across_classes']} across classes)",
-        f"near-duplicates (cosine >= {result['near_duplicates']['threshold']}): {c['near_duplicate_pairs']} pair(s) "
-        f"({c['near_across_splits']} across splits)",
+        f"near-duplicates: {c['near_duplicate_pairs']} pair(s) ({c['near_across_splits']} across splits)",
     ]
     for split, lk in result["leak"].items():
         lines.append(

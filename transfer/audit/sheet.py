@@ -63,8 +63,9 @@ def sections(result: dict) -> list[tuple[str, list[tuple[str, list[str], tuple[i
         for d in (p["a"], p["b"]):
             tiles.append((ap(d["path"]), base(d) + [f"similarity {p['similarity']:.3f}"], col))
     if tiles:
-        thr = result["near_duplicates"]["threshold"]
-        out.append((f"near-duplicate pairs (cosine >= {thr}; red: across splits)", tiles[:PER_SECTION]))
+        out.append(
+            ("near-duplicate pairs (similarity: cosine of pooled features; red: across splits)", tiles[:PER_SECTION])
+        )
     tiles = [
         (ap(d["path"]), base(d) + [f"suggested {d['suggested']}  score {d['score']:.2f}"], (200, 120, 0))
         for d in result["label_issues"]["items"]

@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="find duplicates (and train/val leaks), likely label errors and outliers in an image folder",
     )
     _data_flags(p, flags)
-    flags.add(p, "--near-threshold", "audit.near_threshold", "cosine similarity for near-duplicates (0.85)")
+    flags.add(p, "--near-gap", "audit.near_gap", "near-duplicates: how much closer than the next image (0.025)")
+    flags.add(p, "--near-min-similarity", "audit.near_min_similarity", "near-duplicates: cosine at least (0.7)")
+    flags.add(p, "--near-same-photo", "audit.near_same_photo", "cosine from which a pair is always flagged (0.95)")
     flags.add(p, "--outlier-z", "audit.outlier_z", "robust z-score below -Z is an outlier (4)")
     flags.add(p, "--label-min-margin", "audit.label_min_margin", "label errors: p(suggested) - p(given) above this (0)")
     flags.add(p, "--max-listed", "audit.max_listed", "rows per finding in the text output (50)")
