@@ -188,6 +188,7 @@ def run(name: str, near_mode: str, tmp: Path, sheet_dir: Path | None) -> dict:
         },
         "leak_val": r["leak"].get("val"),
         "audit_seconds": r["timings"]["total_seconds"],
+        "audit_cpu_seconds": r["timings"]["cpu_seconds"],
         "warm_wall_seconds": round(wall, 2),
     }
 
@@ -215,7 +216,8 @@ def main() -> int:
                     f"median {res['near_injected_similarity']['median']:.3f}) | "
                     f"labels P {lab['precision']:.3f} (raw {lab['precision_raw']:.3f}) R {lab['recall']:.3f} "
                     f"of {res['flipped']} flipped | outliers {res['outliers']} | "
-                    f"audit {res['audit_seconds']:.2f} s, warm wall {res['warm_wall_seconds']:.2f} s",
+                    f"audit {res['audit_seconds']:.2f} s ({res['audit_cpu_seconds']:.2f} s CPU), "
+                    f"warm command wall {res['warm_wall_seconds']:.2f} s",
                     flush=True,
                 )
                 print("   ", res, flush=True)

@@ -19,6 +19,7 @@ no image files except to confirm a same-pixels candidate pair (`pixel_twins`).
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from transferzoo.transfer.probe.cv import stratified_folds
 from transferzoo.transfer.probe.linear import ProbeSpec, fit_probe
@@ -71,9 +72,11 @@ def similarity_scan(Z: np.ndarray, labels: np.ndarray, num_classes: int, high: f
     top2_sim = np.full((n, 2), -np.inf, dtype=np.float32)
     pi, pj, ps = [], [], []
     cols = [np.flatnonzero(labels == c) for c in range(num_classes)]
+    Z = np.ascontiguousarray(Z, dtype=np.float32)
+    Zt = torch.from_numpy(Z).T  # torch's matmul: the caller sets its threads (numpy's BLAS pool ignores them)
     for start in range(0, n, SCAN_BLOCK):
         stop = min(n, start + SCAN_BLOCK)
-        S = Z[start:stop] @ Z.T  # [b, n]
+        S = (torch.from_numpy(Z[start:stop]) @ Zt).numpy()  # [b, n]
         rows = np.arange(stop - start)
         S[rows, start + rows] = -np.inf  # not its own neighbour
         if n > 2:

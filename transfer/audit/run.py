@@ -185,7 +185,8 @@ def format_text(result: dict, max_listed: int = 50) -> str:
     fp = result.get("features_pass") or {}
     lines.append(
         f"features: {fp.get('cached_images')} from cache, {fp.get('computed_images')} computed; "
-        f"audit {t['total_seconds']:.2f} s" + (f", wall {t['wall_seconds']:.1f} s" if "wall_seconds" in t else "")
+        f"audit {t['total_seconds']:.2f} s ({t['cpu_seconds']:.2f} s CPU)"
+        + (f", wall {t['wall_seconds']:.1f} s" if "wall_seconds" in t else "")
     )
     return "\n".join(lines)
 
