@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from transferzoo.zoo.config import Config, setting
 
 # Near-duplicate rule (transfer.audit.findings.near_pairs), chosen on hymenoptera with injected copies
-# (bench/bench_audit.py: every gap from 0.007 to 0.098 finds all 20 with no false pair there), reported on
-# flowers; see README "Auditing your data".
+# (bench/bench_audit.py: gaps 0-0.005 find all 20, 0.01-0.05 find 19, never with a wrong partner; 0.025
+# keeps a margin against look-alike photos), reported on flowers; see README "Auditing your data".
 NEAR_GAP = 0.025
 NEAR_MIN_SIMILARITY = 0.7
 NEAR_SAME_PHOTO = 0.95
