@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transferzoo.transfer.audit.config import AuditConfig
 from transferzoo.zoo.config import Config, ConfigError, load_yaml, setting
 from transferzoo.zoo.spec import ACTIVATIONS, HEAD_KINDS
 
@@ -183,6 +184,7 @@ class FitConfig(Config):
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)  # transfer/audit: duplicates, label errors, outliers
     progress: bool | None = None  # None: progress bars only when stderr is a TTY
 
     def check(self):

@@ -33,6 +33,7 @@ class FitContext:
     timings: dict = field(default_factory=dict)
     features: FeatureSet | None = None
     rows: dict = field(default_factory=dict)  # split name -> row indices into `features`
+    extractor: Extractor | None = None  # what extracted `features` (the audit reads its content keys)
 
 
 @dataclass
@@ -79,7 +80,7 @@ def extract(ctx: FitContext, extractor: Extractor | None = None) -> FeatureSet:
         name: np.array([pos[os.path.abspath(x.path)] for x in s.split(name)], dtype=np.int64)
         for name in ("train", "val", "test")
     }
-    ctx.features = fs
+    ctx.features, ctx.extractor = fs, ex
     ctx.timings["features_seconds"] = round(time.perf_counter() - t, 3)
     ctx.timings["feature_engine"] = fs.engine
     ctx.timings["features"] = fs.timings

@@ -47,6 +47,8 @@ class DataSplits:
     val_fraction: float = 0.0
     test_fraction: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    excluded: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): left out on request
+    audit: dict | None = None  # transfer.audit's findings for report.md ({'counts', 'lines', 'result'})
 
     def split(self, name: str) -> list[Sample]:
         if name not in ("train", "val", "test"):
@@ -75,6 +77,8 @@ class DataSplits:
             "imbalance": round(self.imbalance("train"), 3),
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "warnings": list(self.warnings),
+            "excluded": [{"path": p, "reason": r} for p, r in self.excluded],
+            **({"audit": {k: self.audit[k] for k in ("counts", "lines")}} if self.audit else {}),
         }
 
     def describe(self) -> str:

@@ -94,6 +94,11 @@ def write_run(
             split_files[name] = f"splits/{name}.tsv"
     write_json(run_dir / "plan.json", plan if plan is not None else {"strategy": summary["strategy"], "planned": False})
     write_json(run_dir / "metrics.json", summary)
+    if splits.excluded:  # what the user asked to leave out (fit --exclude / --exclude-flagged), and why
+        rows = "".join(f"{os.path.relpath(p, splits.root)}\t{r}\n" for p, r in splits.excluded)
+        atomic_write(run_dir / "excluded.tsv", ("path\treason\n" + rows).encode("utf-8"))
+    if splits.audit and splits.audit.get("result") is not None:
+        write_json(run_dir / "audit.json", splits.audit["result"])
     extra_files = dict(extra_files or {})
     if "confusion.png" not in extra_files and summary.get("confusion") is not None:
         extra_files["confusion.png"] = confusion_png(summary["confusion"], labels)

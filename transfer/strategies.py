@@ -15,6 +15,7 @@ from typing import Callable
 
 from transferzoo import zoo
 
+from .audit.run import fit_hook, plan_hook
 from .config import FitConfig
 from .context import FitContext, FitResult, extract, load_splits
 from .finetune import strategy as finetune_strategy
@@ -37,12 +38,15 @@ def plan(data, cfg: FitConfig | None = None, log=None, val_baselines: bool = Tru
     t0 = time.perf_counter()
     ctx = FitContext(Path(data), cfg, load_splits(data, cfg, log), None, log, t0)
     extract(ctx)
+    audit = plan_hook(ctx)
     with torch_threads(1):
         p = make_plan(ctx.splits, ctx.features, ctx.rows["train"], cfg, log)
         if val_baselines:
             p["val_baselines"] = baselines_on_val(ctx.features, ctx.rows["train"], ctx.rows["val"], ctx.splits, p, cfg)
     p["data"] = {k: v for k, v in ctx.splits.summary().items() if k != "skipped"}
     p["data"]["skipped"] = len(ctx.splits.skipped)
+    if audit is not None:
+        p["audit"] = audit
     p["timings"] = dict(ctx.timings, wall_seconds=round(time.perf_counter() - t0, 2))
     return p
 
@@ -59,6 +63,7 @@ def fit(data, cfg: FitConfig | None = None, out=None, log=None, resume: bool = F
     ctx.timings["scan_seconds"] = round(time.perf_counter() - t, 3)
     if strategy in ("auto", "linear", "stages"):
         extract(ctx)
+    fit_hook(ctx)  # transfer.audit: the findings for report.md, and what to leave out (--exclude ...)
     if strategy == "auto":
         t = time.perf_counter()
         with torch_threads(1):
@@ -73,6 +78,10 @@ def fit(data, cfg: FitConfig | None = None, out=None, log=None, resume: bool = F
     s["planned_strategy"] = ctx.planned_strategy or strategy
     s.setdefault("timings", {}).update(ctx.timings)
     s["wall_seconds"] = round(time.perf_counter() - t0, 3)
+    if ctx.splits.audit:
+        s["audit"] = ctx.splits.audit["counts"]
+    if ctx.splits.excluded:
+        s["num_excluded"] = len(ctx.splits.excluded)
     if ctx.run_dir is not None and not result.written:
         write(ctx, result)
         result.written = True

@@ -12,10 +12,10 @@ import argparse
 import os
 import sys
 
-from .commands import demo, deploy_cmds, export_cmds, run_cmds, serve_cmds, transfer_cmds, zoo_cmds
+from .commands import audit_cmds, demo, deploy_cmds, export_cmds, run_cmds, serve_cmds, transfer_cmds, zoo_cmds
 
 # in the order `--help` lists them
-COMMANDS = (demo, run_cmds, zoo_cmds, transfer_cmds, export_cmds, deploy_cmds, serve_cmds)
+COMMANDS = (demo, run_cmds, zoo_cmds, transfer_cmds, audit_cmds, export_cmds, deploy_cmds, serve_cmds)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -58,6 +58,14 @@ def report_md(summary: dict, plan: dict | None, splits_summary: dict, labels: li
     for w in splits_summary.get("warnings") or []:
         lines.append(f"- warning: {w}")
     lines.append("")
+    audit = splits_summary.get("audit")
+    if audit:  # transfer.audit's findings, already worded (audit.json has them all)
+        lines += ["## Data audit", "", *audit.get("lines", []), ""]
+    excluded = splits_summary.get("excluded") or []
+    if excluded:
+        lines += [f"## Left out of training ({len(excluded)} images, excluded.tsv)", ""]
+        lines += [f"- `{e['path']}`: {e['reason']}" for e in excluded[:100]]
+        lines.append("")
     if plan:
         lines += ["## Plan", "", f"- strategy: **{plan.get('strategy')}**"]
         if plan.get("reasons"):

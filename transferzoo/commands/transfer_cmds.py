@@ -80,6 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     FIT_FLAGS = flags = SettingFlags(FitConfig)
     p = sub.add_parser("plan", help="measure a dataset and say which transfer strategy fits it, with the evidence")
     _data_flags(p, flags)
+    flags.add(p, "--no-audit", "audit.enabled", "skip the data audit (duplicates, label errors, outliers)", off=True)
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser(
@@ -97,6 +98,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     flags.add(p, "--l1-ratio", "probe.l1_ratio", "elasticnet: share of L1 (0.5)")
     flags.add(p, "--lambdas", "probe.lambdas", "penalty strengths tried by CV (default: log grid 1e-4..10)")
     flags.add(p, "--flip-augment", "features.flip_augment", "also train on horizontally flipped images")
+    flags.add(p, "--no-audit", "audit.enabled", "skip the data audit shown in report.md", off=True)
+    flags.add(
+        p, "--exclude", "audit.exclude", "leave out the images listed in FILE (`audit --exclude-list` writes one)"
+    )
+    flags.add(p, "--exclude-flagged", "audit.exclude_flagged", "leave out what the data audit flags (see `audit`)")
     _finetune_flags(p, flags)
     p.set_defaults(func=cmd_fit)
 
@@ -133,6 +139,9 @@ def cmd_plan(args) -> int:
         print_json(p)
     else:
         print(format_plan(p))
+        if p.get("audit"):
+            print("data audit (details: transferzoo audit DATA):")
+            print("\n".join("  " + line for line in p["audit"]["lines"]))
     return 0
 
 
@@ -160,6 +169,8 @@ def cmd_fit(args) -> int:
             print(
                 f"kNN baseline ({s['knn']['metric']}, k={s['knn']['k']}): val accuracy {s['knn']['val_accuracy']:.4f}"
             )
+        if s.get("num_excluded"):
+            print(f"left out {s['num_excluded']} image(s): {res.run_dir}/excluded.tsv")
         print(f"run directory: {res.run_dir}")
     return 0
 
