@@ -48,6 +48,7 @@ def _data_flags(p: argparse.ArgumentParser, flags: SettingFlags) -> None:
     flags.add(p, "--seed", "data.seed", "split / CV seed (0)")
     flags.add(p, "--strict", "data.strict", "unreadable or non-image files are an error")
     flags.add(p, "--engine", "features.engine", "feature engine (auto: onnxruntime if it verifies)")
+    flags.add(p, "--device", "features.device", "feature extraction device (auto: CUDA if visible, else CPU)")
     flags.add(p, "--batch-size", "features.batch_size", "feature extraction batch size (8)")
     flags.add(p, "--threads", "features.threads", "CPU threads (default: all cores)")
     flags.add(
