@@ -226,13 +226,19 @@ def _quantized(
     info: dict = {"precision": opts.quantize}
     if opts.quantize == "int8":
         calib = calibration_images(source, opts)
+        bits = quantize.int8_weight_bits()
         info.update(
             calibration=calib.describe(),
-            method="static QDQ, per-channel 7-bit int8 weights, uint8 activations, MinMax; head after pooling float",
+            method=f"static QDQ, per-channel {bits}-bit int8 weights, uint8 activations, MinMax; "
+            "head after pooling float",
             op_types=list(quantize.INT8_OP_TYPES),
+            weight_bits=bits,
+            weight_bits_reason="this CPU has VNNI/AMX int8 dot products"
+            if bits == 8
+            else "this CPU has no VNNI: 8-bit weights would saturate AVX2's int16 multiply-add",
         )
-        log(f"int8: calibrating on {len(calib.names)} images from {calib.origin}")
-        model = quantize.quantize_int8(fp32, calib.uint8 if opts.with_preprocessing else calib.float)
+        log(f"int8: calibrating on {len(calib.names)} images from {calib.origin} ({bits}-bit weights)")
+        model = quantize.quantize_int8(fp32, calib.uint8 if opts.with_preprocessing else calib.float, weight_bits=bits)
         tol = parity.INT8
     else:
         model, tool = quantize.to_fp16(fp32)

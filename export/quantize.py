@@ -8,11 +8,16 @@ patterns. Quantized op types include Clip and Relu: the quantizer then folds eac
 the preceding Conv's output range. Without them every ReLU6 sits between a DequantizeLinear and a
 QuantizeLinear and the int8 graph is *slower* than fp32 (measured: 0.7-1.0x on EfficientNet-Lite0).
 
-Two choices keep the int8 graph within the gate on CPUs without VNNI (AVX2 only, measured on hymenoptera
-val: top-1 agreement with fp32 96.1% -> 98.0%, accuracy drop 2.0 -> 0.7 points): weights are quantized to
+Two choices keep the int8 graph within the gate. On CPUs without VNNI (AVX2 only, measured on hymenoptera
+val: top-1 agreement with fp32 96.1% -> 98.0%, accuracy drop 2.0 -> 0.7 points) weights are quantized to
 7 bits (`reduce_range`), because AVX2's u8 x s8 multiply-add saturates its int16 intermediate with full
-8-bit weights; and the head after the last global pooling stays float: it is a few small matrices, costs
-nothing to keep, and is where a fitted head's narrow margins between classes live.
+8-bit weights. On CPUs with VNNI or AMX (avx512_vnni / avx_vnni / amx_int8: products accumulate in int32,
+nothing saturates) the weights keep all 8 bits: 7 bits there only cost precision (lite0 with its ImageNet
+head, 153 hymenoptera val photos: 94.8% top-1 agreement with 7 bits, 99.3% with 8;
+bench/bench_int8_batch.py). Since the gate runs on the exporting machine's kernels, an int8 file is
+checked for CPUs like that one; `weight_bits` records which. And the head after the last global
+pooling stays float: it is a few small matrices, costs nothing to keep, and is where a fitted head's
+narrow margins between classes live.
 
 fp16: weights and activations in float16, inputs and outputs kept float32 (keep_io_types), via
 onnxconverter-common's converter when installed, else the same converter shipped in onnxruntime.
@@ -47,10 +52,36 @@ def head_nodes(graph: onnx.GraphProto) -> list[str]:
     return head
 
 
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot products that accumulate in int32
+
+
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags (Linux /proc/cpuinfo; empty where unknown)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(ln.split(":", 1)[1].split()) for ln in f if ln.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def int8_weight_bits(flags: set[str] | None = None) -> int:
+    """8 where the CPU has VNNI / AMX int8 dot products, else 7 (see the module docstring)."""
+    flags = cpu_flags() if flags is None else flags
+    return 8 if any(f in flags for f in INT8_DOT_FLAGS) else 7
+
+
 def quantize_int8(
-    fp32: onnx.ModelProto, calibration: np.ndarray, batch_size: int = 8, op_types: tuple[str, ...] = INT8_OP_TYPES
+    fp32: onnx.ModelProto,
+    calibration: np.ndarray,
+    batch_size: int = 8,
+    op_types: tuple[str, ...] = INT8_OP_TYPES,
+    weight_bits: int | None = None,
 ) -> onnx.ModelProto:
-    """Static QDQ int8 quantization calibrated on `calibration` (the graph's input format)."""
+    """Static QDQ int8 quantization calibrated on `calibration` (the graph's input format);
+    `weight_bits` 7 or 8 (None: `int8_weight_bits()` for this CPU)."""
+    weight_bits = int8_weight_bits() if weight_bits is None else weight_bits
+    if weight_bits not in (7, 8):
+        raise ValueError(f"weight_bits must be 7 or 8, got {weight_bits}")
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -92,7 +123,7 @@ def quantize_int8(
                 calibrate_method=CalibrationMethod.MinMax,
                 op_types_to_quantize=list(op_types),
                 nodes_to_exclude=head_nodes(prepared.graph),
-                reduce_range=True,
+                reduce_range=weight_bits == 7,
             )
         finally:
             os.chdir(cwd)

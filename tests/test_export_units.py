@@ -193,3 +193,16 @@ def test_int8_keeps_the_head_after_the_last_global_pooling_float():
     graph = helper.make_graph(nodes, "g", [], [])
     assert head_nodes(graph) == ["flatten", "fc", "softmax"]
     assert head_nodes(helper.make_graph(nodes[:1], "g", [], [])) == []
+
+
+def test_int8_weight_bits_follow_the_cpus_int8_dot_product():
+    from transferzoo.export import quantize
+
+    # AVX2 only: u8 x s8 pairs are summed in int16 and saturate with 8-bit weights -> 7 bits
+    assert quantize.int8_weight_bits({"sse4_2", "avx2", "fma"}) == 7
+    assert quantize.int8_weight_bits(set()) == 7  # unknown CPU: the safe choice
+    for flag in ("avx512_vnni", "avx_vnni", "amx_int8"):  # int32 accumulation: all 8 bits
+        assert quantize.int8_weight_bits({"avx2", flag}) == 8
+    assert quantize.int8_weight_bits() in (7, 8) and isinstance(quantize.cpu_flags(), set)
+    with pytest.raises(ValueError, match="weight_bits must be 7 or 8"):
+        quantize.quantize_int8(None, np.zeros((1, 3, 8, 8), np.float32), weight_bits=6)

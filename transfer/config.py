@@ -7,7 +7,8 @@ override the file. The resolved config (every field, defaults included) goes to 
     model: efficientnet_lite0
     strategy: auto            # auto | linear | stages | partial | full
     data: {val_fraction: 0.2, test_fraction: 0.0, seed: 0, strict: false}
-    features: {engine: auto, batch_size: 8, threads: null, cache_dir: null, cache_key: content, flip_augment: false}
+    features: {engine: auto, device: auto, batch_size: 8, threads: null, cache_dir: null, cache_key: content,
+               flip_augment: false}
     probe: {head: linear, hidden: 256, activation: relu, loss: ce, penalty: l2, l1_ratio: 0.5,
             lambdas: null, cv_folds: 5, cv_repeats: null, max_iter: 300}
     knn: {enabled: true, metrics: [l2, l1], ks: [1, 3, 5, 7, 11, 15, 21]}
@@ -29,6 +30,7 @@ STRATEGIES = ("auto", "linear", "stages", "partial", "full")  # what `fit --stra
 PROBE_STRATEGIES = ("linear", "stages")  # cached features + a probe fit full-batch
 FINETUNE_STRATEGIES = ("partial", "full")  # gradient steps through the backbone
 ENGINES = ("auto", "onnxruntime", "torch")
+DEVICES = ("auto", "cpu", "cuda")  # feature extraction; auto: CUDA when torch sees a GPU, else the CPU
 CACHE_KEYS = ("content", "stat")
 LOSSES = ("ce", "hinge")
 PENALTIES = ("l2", "l1", "elasticnet")
@@ -68,6 +70,7 @@ class DataConfig(Config):
 @dataclass(frozen=True)
 class FeatureConfig(Config):
     engine: str = setting("auto", choices=ENGINES)  # auto: onnxruntime if the export verifies, else torch
+    device: str = setting("auto", choices=DEVICES)  # cuda: ORT's CUDA provider, else torch bf16 (checked vs CPU)
     batch_size: int = setting(8, ge=1, le=4096)  # ORT on CPU: 2-8 equally fast here, 32 ~1.3x slower, +700 MB arena
     threads: int | None = setting(None, ge=1)  # None: all cores
     cache_dir: str | None = None  # None: $TRANSFERZOO_CACHE/features or ~/.cache/transferzoo/features

@@ -83,10 +83,11 @@ def extract(ctx: FitContext, extractor: Extractor | None = None) -> FeatureSet:
     ctx.features, ctx.extractor = fs, ex
     ctx.timings["features_seconds"] = round(time.perf_counter() - t, 3)
     ctx.timings["feature_engine"] = fs.engine
+    ctx.timings["feature_device"] = ex.device
     ctx.timings["features"] = fs.timings
     n = len(order)
     ctx.log(
-        f"features: {n} images in {ctx.timings['features_seconds']:.1f} s ({fs.engine}; "
+        f"features: {n} images in {ctx.timings['features_seconds']:.1f} s ({fs.engine} on {ex.device}; "
         f"{fs.timings['cached_images']} from cache)"
     )
     return fs

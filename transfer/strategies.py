@@ -18,16 +18,35 @@ from transferzoo import zoo
 from .audit.run import fit_hook, plan_hook
 from .config import FitConfig
 from .context import FitContext, FitResult, extract, load_splits
-from .finetune import strategy as finetune_strategy
 from .planner import baselines_on_val, make_plan
-from .probe import strategy as probe_strategy
 from .threads import torch_threads
 
+
+# imported when used: a probe run never loads the finetuning stack (its optimisers, data loaders,
+# DDP and checkpoint code) and vice versa
+def _probe(strategy: str) -> Callable[[FitContext], FitResult]:
+    def run(ctx: FitContext) -> FitResult:
+        from .probe import strategy as probe_strategy
+
+        return probe_strategy.run(ctx, strategy)
+
+    return run
+
+
+def _finetune(strategy: str) -> Callable[[FitContext], FitResult]:
+    def run(ctx: FitContext) -> FitResult:
+        from .finetune import strategy as finetune_strategy
+
+        return finetune_strategy.run(ctx, strategy)
+
+    return run
+
+
 STRATEGIES: dict[str, Callable[[FitContext], FitResult]] = {
-    "linear": lambda ctx: probe_strategy.run(ctx, "linear"),
-    "stages": lambda ctx: probe_strategy.run(ctx, "stages"),
-    "partial": lambda ctx: finetune_strategy.run(ctx, "partial"),
-    "full": lambda ctx: finetune_strategy.run(ctx, "full"),
+    "linear": _probe("linear"),
+    "stages": _probe("stages"),
+    "partial": _finetune("partial"),
+    "full": _finetune("full"),
 }
 
 
@@ -83,8 +102,11 @@ def fit(data, cfg: FitConfig | None = None, out=None, log=None, resume: bool = F
     if ctx.splits.excluded:
         s["num_excluded"] = len(ctx.splits.excluded)
     if ctx.run_dir is not None and not result.written:
+        t = time.perf_counter()
         write(ctx, result)
         result.written = True
+        # after metrics.json is written: the run directory's own figures exclude it
+        s["timings"]["write_seconds"] = round(time.perf_counter() - t, 3)
     return result
 
 

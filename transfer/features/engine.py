@@ -18,6 +18,7 @@ stays flat whatever the number of images. Features go to the on-disk cache (`fea
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -43,6 +44,12 @@ from .cache import FeatureCache
 
 log = logging.getLogger(__name__)
 CHUNK_IMAGES = 1024  # images per cache chunk (rows written to disk at once)
+# decoded images held ahead of inference while the engine is being built (first run of a model):
+# decoding goes on during the export + check instead of stalling after a few batches. 224 px
+# float32 CHW is 0.6 MB an image, so this bounds that memory at ~150 MB.
+PREFETCH_WHILE_BUILDING = 256
+GPU_MIN_BATCH = 64  # on CUDA a batch of 8 leaves the GPU idle between launches
+GPU_CHECK_TOL = 3e-2  # GPU vs CPU features, relative to the output scale (bf16 has an 8-bit mantissa)
 
 
 def output_dims(model_name: str) -> dict[str, int]:
@@ -126,6 +133,81 @@ class OrtEngine:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})
 
 
+# -- devices ------------------------------------------------------------------------------------
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def resolve_device(requested: str) -> str:
+    """'cpu' or 'cuda' for `FeatureConfig.device`: auto takes CUDA when torch sees a GPU, else the
+    CPU (and logs why); 'cuda' without a visible GPU is an error saying what to do."""
+    if requested not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"feature device must be auto, cpu or cuda, got {requested!r}")
+    if requested == "cpu":
+        return "cpu"
+    if cuda_available():
+        return "cuda"
+    if requested == "cuda":
+        raise RuntimeError(
+            "--device cuda: no CUDA device is visible to torch (torch.cuda.is_available() is False); "
+            "use --device cpu, or auto to take a GPU only when there is one"
+        )
+    log.info("features on the CPU: no CUDA device visible (torch.cuda.is_available() is False)")
+    return "cpu"
+
+
+class TorchCudaEngine:
+    """Eager PyTorch on CUDA: bf16 autocast, channels-last (what tensor cores want)."""
+
+    name = "torch-cuda-bf16"
+
+    def __init__(self, module: FeatureModule):
+        self.dev = torch.device("cuda")
+        # a copy: the CPU engine it is checked against keeps the original on the CPU
+        self.module = copy.deepcopy(module).to(self.dev).to(memory_format=torch.channels_last).eval()
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+            t = torch.from_numpy(x).pin_memory().to(self.dev, non_blocking=True)
+            outs = self.module(t.contiguous(memory_format=torch.channels_last))
+        return [o.float().cpu().numpy() for o in outs]
+
+
+def gpu_engine(ex: Extractor, cpu_engine):
+    """onnxruntime's CUDA provider on the exported (CPU-verified) file when it is installed, else
+    torch on CUDA."""
+    onnx_path = ex.cache.dir / "features.onnx"
+    if isinstance(cpu_engine, OrtEngine) and onnx_path.exists():
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            eng = OrtEngine(
+                runtime.session(onnx_path, ex.threads, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+            )
+            eng.name = "onnxruntime-cuda"
+            return eng
+    return TorchCudaEngine(ex._ensure_module())
+
+
+def checked_gpu_engine(cpu_engine, gpu, sample: np.ndarray, info: dict):
+    """`gpu` if its outputs on `sample` (real images) match the CPU engine's within GPU_CHECK_TOL of
+    the output scale, else the CPU engine (logged): the cache holds one set of features whatever
+    the device."""
+    try:
+        want, got = cpu_engine(sample), gpu(sample)
+        worst = max(float(np.abs(a - b).max()) / max(1.0, float(np.abs(a).max())) for a, b in zip(want, got))
+    except Exception as e:  # a CUDA error, out of memory, an unsupported op
+        log.warning("GPU feature engine failed on the check images (%s); using the CPU", e)
+        info["gpu_fallback_reason"] = str(e)
+        return cpu_engine
+    info.update(gpu_engine=gpu.name, gpu_max_rel_diff=worst)
+    if worst > GPU_CHECK_TOL:
+        log.warning("GPU features differ from the CPU's by %.2e (> %.0e); using the CPU", worst, GPU_CHECK_TOL)
+        info["gpu_fallback_reason"] = f"max relative difference {worst:.2e} > {GPU_CHECK_TOL:g}"
+        return cpu_engine
+    return gpu
+
+
 def image_decoder(model_name: str):
     """path -> float32 CHW array: exactly the model's timm eval transform."""
     pre = zoo.preprocessing(model_name)
@@ -163,6 +245,7 @@ class Extractor:
         self.cfg = cfg or FeatureConfig()
         self.weights = weights
         self.threads = self.cfg.threads or os.cpu_count() or 1
+        self.device = resolve_device(self.cfg.device)
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.pre = zoo.preprocessing(self.model_name)
         self.dims = output_dims(self.model_name)
@@ -209,23 +292,33 @@ class Extractor:
         return check
 
     def engine(self, sample: np.ndarray | None = None):
+        """The engine (built on first use, checked on `sample`, real images): the CPU engine, or on
+        CUDA (`FeatureConfig.device`) a GPU engine that agreed with it on `sample`."""
         if self._engine is not None:
             return self._engine
+        cpu = self._cpu_engine(sample)
+        if self.device == "cuda":
+            if sample is None:
+                raise RuntimeError("no real images to check the GPU engine against")
+            cpu = checked_gpu_engine(cpu, gpu_engine(self, cpu), sample[:4], self.engine_info)
+        self._engine = cpu
+        return self._engine
+
+    def _cpu_engine(self, sample: np.ndarray | None):
         onnx_path = self.cache.dir / "features.onnx"
         check_path = self.cache.dir / "features.onnx.check.json"
         check = self._verified_onnx(onnx_path, check_path) if self.cfg.engine != "torch" else None
         if check is not None and self.classifier_known():
             try:  # exported and checked before: the PyTorch model is not even built
-                self._engine = OrtEngine(runtime.session(onnx_path, self.threads))
+                engine = OrtEngine(runtime.session(onnx_path, self.threads))
                 self.engine_info = {"exported": False, **check}
-                return self._engine
+                return engine
             except Exception as e:  # an unloadable file: export again below
                 log.warning("cached ONNX feature model unusable (%s); exporting again", e)
         module = self._ensure_module()
         torch_engine = TorchEngine(module, self.threads)
         if self.cfg.engine == "torch":
-            self._engine = torch_engine
-            return self._engine
+            return torch_engine
         t0 = time.perf_counter()
         try:
             if sample is None:
@@ -237,14 +330,13 @@ class Extractor:
             self.engine_info = {"exported": True, "max_rel_diff": worst}
             write_json(check_path, {"max_rel_diff": worst, "images": len(x), "sha256": file_digest(onnx_path)})
             self.engine_info["setup_seconds"] = round(time.perf_counter() - t0, 3)
-            self._engine = OrtEngine(session)
+            return OrtEngine(session)
         except Exception as e:  # export unsupported, ORT missing, mismatch: eager PyTorch is still correct
             if self.cfg.engine == "onnxruntime":
                 raise RuntimeError(f"onnxruntime engine unavailable for {self.model_name}: {e}") from e
             log.warning("onnxruntime engine unavailable (%s); using PyTorch", e)
             self.engine_info = {"fallback_reason": str(e)}
-            self._engine = torch_engine
-        return self._engine
+            return torch_engine
 
     def _decoder(self, flip: bool):
         decode_one = image_decoder(self.model_name)
@@ -272,10 +364,11 @@ class Extractor:
         failures: dict[int, str] = {}
         engine_name = "cache"
         t_compute = 0.0
+        phases: dict = {}
         if todo:
             t1 = time.perf_counter()
             failures_out: dict[int, str] = {}
-            engine_name = self._compute([paths[i] for i in todo], [keys[i] for i in todo], flip, failures_out)
+            engine_name, phases = self._compute([paths[i] for i in todo], [keys[i] for i in todo], flip, failures_out)
             failures = {todo[j]: r for j, r in failures_out.items()}
             locs = {v: self.cache.lookup(vkeys[v]) for v in views}
             t_compute = time.perf_counter() - t1
@@ -299,6 +392,7 @@ class Extractor:
                 "keys_seconds": round(t_keys, 3),
                 "compute_seconds": round(t_compute, 3),
                 "total_seconds": round(time.perf_counter() - t0, 3),
+                **phases,
                 "computed_images": len(todo),
                 "cached_images": len(paths) - len(todo),
                 **({"engine": self.engine_info} if todo else {}),
@@ -306,27 +400,39 @@ class Extractor:
             cache={"dir": str(self.cache.dir), "key_mode": self.cfg.cache_key},
         )
 
-    def _compute(self, paths: list[str], keys: list[str], flip: bool, failures: dict[int, str]) -> str:
+    def _compute(
+        self, paths: list[str], keys: list[str], flip: bool, failures: dict[int, str]
+    ) -> tuple[str, dict[str, float]]:
+        """Decode, infer and cache `paths` -> (engine name, seconds per phase: engine build and
+        check, inference, waiting for decoding, writing the cache)."""
         from tqdm.auto import tqdm
 
         decode = self._decoder(flip)
-        bs = self.cfg.batch_size
+        bs = self.cfg.batch_size if self.device == "cpu" else max(self.cfg.batch_size, GPU_MIN_BATCH)
         views = ["orig"] + (["flip"] if flip else [])
         pending_keys: list[str] = []  # one chunk's worth, flushed to the cache
         pending: dict[str, list[np.ndarray]] = {n: [] for n in self.dims}
         names = list(self.dims)
+        spent = {"engine_seconds": 0.0, "infer_seconds": 0.0, "decode_wait_seconds": 0.0, "write_seconds": 0.0}
 
         def flush():
+            t = time.perf_counter()
             if pending_keys:
                 arrays = {n: np.concatenate(pending[n]) for n in names}
                 self.cache.add(list(pending_keys), arrays)
                 pending_keys.clear()
                 for n in names:
                     pending[n].clear()
+            spent["write_seconds"] += time.perf_counter() - t
 
         def run_batch(batch: list[tuple[int, np.ndarray]]):
             x = np.concatenate([b for _, b in batch])  # [n * views, C, H, W]
-            outs = self.engine(x)(x)
+            t = time.perf_counter()
+            engine = self.engine(x)
+            t1 = time.perf_counter()
+            outs = engine(x)
+            spent["engine_seconds"] += t1 - t
+            spent["infer_seconds"] += time.perf_counter() - t1
             nv = len(views)
             for vi, v in enumerate(views):
                 for n, o in zip(names, outs):
@@ -335,7 +441,8 @@ class Extractor:
             if len(pending_keys) >= CHUNK_IMAGES * nv:
                 flush()
 
-        workers = max(1, min(4, self.threads))
+        # on the CPU the engine needs the cores too; on a GPU decoding is the CPU's only job
+        workers = max(1, min(4, self.threads)) if self.device == "cpu" else max(1, self.threads)
         bar = tqdm(
             total=len(paths), desc=f"features ({self.model_name})", unit="img", disable=not self.progress, leave=False
         )
@@ -345,7 +452,8 @@ class Extractor:
             it = iter(range(len(paths)))
             exhausted = False
             while True:
-                while not exhausted and len(window) < bs * 3:
+                ahead = bs * 3 if self._engine is not None else max(bs * 3, PREFETCH_WHILE_BUILDING)
+                while not exhausted and len(window) < ahead:
                     i = next(it, None)
                     if i is None:
                         exhausted = True
@@ -354,7 +462,9 @@ class Extractor:
                 if not window:
                     break
                 i, fut = window.pop(0)
+                t = time.perf_counter()
                 x, err = fut.result()
+                spent["decode_wait_seconds"] += time.perf_counter() - t
                 bar.update(1)
                 if err is not None:
                     failures[i] = err
@@ -367,4 +477,4 @@ class Extractor:
                 run_batch(batch)
         flush()
         bar.close()
-        return self._engine.name if self._engine is not None else "cache"
+        return (self._engine.name if self._engine is not None else "cache"), {k: round(v, 3) for k, v in spent.items()}

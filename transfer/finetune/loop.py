@@ -147,6 +147,7 @@ def run(
         ckpt.set_rng_state(resume["rng"])
         log(f"resumed after epoch {start_epoch} of {epochs}")
     ln_c = math.log(num_classes)
+    epoch_seconds: list[float] = []  # epochs run in this process (a resumed run's earlier ones are not timed)
     recent: deque = deque(maxlen=10)
     stopped = "completed"
     for epoch in range(start_epoch, epochs):
@@ -160,7 +161,7 @@ def run(
             disable=not ((sys.stderr.isatty() if progress is None else progress) and is_main),
             leave=False,
         )
-        for x, y in data.train(epoch):
+        for k, (x, y) in enumerate(data.train(epoch)):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if device.type == "cuda" and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -209,7 +210,12 @@ def run(
             tot_loss += lv * n
             tot_correct += (logits.detach().argmax(1) == y).sum().item()
             tot_n += n
-            bar.set_postfix(loss=f"{tot_loss / tot_n:.3f}", acc=f"{tot_correct / tot_n:.3f}")
+            left = run_seconds_left(
+                time.perf_counter() - t0, k + 1, data.steps_per_epoch, epochs - epoch - 1, epoch_seconds
+            )
+            bar.set_postfix(
+                loss=f"{tot_loss / tot_n:.3f}", acc=f"{tot_correct / tot_n:.3f}", run_left=fmt_seconds(left)
+            )
             bar.update(1)
         bar.close()
         if all_reduce is not None:
@@ -225,10 +231,13 @@ def run(
             "seconds": round(time.perf_counter() - t0, 3),
         }
         history.append(rec)
+        epoch_seconds.append(rec["seconds"])
         if is_main:
+            left = sum(epoch_seconds) / len(epoch_seconds) * (epochs - epoch - 1)
             log(
                 f"epoch {epoch + 1}/{epochs}: train loss {rec['train_loss']:.4f} acc {rec['train_accuracy']:.4f} | "
                 f"val loss {val_loss:.4f} acc {val_acc:.4f} | lr {rec['lr']:.2e} | {rec['seconds']:.1f}s"
+                + (f" | about {fmt_seconds(left)} left" if epoch + 1 < epochs else "")
             )
         score = (val_acc, -val_loss)
         if score > tuple(best["score"]):
@@ -274,6 +283,26 @@ def run(
         stopped=stopped,
         checks=checks,
     )
+
+
+def run_seconds_left(
+    epoch_elapsed: float, steps_done: int, steps_per_epoch: int, epochs_after: int, epoch_seconds: list[float]
+) -> float:
+    """Seconds until the last epoch ends: the rest of this epoch at its own pace so far, then each
+    remaining epoch at the mean measured epoch (evaluation included) or, before one has finished,
+    at this epoch's pace per step."""
+    per_step = epoch_elapsed / max(1, steps_done)
+    this_epoch = per_step * max(0, steps_per_epoch - steps_done)
+    per_epoch = sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else per_step * steps_per_epoch
+    return this_epoch + per_epoch * max(0, epochs_after)
+
+
+def fmt_seconds(s: float) -> str:
+    """1h02m, 4m05s, 12s: an ETA as a person reads it."""
+    s = max(0, int(round(s)))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 def write_jsonl(path, history: list[dict]) -> None:

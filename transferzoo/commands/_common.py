@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import typing
 from pathlib import Path
@@ -23,6 +24,18 @@ def print_table(rows: list[dict], columns: list[str], file=None) -> None:
     print("  ".join("-" * w for w in widths), file=file)
     for row in cells:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip(), file=file)
+
+
+def process_seconds() -> float | None:
+    """Seconds since this process started, interpreter start-up included (Linux /proc; else None)."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def stderr_log(quiet: bool):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
-from ._common import SettingFlags, print_json, stderr_log
+from ._common import SettingFlags, print_json, process_seconds, stderr_log
 
 # finetuning flags -> FinetuneConfig fields; kept small: the rest go in --config YAML
 _FINETUNE_FLAGS = {
@@ -46,6 +48,7 @@ def _data_flags(p: argparse.ArgumentParser, flags: SettingFlags) -> None:
     flags.add(p, "--seed", "data.seed", "split / CV seed (0)")
     flags.add(p, "--strict", "data.strict", "unreadable or non-image files are an error")
     flags.add(p, "--engine", "features.engine", "feature engine (auto: onnxruntime if it verifies)")
+    flags.add(p, "--device", "features.device", "feature extraction device (auto: CUDA if visible, else CPU)")
     flags.add(p, "--batch-size", "features.batch_size", "feature extraction batch size (8)")
     flags.add(p, "--threads", "features.threads", "CPU threads (default: all cores)")
     flags.add(
@@ -57,6 +60,9 @@ def _data_flags(p: argparse.ArgumentParser, flags: SettingFlags) -> None:
     flags.add(p, "--cache-key", "features.cache_key", "identify images by content hash or by path+size+mtime")
     flags.add(p, "--no-progress", "progress", "no progress bars", off=True)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--profile", action="store_true", help="print where the seconds went (start-up, imports, ... write) to stderr"
+    )
 
 
 def _finetune_flags(p: argparse.ArgumentParser, flags: SettingFlags, skip: tuple[str, ...] = ()) -> None:
@@ -129,12 +135,60 @@ def build_config(args):
     return FIT_FLAGS.apply(base, args)
 
 
+# (label, timings key, or a nested key "features.<key>") in the order the phases run
+_PHASES = (
+    ("scan the folder", "scan_seconds"),
+    ("features: hash files, look up the cache", "features.keys_seconds"),
+    ("features: build + check the engine (or load it)", "features.engine_seconds"),
+    ("features: inference", "features.infer_seconds"),
+    ("features: waiting for JPEG decoding", "features.decode_wait_seconds"),
+    ("features: write the cache", "features.write_seconds"),
+    ("plan: stage probes (CV) + kNN", "plan_seconds"),
+    ("CV of the candidate feature sets", "cv_seconds"),
+    ("final fit + kNN", "fit_seconds"),
+    ("model: build + parity check on images", "model_seconds"),
+    ("write the run directory", "write_seconds"),
+)
+
+
+def print_profile(timings: dict, startup: float | None, imports: float, file=None) -> None:
+    """The phases of a `fit` / `plan` process, in seconds (`--profile`), on stderr."""
+    file = file or sys.stderr
+    feats = timings.get("features") or {}
+    rows: list[tuple[str, float | None]] = [("start-up: interpreter + command line", startup)]
+    rows.append(("imports: torch, onnxruntime, transfer", imports))
+    for label, key in _PHASES:
+        v = feats.get(key.split(".", 1)[1]) if key.startswith("features.") else timings.get(key)
+        rows.append((label, v))
+        if key == "scan_seconds" and "features_seconds" in timings and "total_seconds" in feats:
+            # the rest of feature extraction: model info, opening the cache, gathering the rows
+            rows.append(
+                ("features: set-up (model info, cache) + gather", timings["features_seconds"] - feats["total_seconds"])
+            )
+    total = process_seconds()
+    accounted = sum(v for _, v in rows if v)
+    if total is not None:
+        rows.append(("other (lazy imports, report)", max(0.0, total - accounted)))
+    print("profile (seconds):", file=file)
+    for label, v in rows:
+        if v is not None:
+            print(f"  {label:<52s} {v:7.2f}", file=file)
+    print(
+        f"  {'total (process, as timed from the shell)':<52s} {total if total is not None else accounted:7.2f}",
+        file=file,
+    )
+
+
 def cmd_plan(args) -> int:
+    startup, t = process_seconds(), time.perf_counter()
     from transferzoo.transfer.planner import format_plan
     from transferzoo.transfer.strategies import plan
 
+    imports = time.perf_counter() - t
     cfg = build_config(args)
     p = plan(args.data, cfg, log=stderr_log(args.json))
+    if args.profile:
+        print_profile(p["timings"], startup, imports)
     if args.json:
         print_json(p)
     else:
@@ -146,12 +200,16 @@ def cmd_plan(args) -> int:
 
 
 def cmd_fit(args) -> int:
+    startup, t = process_seconds(), time.perf_counter()
     from transferzoo.transfer.strategies import fit
 
+    imports = time.perf_counter() - t
     cfg = build_config(args)
     out = args.out or str(Path("runs") / Path(args.data).resolve().name)
     res = fit(args.data, cfg, out=out, log=stderr_log(args.json), resume=args.resume)
     s = res.summary
+    if args.profile:
+        print_profile(s.get("timings") or {}, startup, imports)
     if args.json:
         print_json({k: v for k, v in s.items() if k not in ("confusion", "cv")} | {"run_dir": str(res.run_dir)})
     else:
