@@ -193,7 +193,7 @@ def create_app(state: ServerState) -> FastAPI:
             model = get_model(name, version)
             batcher = state.batchers[name]
             with batcher.announce() as arrival:
-                body = await read_body(request, cfg.limits.max_body_bytes)
+                body = await read_body(request, cfg.limits.max_body_bytes, cfg.limits.body_timeout_s)
                 hlen = parse_header_length(request.headers.get("inference-header-content-length"), len(body))
                 if hlen is None and len(body) > INLINE_JSON_BYTES:
                     req = await run_in_threadpool(
@@ -226,7 +226,7 @@ def create_app(state: ServerState) -> FastAPI:
                 )
             batcher = state.batchers[name]
             with batcher.announce() as arrival:
-                data = await _image_bytes(request, cfg.limits.max_body_bytes)
+                data = await _image_bytes(request, cfg.limits.max_body_bytes, cfg.limits.body_timeout_s)
                 x = await run_in_threadpool(_prepare, data, pre, cfg)
                 results = await batcher.submit({model.inputs[0].name: x[None]}, cfg.timeout_s, arrival)
             return JSONResponse(
@@ -240,7 +240,7 @@ def create_app(state: ServerState) -> FastAPI:
 
 def _prepare(data: bytes, pre, cfg: ServerConfig) -> np.ndarray:
     img = decode_image(data, cfg.limits.max_image_pixels, cfg.limits.image_formats)
-    return to_input(img, pre)
+    return to_input(img, pre, cfg.limits.max_image_pixels)  # the resized image is bounded like the decoded one
 
 
 def top_classes(row: np.ndarray, model: Model, top_k: int) -> list[dict]:
@@ -259,11 +259,11 @@ def top_classes(row: np.ndarray, model: Model, top_k: int) -> list[dict]:
     ]
 
 
-async def _image_bytes(request: Request, limit: int) -> bytes:
+async def _image_bytes(request: Request, limit: int, timeout_s: float) -> bytes:
     """The uploaded image: the first file of a multipart form, or the raw body (image/*,
     application/octet-stream or no Content-Type)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await read_body(request, limit)
+    body = await read_body(request, limit, timeout_s)
     if ctype == "multipart/form-data":
 
         async def receive():

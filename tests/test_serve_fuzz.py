@@ -19,6 +19,8 @@ from serve_fixtures import ServerProcess
 LIMIT_MB = 2
 LIMIT = LIMIT_MB << 20
 MAX_PIXELS = 1_000_000
+BODY_TIMEOUT_S = 1.5
+MAX_CONNECTIONS = 48
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +38,10 @@ def server(tiny_onnx, tiny_u8_onnx):
         str(MAX_PIXELS),
         "--threads",
         "1",
+        "--body-timeout-s",
+        str(BODY_TIMEOUT_S),
+        "--max-connections",
+        str(MAX_CONNECTIONS),
     ) as s:
         yield s
 
@@ -143,6 +149,9 @@ for fmt, size in (
 ):
     case(f"pixel-bomb-{fmt}-{size[0]}x{size[1]}", 413, C, content=_bomb(fmt, size))
 case("pixel-bomb-jpeg-header-lies", 413, C, content=_jpeg_with_size(60000, 60000))
+# tiny files whose *resize* is huge: the shorter side to 73 px makes a 1 x 40000 strip 73 x 2920000 (10 GB once)
+for size in ((1, 40000), (40000, 1), (1, 100000), (2, 30000), (1, 5000)):
+    case(f"resize-bomb-{size[0]}x{size[1]}", 413, C, content=_bomb("PNG", size))
 case("jpeg-zero-size", 400, C, content=_jpeg_with_size(0, 0))
 case("content-type-json", 415, C, content=JPEG, headers={"Content-Type": "application/json"})
 case("content-type-text", 415, C, content=JPEG, headers={"Content-Type": "text/plain"})
@@ -285,6 +294,19 @@ case("parameters-not-object", 400, content=infer_body(parameters=[1, 2]))
 case("binary-data-output-not-bool", 400, content=infer_body(parameters={"binary_data_output": 1}))
 case("timeout-negative", 400, content=infer_body(parameters={"timeout": -5}))
 case("timeout-string", 400, content=infer_body(parameters={"timeout": "1s"}))
+# numbers are range-checked where they are parsed: a 400-digit timeout once overflowed float() into a 500
+case("timeout-400-digits", 400, content=infer_body(parameters={"timeout": 10**400}))
+case("timeout-over-an-hour", 400, content=infer_body(parameters={"timeout": 3601 * 10**6}))
+case("timeout-float", 400, content=infer_body(parameters={"timeout": 1e300}))
+case(
+    "classification-400-digits",
+    400,
+    content=infer_body(outputs=[{"name": "logits", "parameters": {"classification": 10**400}}]),
+)
+case("shape-400-digits", 400, content=infer_body(inp={"shape": [10**400, 3, 64, 64]}))
+# a repeated output multiplied the response (2000 x 'logits' in 40 KB -> 41 MB of JSON); Triton refuses it too
+case("outputs-duplicate", 400, content=infer_body(outputs=[{"name": "logits"}] * 2))
+case("outputs-duplicate-2000", 400, content=infer_body(outputs=[{"name": "logits"}] * 2000))
 case("id-not-string", 400, content=infer_body(id=12))
 for depth in (40, 1000, 100_000):
     case(f"deep-json-lists-{depth}", 400, content=b'{"inputs": ' + b"[" * depth + b"]" * depth + b"}")
@@ -320,7 +342,14 @@ for cid, (size, payload) in {
 }.items():
     h, p = binary(size, payload)
     case(f"binary-{cid}", 400, content=h + p, headers={"Inference-Header-Content-Length": str(len(h))})
-for cid, size in {"negative": -4, "string": "49152", "float": 49152.0, "bool": True, "null": None}.items():
+for cid, size in {
+    "negative": -4,
+    "string": "49152",
+    "float": 49152.0,
+    "bool": True,
+    "null": None,
+    "400-digits": 10**400,
+}.items():
     h, p = binary(size)
     case(f"binary-size-{cid}", 400, content=h + p, headers={"Inference-Header-Content-Length": str(len(h))})
 h, p = binary()
@@ -387,3 +416,94 @@ def test_server_still_answers_correctly_after_the_fuzz(server, http, tiny_onnx):
     assert http.post("/v2/models/tiny/classify", content=JPEG).status_code == 200
     metrics = http.get("/metrics").text
     assert 'outcome="error"' not in metrics  # no 5xx was ever counted
+
+
+# --- the HTTP layer: framing errors, bodies that never arrive, connection floods --------------------------
+
+
+def _raw(server, data: bytes, read_timeout: float = 10.0) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=read_timeout) as sock:
+        sock.sendall(data)
+        out = b""
+        while True:
+            try:
+                part = sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not part:
+                break
+            out += part
+    return out
+
+
+def _status_and_json(raw: bytes) -> tuple[int, dict]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n",
+        b"GET / HTTP/1.1\r\nBad Header Line\r\n\r\n",
+        b"GET /\x00 HTTP/1.1\r\n\r\n",
+    ],
+    ids=["request-line", "content-length-text", "chunk-size-garbage", "header-no-colon", "nul-in-path"],
+)
+def test_malformed_http_framing_gets_the_json_error_shape(server, request_bytes):
+    status, body = _status_and_json(_raw(server, request_bytes))
+    assert status == 400 and "malformed HTTP request" in body["error"], body
+
+
+def test_a_body_that_never_arrives_is_a_408_and_costs_no_memory_up_front(server):
+    import socket
+    import time
+
+    def rss() -> int:
+        with open(f"/proc/{server.proc.pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) * 1024
+
+    head = f"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {LIMIT}\r\n\r\n".encode() + b"{"
+    before = rss()
+    socks = []
+    try:
+        for _ in range(16):  # 16 x 2 MB announced: the buffer was once allocated from the header alone
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            s.sendall(head)
+            socks.append(s)
+        time.sleep(0.3)
+        grown = rss() - before
+        assert grown < 8 * LIMIT, f"{grown} bytes held for 16 idle bodies declaring {LIMIT} each"
+        raw = b""
+        while b"\r\n\r\n" not in raw or not raw.rstrip().endswith(b"}"):
+            part = socks[0].recv(65536)  # answered once BODY_TIMEOUT_S has passed
+            if not part:
+                break
+            raw += part
+        status, body = _status_and_json(raw)
+        assert status == 408 and "did not arrive" in body["error"], body
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_connections_over_the_cap_get_503_and_the_server_recovers(server, http):
+    import socket
+    import time
+
+    socks = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(MAX_CONNECTIONS + 4)]
+    try:
+        time.sleep(0.2)
+        with httpx.Client(base_url=server.url, timeout=10) as fresh:
+            assert fresh.get("/v2/health/live").status_code == 503
+    finally:
+        for s in socks:
+            s.close()
+    deadline = time.monotonic() + 10
+    while http.get("/v2/health/live").status_code != 200:
+        assert time.monotonic() < deadline, "the server did not recover after the connection flood"
+        time.sleep(0.1)
