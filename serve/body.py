@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from .errors import BadRequest, BodyTimeout, PayloadTooLarge, UnsupportedMediaType
 
 CHUNK = 1 << 16
+STEP = 1 << 20  # most bytes inflated per zlib call
 INLINE_INFLATE_BYTES = 1 << 14  # compressed bodies larger than this are inflated on a worker thread
 
 
@@ -75,9 +76,16 @@ def decompress(data: bytes | bytearray, encoding: str, limit: int) -> bytes | by
     view = memoryview(data)
     try:
         for i in range(0, len(data), CHUNK):
-            out += d.decompress(view[i : i + CHUNK], limit + 1 - len(out))
-            if len(out) > limit or d.unconsumed_tail:
-                raise _too_large(limit, "decompressed request body")
+            piece = view[i : i + CHUNK]
+            while True:
+                # at most STEP bytes per call: 64 KB of a bomb inflates to 64 MB, and the copy into `out`
+                # holds the GIL; small steps keep every other thread (the event loop) running
+                out += d.decompress(piece, min(STEP, limit + 1 - len(out)))
+                if len(out) > limit:
+                    raise _too_large(limit, "decompressed request body")
+                piece = d.unconsumed_tail
+                if not piece:
+                    break
         out += d.flush()
     except zlib.error as e:
         raise BadRequest(f"corrupt {encoding} body: {e}") from None
@@ -87,7 +95,7 @@ def decompress(data: bytes | bytearray, encoding: str, limit: int) -> bytes | by
         raise BadRequest(f"truncated {encoding} body")
     if d.unused_data:
         raise BadRequest(f"{len(d.unused_data)} bytes of garbage after the {encoding} stream")
-    return bytes(out)
+    return out
 
 
 async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes | bytearray:
