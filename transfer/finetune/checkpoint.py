@@ -60,7 +60,9 @@ def save(ckpt_dir: str | os.PathLike, state: dict) -> Path:
     data = buf.getbuffer()
     data[:HEADER] = MAGIC + hashlib.sha256(data[HEADER:]).hexdigest().encode() + b"\n"
     del data
-    return atomic_write(Path(ckpt_dir) / NAME, buf.getvalue())
+    path = atomic_write(Path(ckpt_dir) / NAME, buf.getvalue())
+    remove_stale_temps(ckpt_dir, (NAME,))  # a previous run's killed writes (the run owns this folder)
+    return path
 
 
 def load(ckpt_dir: str | os.PathLike) -> dict | None:
