@@ -1,7 +1,7 @@
 """The FastAPI app: KServe V2 routes, /classify, /metrics; errors as JSON {"error": ...}.
 
 Inference never runs on the event loop (serve.batcher has `instances` worker threads per model), nor does
-image decoding or large JSON parsing (thread pool)."""
+image decoding, inflating or large JSON parsing (thread pool; JSON over 1 MB in a helper process, `jsonparse`)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ from .batcher import Batcher
 from .body import read_body
 from .config import ServerConfig
 from .errors import BadRequest, NotFound, ServeError, Unauthorized, UnsupportedMediaType
+from .jsonparse import PROCESS_JSON_BYTES
+from .jsonparse import parse_async as parse_json_async
+from .jsonparse import shutdown as shutdown_json_pool
 from .metrics import UNKNOWN_MODEL, Metrics
 from .model import Model
 from .preprocess import decode_image, softmax, to_input
@@ -79,6 +82,7 @@ def create_app(state: ServerState) -> FastAPI:
         state.draining = True
         for b in state.batchers.values():
             b.stop(state.config.timeout_s)
+        shutdown_json_pool()
 
     app = FastAPI(
         title="transferzoo serve",
@@ -196,8 +200,17 @@ def create_app(state: ServerState) -> FastAPI:
                 body = await read_body(request, cfg.limits.max_body_bytes, cfg.limits.body_timeout_s)
                 hlen = parse_header_length(request.headers.get("inference-header-content-length"), len(body))
                 if hlen is None and len(body) > INLINE_JSON_BYTES:
+                    parsed = None
+                    if PROCESS_JSON_BYTES < len(body) <= cfg.limits.max_json_bytes:
+                        parsed = await parse_json_async(body)  # json.loads holds the GIL: another process
                     req = await run_in_threadpool(
-                        parse_infer_request, body, hlen, model, cfg.limits.max_json_depth, cfg.limits.max_json_bytes
+                        parse_infer_request,
+                        body,
+                        hlen,
+                        model,
+                        cfg.limits.max_json_depth,
+                        cfg.limits.max_json_bytes,
+                        parsed,
                     )
                 else:
                     req = parse_infer_request(body, hlen, model, cfg.limits.max_json_depth, cfg.limits.max_json_bytes)

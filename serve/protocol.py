@@ -97,6 +97,15 @@ def _loads(text: bytes, max_depth: int):
     return obj
 
 
+def _parsed(parsed: tuple[str, object], max_depth: int):
+    status, obj = parsed
+    if status == "deep" or (status == "ok" and not json_depth_ok(obj, max_depth)):
+        raise BadRequest(f"JSON nested deeper than {max_depth} levels")
+    if status == "malformed":
+        raise BadRequest(f"malformed JSON: {obj}")
+    return obj
+
+
 def _bool_param(params: dict, key: str, where: str, default=False) -> bool:
     v = params.get(key, default)
     if not isinstance(v, bool):
@@ -166,8 +175,14 @@ def _check_against_model(name: str, datatype: str, shape: tuple[int, ...], model
 
 
 def parse_infer_request(
-    body: bytes, header_length: int | None, model: Model, max_json_depth: int, max_json_bytes: int = 16 << 20
+    body: bytes,
+    header_length: int | None,
+    model: Model,
+    max_json_depth: int,
+    max_json_bytes: int = 16 << 20,
+    parsed: tuple[str, object] | None = None,
 ) -> InferRequest:
+    """`parsed`: the JSON already parsed by `serve.jsonparse.parse` (large bodies, in a helper process)."""
     header = body if header_length is None else body[:header_length]
     if len(header) > max_json_bytes:
         raise PayloadTooLarge(
@@ -175,7 +190,7 @@ def parse_infer_request(
             "(tritonclient's default; Inference-Header-Content-Length + binary_data_size)"
         )
     binary = memoryview(body)[header_length:] if header_length is not None else memoryview(b"")
-    req = _loads(header, max_json_depth)
+    req = _loads(header, max_json_depth) if parsed is None else _parsed(parsed, max_json_depth)
     if not isinstance(req, dict):
         raise BadRequest("the request must be a JSON object with 'inputs'")
     rid = req.get("id")

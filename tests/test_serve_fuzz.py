@@ -640,8 +640,8 @@ def odd_images(draw):
     mode = draw(st.sampled_from(["RGB", "L", "RGBA", "P", "1"]))
     if fmt == "JPEG" and mode not in ("RGB", "L"):
         mode = "RGB"
-    if fmt == "WEBP" and (w > 16383 or h > 16383):
-        fmt = "PNG"
+    if (fmt == "WEBP" and max(w, h) > 16383) or (fmt in ("GIF", "JPEG", "BMP") and max(w, h) > 65000):
+        fmt = "PNG"  # past what the format can store
     buf = io.BytesIO()
     Image.new(mode, (w, h), draw(st.integers(0, 255)) if mode in ("L", "P", "1") else (10, 200, 30)).save(buf, fmt)
     data = buf.getvalue()
