@@ -47,12 +47,21 @@ def parse(text: bytes) -> tuple[str, object]:
     return "ok", obj
 
 
+def _ignore_sigint() -> None:
+    """Ctrl-C reaches the whole process group: the server shuts its helpers down itself."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _get_pool() -> ProcessPoolExecutor:
     global _pool
     with _lock:
         if _pool is None:
             # spawn, not fork: the server process runs onnxruntime and event-loop threads
-            _pool = ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn"))
+            _pool = ProcessPoolExecutor(
+                WORKERS, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint
+            )
         return _pool
 
 
