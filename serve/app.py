@@ -1,7 +1,7 @@
 """The FastAPI app: KServe V2 routes, /classify, /metrics; errors as JSON {"error": ...}.
 
 Inference never runs on the event loop (serve.batcher has `instances` worker threads per model), nor does
-image decoding or large JSON parsing (thread pool)."""
+image decoding, inflating or large JSON parsing (thread pool; JSON over 1 MB in a helper process, `jsonparse`)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ from .batcher import Batcher
 from .body import read_body
 from .config import ServerConfig
 from .errors import BadRequest, NotFound, ServeError, Unauthorized, UnsupportedMediaType
+from .jsonparse import PROCESS_JSON_BYTES
+from .jsonparse import parse_async as parse_json_async
+from .jsonparse import shutdown as shutdown_json_pool
 from .metrics import UNKNOWN_MODEL, Metrics
 from .model import Model
 from .page import add_page
@@ -94,6 +97,7 @@ def create_app(state: ServerState) -> FastAPI:
         state.draining = True
         for b in state.batchers.values():
             b.stop(state.config.timeout_s)
+        shutdown_json_pool()
 
     app = FastAPI(
         title="transferzoo serve",
@@ -208,11 +212,20 @@ def create_app(state: ServerState) -> FastAPI:
             model = get_model(name, version)
             batcher = state.batchers[name]
             with batcher.announce() as arrival:
-                body = await read_body(request, cfg.limits.max_body_bytes)
+                body = await read_body(request, cfg.limits.max_body_bytes, cfg.limits.body_timeout_s)
                 hlen = parse_header_length(request.headers.get("inference-header-content-length"), len(body))
                 if hlen is None and len(body) > INLINE_JSON_BYTES:
+                    parsed = None
+                    if PROCESS_JSON_BYTES < len(body) <= cfg.limits.max_json_bytes:
+                        parsed = await parse_json_async(body)  # json.loads holds the GIL: another process
                     req = await run_in_threadpool(
-                        parse_infer_request, body, hlen, model, cfg.limits.max_json_depth, cfg.limits.max_json_bytes
+                        parse_infer_request,
+                        body,
+                        hlen,
+                        model,
+                        cfg.limits.max_json_depth,
+                        cfg.limits.max_json_bytes,
+                        parsed,
                     )
                 else:
                     req = parse_infer_request(body, hlen, model, cfg.limits.max_json_depth, cfg.limits.max_json_bytes)
@@ -241,7 +254,7 @@ def create_app(state: ServerState) -> FastAPI:
                 )
             batcher = state.batchers[name]
             with batcher.announce() as arrival:
-                data = await _image_bytes(request, cfg.limits.max_body_bytes)
+                data = await _image_bytes(request, cfg.limits.max_body_bytes, cfg.limits.body_timeout_s)
                 x = await run_in_threadpool(_prepare, data, pre, cfg)
                 results = await batcher.submit({model.inputs[0].name: x[None]}, cfg.timeout_s, arrival)
             return JSONResponse(
@@ -256,7 +269,7 @@ def create_app(state: ServerState) -> FastAPI:
 
 def _prepare(data: bytes, pre, cfg: ServerConfig) -> np.ndarray:
     img = decode_image(data, cfg.limits.max_image_pixels, cfg.limits.image_formats)
-    return to_input(img, pre)
+    return to_input(img, pre, cfg.limits.max_image_pixels)  # the resized image is bounded like the decoded one
 
 
 def top_classes(row: np.ndarray, model: Model, top_k: int) -> list[dict]:
@@ -275,11 +288,11 @@ def top_classes(row: np.ndarray, model: Model, top_k: int) -> list[dict]:
     ]
 
 
-async def _image_bytes(request: Request, limit: int) -> bytes:
+async def _image_bytes(request: Request, limit: int, timeout_s: float) -> bytes:
     """The uploaded image: the first file of a multipart form, or the raw body (image/*,
     application/octet-stream or no Content-Type)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await read_body(request, limit)
+    body = await read_body(request, limit, timeout_s)
     if ctype == "multipart/form-data":
 
         async def receive():

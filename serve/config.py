@@ -22,6 +22,8 @@ class Limits(Config):
     max_json_bytes: int = setting(16 * MB, ge=1024)  # the JSON part of a request (413): numbers cost ~10x their text
     max_json_depth: int = setting(32, ge=2, le=256)  # nesting of the JSON request header (400)
     image_formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # PIL format names (415 else)
+    body_timeout_s: float = setting(60.0, gt=0, le=3600)  # the whole body must arrive within this (408)
+    max_connections: int = setting(512, ge=1)  # open connections + requests in flight before 503 (uvicorn's cap)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,12 @@ class NotFound(ServeError):
     status = 404
 
 
+class BodyTimeout(ServeError):
+    """The request body did not arrive in time (a slow or stalled client)."""
+
+    status = 408
+
+
 class PayloadTooLarge(ServeError):
     status = 413
 

@@ -53,7 +53,14 @@ def predict_onnx(
                 data = f.read(limits.max_body_bytes + 1)
             if len(data) > limits.max_body_bytes:
                 raise ServeError(f"file larger than {limits.max_body_bytes} bytes")
-            batch.append((i, to_input(decode_image(data, limits.max_image_pixels, limits.image_formats), pre)))
+            batch.append(
+                (
+                    i,
+                    to_input(
+                        decode_image(data, limits.max_image_pixels, limits.image_formats), pre, limits.max_image_pixels
+                    ),
+                )
+            )
         except ServeError as e:
             results[i] = {"path": os.fspath(path), "error": e.message}
         except FileNotFoundError:

@@ -15,7 +15,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from transferzoo.zoo.images import to_rgb
+from transferzoo.zoo.errors import ImageError
+from transferzoo.zoo.images import MAX_PIXELS, check_resize, to_rgb
 
 from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from .model import Preprocess
@@ -83,9 +84,15 @@ def decode_image(data: bytes, max_pixels: int, formats: tuple[str, ...]) -> Imag
         raise BadRequest(f"cannot decode image ({type(e).__name__}: {e})") from None
 
 
-def _resize(img: Image.Image, w: int, h: int, interpolation: str) -> Image.Image:
+def _resize(img: Image.Image, w: int, h: int, interpolation: str, max_pixels: int) -> Image.Image:
+    """Every resize of the server goes through here: the target is bounded before PIL allocates it
+    (a 242-byte 1 x 40000 PNG would otherwise ask for a 224 x 8960000 image: 6 GB)."""
     if img.size == (w, h):
         return img  # torchvision skips a resize to the same size
+    try:
+        check_resize(img.size, (w, h), max_pixels)
+    except ImageError as e:
+        raise PayloadTooLarge(f"image refused: {e.reason}") from None
     return img.resize((w, h), FILTERS[interpolation])
 
 
@@ -104,16 +111,17 @@ def _crop_or_pad(img: Image.Image, h: int, w: int, fill=(0, 0, 0)) -> Image.Imag
     return img.crop((left, top, left + w, top + h))
 
 
-def resize_crop(img: Image.Image, pre: Preprocess) -> Image.Image:
-    """timm transforms_imagenet_eval's geometry for crop_mode center / squash / border."""
+def resize_crop(img: Image.Image, pre: Preprocess, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """timm transforms_imagenet_eval's geometry for crop_mode center / squash / border; a resize to
+    more than `max_pixels` is a 413."""
     h, w = pre.size
     sh, sw = math.floor(h / pre.crop_pct), math.floor(w / pre.crop_pct)
     iw, ih = img.size
     if pre.crop_mode == "squash":
-        return _crop_or_pad(_resize(img, sw, sh, pre.interpolation), h, w)
+        return _crop_or_pad(_resize(img, sw, sh, pre.interpolation, max_pixels), h, w)
     if pre.crop_mode == "border":  # longest side to the scale size, pad with the mean colour
         ratio = max(ih / sh, iw / sw)
-        img = _resize(img, round(iw / ratio), round(ih / ratio), pre.interpolation)
+        img = _resize(img, round(iw / ratio), round(ih / ratio), pre.interpolation, max_pixels)
         return _crop_or_pad(img, h, w, fill=[round(255 * m) for m in pre.mean])
     if sh == sw:  # torchvision Resize(int): shorter side to the size, longer side truncated
         short, long = min(iw, ih), max(iw, ih)
@@ -122,12 +130,12 @@ def resize_crop(img: Image.Image, pre: Preprocess) -> Image.Image:
     else:  # timm ResizeKeepRatio(longest=0): shorter side (relative to the target) matches
         ratio = min(ih / sh, iw / sw)
         nw, nh = round(iw / ratio), round(ih / ratio)
-    return _crop_or_pad(_resize(img, nw, nh, pre.interpolation), h, w)
+    return _crop_or_pad(_resize(img, nw, nh, pre.interpolation, max_pixels), h, w)
 
 
-def to_input(img: Image.Image, pre: Preprocess) -> np.ndarray:
+def to_input(img: Image.Image, pre: Preprocess, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """One model input row: float32 3xHxW normalised, or uint8 HxWx3 (uint8_nhwc models)."""
-    pixels = np.asarray(resize_crop(img, pre), dtype=np.uint8)
+    pixels = np.asarray(resize_crop(img, pre, max_pixels), dtype=np.uint8)
     if pre.input_format == "uint8_nhwc":
         return np.ascontiguousarray(pixels)
     x = pixels.transpose(2, 0, 1).astype(np.float32) / np.float32(255)

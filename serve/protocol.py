@@ -39,6 +39,8 @@ DATATYPES: dict[str, type] = {
     "BYTES": np.object_,
 }
 MAX_RANK = 8
+MAX_TIMEOUT_US = 3600 * 10**6  # an hour: the server's own --timeout-s caps it anyway
+MAX_COUNT = 1 << 62  # tensor element counts and byte sizes: far past any body, far from overflow
 
 
 @dataclass
@@ -95,10 +97,28 @@ def _loads(text: bytes, max_depth: int):
     return obj
 
 
+def _parsed(parsed: tuple[str, object], max_depth: int):
+    status, obj = parsed
+    if status == "deep" or (status == "ok" and not json_depth_ok(obj, max_depth)):
+        raise BadRequest(f"JSON nested deeper than {max_depth} levels")
+    if status == "malformed":
+        raise BadRequest(f"malformed JSON: {obj}")
+    return obj
+
+
 def _bool_param(params: dict, key: str, where: str, default=False) -> bool:
     v = params.get(key, default)
     if not isinstance(v, bool):
         raise BadRequest(f"{where}: parameter {key!r} must be true or false, got {v!r}")
+    return v
+
+
+def _int_param(params: dict, key: str, where: str, lo: int, hi: int, what: str = "an integer") -> int:
+    """An integer parameter within [lo, hi]: every number a client sends is range-checked before it
+    is used (a 400-digit timeout once reached float() and overflowed into a 500)."""
+    v = params[key]
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise BadRequest(f"{where}: parameter {key!r} must be {what} from {lo} to {hi}, got {str(v)[:40]}")
     return v
 
 
@@ -113,7 +133,7 @@ def _shape(v, where: str) -> tuple[int, ...]:
     if (
         not isinstance(v, list)
         or len(v) > MAX_RANK
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in v)
+        or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_COUNT for d in v)
     ):
         raise BadRequest(
             f"{where}: 'shape' must be a list of at most {MAX_RANK} non-negative integers, got {str(v)[:80]}"
@@ -155,8 +175,14 @@ def _check_against_model(name: str, datatype: str, shape: tuple[int, ...], model
 
 
 def parse_infer_request(
-    body: bytes, header_length: int | None, model: Model, max_json_depth: int, max_json_bytes: int = 16 << 20
+    body: bytes,
+    header_length: int | None,
+    model: Model,
+    max_json_depth: int,
+    max_json_bytes: int = 16 << 20,
+    parsed: tuple[str, object] | None = None,
 ) -> InferRequest:
+    """`parsed`: the JSON already parsed by `serve.jsonparse.parse` (large bodies, in a helper process)."""
     header = body if header_length is None else body[:header_length]
     if len(header) > max_json_bytes:
         raise PayloadTooLarge(
@@ -164,7 +190,7 @@ def parse_infer_request(
             "(tritonclient's default; Inference-Header-Content-Length + binary_data_size)"
         )
     binary = memoryview(body)[header_length:] if header_length is not None else memoryview(b"")
-    req = _loads(header, max_json_depth)
+    req = _loads(header, max_json_depth) if parsed is None else _parsed(parsed, max_json_depth)
     if not isinstance(req, dict):
         raise BadRequest("the request must be a JSON object with 'inputs'")
     rid = req.get("id")
@@ -173,10 +199,7 @@ def parse_infer_request(
     params = _params(req, "request")
     timeout_s = None
     if "timeout" in params:
-        t = params["timeout"]
-        if not isinstance(t, int) or isinstance(t, bool) or t <= 0:
-            raise BadRequest(f"parameter 'timeout' must be a positive integer (microseconds), got {t!r}")
-        timeout_s = t / 1e6
+        timeout_s = _int_param(params, "timeout", "request", 1, MAX_TIMEOUT_US, "an integer (microseconds)") / 1e6
     inputs = req.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest("'inputs' must be a non-empty list")
@@ -196,9 +219,7 @@ def parse_infer_request(
         count = math.prod(shape)
         p = _params(inp, where)
         if "binary_data_size" in p:
-            size = p["binary_data_size"]
-            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                raise BadRequest(f"input {name!r}: binary_data_size must be a non-negative integer")
+            size = _int_param(p, "binary_data_size", f"input {name!r}", 0, MAX_COUNT)
             if "data" in inp:
                 raise BadRequest(f"input {name!r}: give either 'data' or binary_data_size, not both")
             expected = count * np.dtype(dtype).itemsize
@@ -241,17 +262,18 @@ def _parse_outputs(req: dict, params: dict, model: Model) -> list[OutputRequest]
         return [OutputRequest(o.name, default_binary) for o in model.outputs]
     if not isinstance(outs, list) or not outs:
         raise BadRequest("'outputs' must be a non-empty list when given")
-    result, names = [], {o.name for o in model.outputs}
+    result, names, seen = [], {o.name for o in model.outputs}, set()
     for i, o in enumerate(outs):
         where = f"outputs[{i}]"
         if not isinstance(o, dict) or not isinstance(o.get("name"), str):
             raise BadRequest(f"{where} must be an object with a string 'name'")
         if o["name"] not in names:
             raise BadRequest(f"model {model.name!r} has no output {o['name']!r}; outputs: {sorted(names)}")
+        if o["name"] in seen:  # as Triton does: a repeated output would multiply the response (40 KB -> 41 MB)
+            raise BadRequest(f"{where}: output {o['name']!r} requested twice")
+        seen.add(o["name"])
         p = _params(o, where)
-        k = p.get("classification", 0)
-        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-            raise BadRequest(f"{where}: 'classification' must be a non-negative integer")
+        k = _int_param(p, "classification", where, 0, MAX_COUNT) if "classification" in p else 0
         result.append(OutputRequest(o["name"], _bool_param(p, "binary_data", where, default_binary), k))
     return result
 

@@ -4,6 +4,7 @@ requests finish, stop the batchers, exit 0."""
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -69,6 +70,54 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def _json_400(msg: str) -> bytes:
+    return json.dumps({"error": f"malformed HTTP request: {msg}"}).encode()
+
+
+def http_protocol():
+    """uvicorn's HTTP protocol with its framing errors (a bad request line, a broken header, a
+    chunked body that does not parse) answered in the server's JSON error shape instead of plain text."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+    except ImportError:  # httptools missing: uvicorn's pure-Python h11 protocol
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        class H11JsonErrors(H11Protocol):
+            def send_400_response(self, msg: str) -> None:
+                import h11
+
+                body = _json_400(msg)
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ]
+                self.transport.write(
+                    self.conn.send(h11.Response(status_code=400, headers=headers, reason=b"Bad Request"))
+                )
+                self.transport.write(self.conn.send(h11.Data(data=body)))
+                self.transport.write(self.conn.send(h11.EndOfMessage()))
+                self.transport.close()
+
+        return H11JsonErrors
+
+    class HttpToolsJsonErrors(Base):
+        def send_400_response(self, msg: str) -> None:
+            body = _json_400(msg)
+            head = [b"HTTP/1.1 400 Bad Request\r\n"]
+            for name, value in self.server_state.default_headers:
+                head += [name, b": ", value, b"\r\n"]
+            head += [
+                b"content-type: application/json\r\ncontent-length: ",
+                str(len(body)).encode(),
+                b"\r\nconnection: close\r\n\r\n",
+            ]
+            self.transport.write(b"".join(head) + body)
+            self.transport.close()
+
+    return HttpToolsJsonErrors
+
+
 def run(config: ServerConfig) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     state = ServerState(config, load_models(config))
@@ -82,6 +131,10 @@ def run(config: ServerConfig) -> int:
         timeout_graceful_shutdown=int(config.timeout_s) + 1,
         server_header=False,
         lifespan="on",
+        http=http_protocol(),
+        # connections + requests in flight; past it uvicorn answers 503 (plain text: its own response)
+        limit_concurrency=config.limits.max_connections,
+        timeout_keep_alive=5,
     )
     server = _Server(uv, state)
     server.run()

@@ -96,3 +96,98 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path):
     assert wa.keys() == wb.keys()
     for k in wa:
         assert (wa[k] - wb[k]).abs().max().item() <= 1e-6, k
+
+
+# --- kills at several points, damaged files between the kill and the resume ------------------------------
+SHORT = 4  # epochs of the runs below
+
+
+def _short(data, out, *extra):
+    cmd = [*COMMAND, str(data), "--out", str(out), *extra]
+    cmd[cmd.index("--epochs") + 1] = str(SHORT)
+    return cmd
+
+
+def _kill_at(cmd, line_start: str, delay: float = 0.0) -> str:
+    """Run `cmd`, SIGKILL it when a log line starting with `line_start` appears (after `delay` s)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(line_start):
+            time.sleep(delay)
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed:\n" + "".join(seen)
+    return "".join(seen)
+
+
+def _finish(cmd) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _same_run(a: Path, b: Path):
+    from safetensors.torch import load_file
+
+    ra, rb = _records(a), _records(b)
+    assert len(ra) == len(rb) == SHORT
+    assert ra == rb  # bit-identical metrics, every epoch
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not (wa[k] == wb[k]).all()]
+    assert not different, f"{len(different)} of {len(wa)} tensors differ, e.g. {different[:3]}"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume_ref")
+    data = write_digits(root / "digits", per_class=16, classes=5)
+    r = _finish(_short(data, root / "full"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    return data, root / "full"
+
+
+KILL_POINTS = {
+    # (log line that triggers the kill, delay after it, damage done before resuming)
+    "while-building-the-prefix-cache": ("caching the frozen prefix", 1.0, None),
+    "prefix-cache-built-no-checkpoint-yet": ("prefix cache:", 0.0, None),
+    "after-epoch-1-then-prefix-cache-zeroed": ("epoch 1/", 0.0, "zero"),
+    "after-epoch-3": ("epoch 3/", 0.0, None),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_resume_is_bit_identical_from_a_kill_at_any_point(reference, tmp_path, point):
+    data, full = reference
+    trigger, delay, damage = KILL_POINTS[point]
+    out = tmp_path / "run"
+    _kill_at(_short(data, out), trigger, delay)
+    if point == "prefix-cache-built-no-checkpoint-yet":
+        assert not (out / "checkpoint" / "last.pt").exists(), "the kill came too late for this point"
+    if damage == "zero":  # a quarter of each cache zeroed: once a different model / wrong metrics, exit 0
+        for f in (out / "cache").glob("prefix-*/*.f16"):
+            raw = bytearray(f.read_bytes())
+            raw[: len(raw) // 4] = bytes(len(raw) // 4)
+            f.write_bytes(bytes(raw))
+    r = _finish(_short(data, out, "--resume"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    if damage == "zero":
+        assert "computing it again" in r.stdout + r.stderr
+    _same_run(full, out)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_with_a_flipped_bit_is_refused_by_resume(reference, tmp_path):
+    data, _ = reference
+    out = tmp_path / "run"
+    _kill_at(_short(data, out), "epoch 3/")
+    last = out / "checkpoint" / "last.pt"
+    raw = bytearray(last.read_bytes())
+    raw[len(raw) // 2] ^= 0x04
+    last.write_bytes(bytes(raw))
+    r = _finish(_short(data, out, "--resume"))
+    assert r.returncode != 0 and str(last) in r.stdout + r.stderr and "damaged" in r.stdout + r.stderr

@@ -3,6 +3,7 @@ defaults: binary tensors) and plain HTTP; every answer is compared with onnxrunt
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -162,6 +163,32 @@ def test_plain_http_json_infer(server, tiny_onnx):
     ref = ort_run(tiny_onnx, x)
     for row, labels in zip(np.array(cls["data"]).reshape(2, 2), ref):
         assert [s.split(":")[2] for s in row] == [TINY_LABELS[i] for i in np.argsort(-labels)[:2]]
+
+
+def test_large_json_bodies_parsed_in_the_helper_process_answer_the_same(server, tiny_onnx):
+    """JSON over 1 MB is parsed in a helper process (json.loads holds the GIL): the same answers and
+    the same errors as in-process parsing."""
+    from transferzoo.serve.jsonparse import PROCESS_JSON_BYTES
+
+    x = rand((12, 3, 64, 64), seed=12)
+    inp = {"name": "input", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
+    body = json.dumps({"inputs": [inp]}).encode()
+    assert len(body) > PROCESS_JSON_BYTES
+    url = server.url + "/v2/models/tiny/infer"
+    r = httpx.post(url, content=body, timeout=60)
+    assert r.status_code == 200, r.text[:300]
+    got = np.array(r.json()["outputs"][0]["data"], dtype=np.float32).reshape(12, 3)
+    np.testing.assert_allclose(got, ort_run(tiny_onnx, x), rtol=1e-6, atol=1e-7)
+    pad = b" " * PROCESS_JSON_BYTES
+    for bad, status, words in [
+        (body[:-5] + pad, 400, "malformed JSON"),
+        (pad + b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "nested deeper"),
+        (json.dumps({"inputs": [dict(inp, data=["a"] * x.size)]}).encode() + pad, 400, "not FP32"),
+        (json.dumps({"inputs": [dict(inp, data=x.ravel().tolist()[:-1])]}).encode() + pad, 400, "elements"),
+        (json.dumps({"inputs": [dict(inp, data=[True] * x.size)]}).encode() + pad, 400, "bool"),
+    ]:
+        r = httpx.post(url, content=bad, timeout=60)
+        assert r.status_code == status and words in r.json()["error"], (r.status_code, r.text[:200])
 
 
 # --- /classify ---------------------------------------------------------------------------------------

@@ -162,3 +162,40 @@ def test_hymenoptera_scan(hymenoptera):
     assert s.classes == ["ants", "bees"] and s.given_split
     assert len(s.train) + len(s.val) + len(s.skipped) == 398
     assert len(s.val) == 153
+
+
+def test_symlink_loops_are_skipped_with_a_reason(tmp_path):
+    """`ln -s .. DATA/a/loop` once raised OSError [Errno 40] out of the scan."""
+    root = tmp_path / "data"
+    _folder(root, {"a": 3, "b": 3})
+    (root / "a" / "loop").symlink_to("..")  # back to the data folder: a's images would repeat, b's leak into a
+    (root / "b" / "self").symlink_to(".")
+    (root / "b" / "ring1").mkdir()
+    (root / "b" / "ring1" / "ring2").symlink_to("../ring1")
+    (root / "a" / "dangling").symlink_to("no-such-folder")
+    (root / "a" / "twice").symlink_to(root / "b" / "ring1")  # a second link to one folder: followed once
+    s = scan_folder(root, val_fraction=0.34, seed=0)
+    used = sorted(Path(x.path).relative_to(root).parts[0] for x in s.train + s.val)
+    assert used == ["a"] * 3 + ["b"] * 3, used
+    reasons = {Path(p).name: r for p, r in s.skipped}
+    assert {"loop", "self", "ring2"} <= set(reasons), reasons
+    assert all("scanned already" in reasons[n] for n in ("loop", "self", "ring2"))
+
+
+def test_a_strip_image_is_skipped_not_a_memory_error(tmp_path):
+    """A 1 x 40000 PNG (242 bytes) passed the scan, then its eval resize (shorter side to 224) asked
+    for 224 x 8960000 pixels: MemoryError through the CLI. It is now refused per file at the scan,
+    and the eval transform refuses any resize over the pixel limit before allocating it."""
+    from transferzoo import zoo
+
+    root = tmp_path / "data"
+    _folder(root, {"a": 3, "b": 3})
+    Image.new("RGB", (1, 40000)).save(root / "a" / "strip.png")
+    Image.new("RGB", (30000, 2)).save(root / "b" / "wide.png")
+    s = scan_folder(root, val_fraction=0.34, seed=0)
+    reasons = {Path(p).name: r for p, r in s.skipped}
+    assert "aspect ratio" in reasons["strip.png"] and "aspect ratio" in reasons["wide.png"], reasons
+    assert len(s.train) + len(s.val) == 6
+    with pytest.raises(zoo.ImageError, match="over the limit"):
+        zoo.transforms("efficientnet_lite0")(Image.new("RGB", (1, 95)).resize((2, 60000)))
+    assert zoo.transforms("efficientnet_lite0")(Image.new("RGB", (60, 200))).shape == (3, 224, 224)

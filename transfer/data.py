@@ -126,25 +126,51 @@ def _list_class_dirs(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir(follow_symlinks=True) and not e.name.startswith("."))
 
 
-def _walk_files(folder: Path):
-    """Every non-hidden file below `folder`, in a deterministic (sorted) order, streamed."""
-    entries = sorted(os.scandir(folder), key=lambda e: e.name)
+def _dir_id(path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _walk_files(folder: Path, skipped: list, seen: set):
+    """Every non-hidden file below `folder`, in a deterministic (sorted) order, streamed. Symlinked
+    folders are followed once: a folder in `seen` (the data folder and its class folders, or one
+    walked already: a symlink loop such as `ln -s .. loop`, or a second link to one folder) and a
+    folder that cannot be read are listed as skipped, not recursed into."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as e:  # EACCES, ELOOP
+        skipped.append((os.path.abspath(folder), f"cannot read folder ({e.strerror or e})"))
+        return
     for e in entries:
         if e.name.startswith("."):
             continue
-        if e.is_dir(follow_symlinks=True):
-            yield from _walk_files(Path(e.path))
-        elif e.is_file(follow_symlinks=True):
+        try:
+            is_dir, is_file = e.is_dir(follow_symlinks=True), e.is_file(follow_symlinks=True)
+            ident = _dir_id(e.path) if is_dir else None
+        except OSError as err:  # a link loop (ELOOP) or a dangling link
+            skipped.append((os.path.abspath(e.path), f"cannot read ({err.strerror or err})"))
+            continue
+        if is_dir:
+            if ident in seen:
+                skipped.append((os.path.abspath(e.path), "folder scanned already (a symlink loop or a second link)"))
+                continue
+            seen.add(ident)
+            yield from _walk_files(Path(e.path), skipped, seen)
+        elif is_file:
             yield os.path.abspath(e.path)
 
 
 def _scan_split(folder: Path, classes: list[str], skipped: list, verify: bool, workers: int) -> list[Sample]:
+    class_dirs = [folder / c for c in classes if (folder / c).is_dir()]
+    # the data folder (and the one above a train/ or val/ split) and every class folder: a link back to them is a loop
+    seen = {_dir_id(d) for d in [folder, folder.parent, *class_dirs]}
+
     def candidates():
         for label, c in enumerate(classes):
             d = folder / c
             if not d.is_dir():
                 continue
-            for p in _walk_files(d):
+            for p in _walk_files(d, skipped, seen):
                 if not p.lower().endswith(IMAGE_EXTENSIONS):
                     skipped.append((p, f"not an image file extension (expected one of {', '.join(IMAGE_EXTENSIONS)})"))
                     continue

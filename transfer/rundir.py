@@ -1,8 +1,10 @@
 """Write a run directory (format `transferzoo-run/1`, see transfer/RUN_DIR.md). Used by every
 strategy; export reads the result from files alone.
 
-Every file is written atomically (temp file in the same directory + os.replace), and run.json is
-written last: a directory with a run.json is a complete run.
+The files are committed together (`zoo.fileio.atomic_commit`: every temp file written and fsynced,
+then the renames, then the folders fsynced), and run.json is written last: a directory with a
+run.json is a complete run, whose model and report belong together. Temp files a killed write left
+behind are removed first.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 import yaml
 
 from transferzoo.zoo import assembly as za
-from transferzoo.zoo.fileio import atomic_write, json_bytes, write_json
+from transferzoo.zoo.fileio import atomic_commit, json_bytes, remove_stale_temps, write_json
 
 from .data import DataSplits, Sample
 
@@ -80,25 +82,31 @@ def write_run(
     stale = run_dir / "run.json"
     if stale.exists():  # rewriting a run: mark it incomplete until the new run.json lands
         stale.unlink()
+    remove_stale_temps(run_dir)
+    remove_stale_temps(run_dir / "splits")
     pre = preprocessing.to_dict() if hasattr(preprocessing, "to_dict") else dict(preprocessing)
     cfg = asdict(config) if is_dataclass(config) else dict(config)
 
-    atomic_write(run_dir / "model.safetensors", _safetensors_bytes(model))
-    atomic_write(run_dir / "config.yaml", yaml.safe_dump(json.loads(json_bytes(cfg)), sort_keys=False))
-    write_json(run_dir / "labels.json", labels)
+    files: dict[Path, bytes | str] = {
+        run_dir / "model.safetensors": _safetensors_bytes(model),
+        run_dir / "config.yaml": yaml.safe_dump(json.loads(json_bytes(cfg)), sort_keys=False),
+        run_dir / "labels.json": json_bytes(labels),
+    }
     split_files = {}
     for name in ("train", "val", "test"):
         samples = splits.split(name)
         if samples or name != "test":
-            atomic_write(run_dir / "splits" / f"{name}.tsv", _tsv(samples, splits.root))
+            files[run_dir / "splits" / f"{name}.tsv"] = _tsv(samples, splits.root)
             split_files[name] = f"splits/{name}.tsv"
-    write_json(run_dir / "plan.json", plan if plan is not None else {"strategy": summary["strategy"], "planned": False})
-    write_json(run_dir / "metrics.json", summary)
+    files[run_dir / "plan.json"] = json_bytes(
+        plan if plan is not None else {"strategy": summary["strategy"], "planned": False}
+    )
+    files[run_dir / "metrics.json"] = json_bytes(summary)
     if splits.excluded:  # what the user asked to leave out (fit --exclude / --exclude-flagged), and why
         rows = "".join(f"{os.path.relpath(p, splits.root)}\t{r}\n" for p, r in splits.excluded)
-        atomic_write(run_dir / "excluded.tsv", ("path\treason\n" + rows).encode("utf-8"))
+        files[run_dir / "excluded.tsv"] = ("path\treason\n" + rows).encode("utf-8")
     if splits.audit and splits.audit.get("result") is not None:
-        write_json(run_dir / "audit.json", splits.audit["result"])
+        files[run_dir / "audit.json"] = json_bytes(splits.audit["result"])
     extra_files = dict(extra_files or {})
     if "confusion.png" not in extra_files and summary.get("confusion") is not None:
         extra_files["confusion.png"] = confusion_png(summary["confusion"], labels)
@@ -107,7 +115,8 @@ def write_run(
     for rel, data in extra_files.items():
         target = (run_dir / rel).resolve()
         assert run_dir.resolve() in target.parents, f"extra file {rel!r} escapes the run directory"
-        atomic_write(target, data)
+        files[target] = data
+    atomic_commit(files)
     run = {
         "format": FORMAT,
         "spec": spec.to_dict(),

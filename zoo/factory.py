@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 import timm
@@ -59,8 +60,15 @@ def create(
 
 def transform(pre, training: bool = False, **train_kwargs):
     """timm's transform for a `zoo.Preprocessing` (eval: resize, centre crop, ToTensor, Normalize;
-    training: timm's augmentation, `train_kwargs` passed on). The one place transforms are built."""
-    return timm.data.create_transform(
+    training: timm's augmentation, `train_kwargs` passed on). The one place transforms are built.
+    The eval transform starts with `zoo.images.ResizeGuard`: an image whose resize would be huge (a
+    1 x 40000 strip) is an ImageError before the resize allocates it. Training crops first (a
+    RandomResizedCrop of at most the image), so its resize is bounded by the output size."""
+    from torchvision import transforms as T
+
+    from .images import ResizeGuard
+
+    tf = timm.data.create_transform(
         input_size=pre.input_size,
         interpolation=pre.interpolation,
         mean=pre.mean,
@@ -70,6 +78,10 @@ def transform(pre, training: bool = False, **train_kwargs):
         is_training=training,
         **train_kwargs,
     )
+    if training:
+        return tf
+    scale = math.floor(max(pre.input_size[1:]) / (pre.crop_pct or 1.0))
+    return T.Compose([ResizeGuard(scale), *tf.transforms])
 
 
 def transforms(name: str, training: bool = False, **train_kwargs):

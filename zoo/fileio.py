@@ -77,6 +77,26 @@ def atomic_commit(files: dict[str | os.PathLike, bytes | str]) -> None:
         _fsync_dir(folder)
 
 
+def remove_stale_temps(folder: str | os.PathLike, names: tuple[str, ...] | None = None) -> list[Path]:
+    """Remove the temp files that writes interrupted by a kill left in `folder` (`.NAME.<hex>.tmp`;
+    only those of `names` when given). Call it where one process owns the folder (a run directory,
+    its checkpoint folder) before writing there: a temp file of a live writer elsewhere would go too."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in folder.glob(f".*.*{TEMP_SUFFIX}"):
+        stem = p.name[1 : -len(TEMP_SUFFIX)]
+        target, _, token = stem.rpartition(".")
+        if len(token) != 8 or not all(c in "0123456789abcdef" for c in token) or not target:
+            continue
+        if names is not None and target not in names:
+            continue
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     atomic_commit({path: data})
     return Path(path)

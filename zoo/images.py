@@ -13,6 +13,10 @@ from .errors import ImageError
 
 # 64 Mpx: far above any photo worth classifying, far below what exhausts memory when decoded.
 MAX_PIXELS = 64_000_000
+# A resize keeps the aspect ratio, so a tiny file (a 1 x 40000 strip is 242 bytes of PNG) can ask for a
+# huge resized image: its shorter side scaled to 224 makes the longer one 9 million pixels. No photo is
+# 100 times longer than wide; refusing such strips at decode bounds every resize that follows.
+MAX_ASPECT = 100
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
@@ -45,6 +49,8 @@ def decode(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, reduced: bool 
                 w, h = img.size
                 if w * h > max_pixels:
                     raise ImageError(path, f"{w}x{h} pixels exceeds the limit of {max_pixels} (decompression bomb?)")
+                if max(w, h) > MAX_ASPECT * max(1, min(w, h)):
+                    raise ImageError(path, f"{w}x{h}: aspect ratio over {MAX_ASPECT}:1 (a strip, not a photo)")
                 if reduced and img.format == "JPEG":
                     img.draft(img.mode, (max(1, w // 8), max(1, h // 8)))
                 img.load()
@@ -61,6 +67,45 @@ def decode(path: str | os.PathLike, max_pixels: int = MAX_PIXELS, reduced: bool 
         raise ImageError(path, "is a directory, not an image") from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
         raise ImageError(path, f"cannot decode ({e})") from None
+    except MemoryError:
+        raise ImageError(path, "too large to decode in the memory available") from None
+
+
+def resize_bound(size: tuple[int, int], scale: int) -> tuple[int, int]:
+    """The largest image a resize of a `size` (w, h) image to `scale` can produce: the shorter side
+    to `scale`, the longer one in proportion (torchvision's Resize(int); squash, border and timm's
+    keep-ratio resizes give no more)."""
+    w, h = size
+    short, long = max(1, min(w, h)), max(w, h)
+    return (scale, -(-scale * long // short)) if w <= h else (-(-scale * long // short), scale)
+
+
+def check_resize(size: tuple[int, int], target: tuple[int, int], max_pixels: int = MAX_PIXELS, what: str = "image"):
+    """Refuse a resize whose result would exceed `max_pixels` before anything is allocated for it
+    (ImageError naming `what`). The one bound every resize goes through: serve's preprocessing and
+    the transforms `zoo.factory` builds."""
+    tw, th = target
+    if tw * th > max_pixels:
+        raise ImageError(
+            what,
+            f"{size[0]}x{size[1]} would be resized to {tw}x{th} = {tw * th} pixels, over the limit of {max_pixels} "
+            "(aspect ratio too extreme)",
+        )
+
+
+class ResizeGuard:
+    """A transform step placed before a resize to `scale`: passes the image through unchanged, or
+    raises ImageError when the resize would produce more than `max_pixels` (see `check_resize`)."""
+
+    def __init__(self, scale: int, max_pixels: int = MAX_PIXELS):
+        self.scale, self.max_pixels = int(scale), max_pixels
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        check_resize(img.size, resize_bound(img.size, self.scale), self.max_pixels)
+        return img
+
+    def __repr__(self) -> str:
+        return f"ResizeGuard(scale={self.scale}, max_pixels={self.max_pixels})"
 
 
 def load_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:

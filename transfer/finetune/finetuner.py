@@ -141,12 +141,17 @@ def plan_unfreeze(plan: dict | None, model) -> int:
     return min(k, len(block_groups(model.backbone)))
 
 
-def _fingerprint(model_name: str, strategy: str, cfg: FinetuneConfig, splits: DataSplits, world: int) -> str:
+def _fingerprint(
+    model_name: str, strategy: str, cfg: FinetuneConfig, splits: DataSplits, world: int, weights: dict | None = None
+) -> str:
+    """What a checkpoint and the prefix cache belong to. --epochs may change on resume (the schedule
+    is rebuilt for the new length); the starting weights (--weights: their sha256) may not."""
     d = cfg.to_dict()
     for k in ("epochs", "workers", "checkpoint", "patience"):
         d.pop(k, None)  # may change between a run and its resume
     return pc.cache_key(
         model=model_name,
+        weights=weights,
         strategy=strategy,
         cfg=d,
         world=world,
@@ -214,7 +219,11 @@ class Finetuner:
             self.model.to(memory_format=torch.channels_last)
         self.pre = preprocessing_for(self.model_name, cfg)
         self.train_tf, self.eval_tf = transforms_for(self.pre, cfg)
-        self.fingerprint = _fingerprint(self.model_name, strategy, cfg, splits, self.dist.world)
+        from transferzoo.transfer.rundir import weights_provenance
+
+        prov = weights_provenance(self.model)  # by content: a moved weights file is the same start
+        start = {k: v for k, v in prov.items() if k != "location" or not prov.get("sha256")}
+        self.fingerprint = _fingerprint(self.model_name, strategy, cfg, splits, self.dist.world, start)
         self.split = None
         self.cache_info: dict = {}
         if strategy == "partial" and cfg.cache_prefix:
@@ -242,57 +251,63 @@ class Finetuner:
         cfg = self.cfg
         bs = cfg.batch_size
         if self.split is not None:
-            t = time.perf_counter()
-            key = pc.cache_key(fp=self.fingerprint, cut=self.split.cut, pre=self.pre.to_dict())
-            engine = pc.prefix_engine(
-                self.split.prefix,
-                self.cache_dir,
-                self.pre.input_size,
-                self.device,
-                self.amp,
-                "torch" if self.dist.enabled else cfg.prefix_engine,
-            )
-            common = dict(
-                input_size=self.pre.input_size,
-                batch_size=bs,
-                workers=self.workers,
-                load=zoo.load_rgb,
-                device=self.device,
-                progress=self._progress(),
-                rank=self.dist.rank,
-                world=self.dist.world,
-                barrier=self.dist.barrier if self.dist.enabled else None,
-            )
-            self.log(
-                f"caching the frozen prefix's activations (entering {self.split.cut}): "
-                f"{len(self.splits.train)} train images x {cfg.views} views + {len(self.splits.val)} val"
-            )
-            self.train_cache = pc.build_split_cache(
-                self.cache_dir,
-                "train",
-                key + "t",
-                engine,
-                self.splits.train,
-                self.train_tf,
-                cfg.views,
-                cfg.seed,
-                **common,
-            )
-            self.val_cache = pc.build_split_cache(
-                self.cache_dir, "val", key + "v", engine, self.splits.val, self.eval_tf, 1, cfg.seed, **common
-            )
-            shape = list(self.train_cache.x.shape)
-            self.cache_info = {
-                "cut": self.split.cut,
-                "views": cfg.views,
-                "engine": engine.name,
-                "shape": shape[1:],
-                "bytes": int(self.train_cache.x.nbytes + self.val_cache.x.nbytes),
-                "seconds": round(time.perf_counter() - t, 2),
-            }
-            self.log(
-                f"prefix cache: {self.cache_info['bytes'] / 2**20:.0f} MiB on disk, {self.cache_info['seconds']:.1f}s"
-            )
+            # built or reused, the cache leaves the global RNG streams where it found them (building it
+            # drew from them: a DataLoader's base seed), so a run resumed from a kill before its first
+            # checkpoint, which reuses the cache, trains exactly like an uninterrupted one
+            with pc.preserved_rng():
+                t = time.perf_counter()
+                key = pc.cache_key(fp=self.fingerprint, cut=self.split.cut, pre=self.pre.to_dict())
+                engine = pc.prefix_engine(
+                    self.split.prefix,
+                    self.cache_dir,
+                    self.pre.input_size,
+                    self.device,
+                    self.amp,
+                    "torch" if self.dist.enabled else cfg.prefix_engine,
+                )
+                common = dict(
+                    input_size=self.pre.input_size,
+                    batch_size=bs,
+                    workers=self.workers,
+                    load=zoo.load_rgb,
+                    device=self.device,
+                    progress=self._progress(),
+                    rank=self.dist.rank,
+                    world=self.dist.world,
+                    barrier=self.dist.barrier if self.dist.enabled else None,
+                    log=self.log,
+                )
+                self.log(
+                    f"caching the frozen prefix's activations (entering {self.split.cut}): "
+                    f"{len(self.splits.train)} train images x {cfg.views} views + {len(self.splits.val)} val"
+                )
+                self.train_cache = pc.build_split_cache(
+                    self.cache_dir,
+                    "train",
+                    key + "t",
+                    engine,
+                    self.splits.train,
+                    self.train_tf,
+                    cfg.views,
+                    cfg.seed,
+                    **common,
+                )
+                self.val_cache = pc.build_split_cache(
+                    self.cache_dir, "val", key + "v", engine, self.splits.val, self.eval_tf, 1, cfg.seed, **common
+                )
+                shape = list(self.train_cache.x.shape)
+                self.cache_info = {
+                    "cut": self.split.cut,
+                    "views": cfg.views,
+                    "engine": engine.name,
+                    "shape": shape[1:],
+                    "bytes": int(self.train_cache.x.nbytes + self.val_cache.x.nbytes),
+                    "seconds": round(time.perf_counter() - t, 2),
+                }
+                self.log(
+                    f"prefix cache: {self.cache_info['bytes'] / 2**20:.0f} MiB on disk, "
+                    f"{self.cache_info['seconds']:.1f}s"
+                )
             n = len(self.splits.train)
             self.steps_per_epoch = math.ceil(math.ceil(n / self.dist.world) / bs)
         else:

@@ -138,7 +138,13 @@ def run(
     if resume is not None:
         state_module.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
+        # The schedule is not restored from the checkpoint: it is a function of the step for this run's
+        # length, so a resume with another --epochs follows the schedule of the new length (restoring the
+        # old one ran an added 4th epoch of 3 at the minimum LR). For the same length the LR is the same.
+        scheduler.step_update(num_updates=int(resume["step"]))
+        was = int(resume.get("epochs") or epochs)
+        if was != epochs:
+            log(f"resuming with {epochs} epochs (the run was started with {was}): the schedule is rebuilt for {epochs}")
         history = list(resume["history"])
         best = {"score": tuple(resume["best_score"]), "epoch": int(resume["best_epoch"]), "state": resume["best_state"]}
         initial_loss = resume["initial_loss"]
@@ -252,6 +258,7 @@ def run(
                 {
                     "fingerprint": fingerprint,
                     "epoch": epoch,
+                    "epochs": epochs,
                     "step": step,
                     "model": state_module.state_dict(),
                     "optimizer": optimizer.state_dict(),

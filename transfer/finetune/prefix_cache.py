@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -35,7 +36,7 @@ import torch
 import torch.nn as nn
 
 from transferzoo.export.onnx_export import verified_session
-from transferzoo.zoo.fileio import commit, write_json
+from transferzoo.zoo.fileio import commit, file_digest, write_json
 
 
 def _chain(module: nn.Module, prefix: str = ""):
@@ -100,6 +101,18 @@ def split_backbone(model, probe_size: int = 64) -> Split | None:
         return None
     prefix, suffix = Chain(named[:first]), Chain(named[first:], head=model.head)
     return Split(prefix=prefix.eval(), suffix=suffix, cut=named[first][0])
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """The global Python/numpy/torch RNG states restored after the block, whatever it draws."""
+    saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.set_rng_state(saved[2])
 
 
 @contextlib.contextmanager
@@ -202,6 +215,31 @@ class CachedSplit:
         return torch.from_numpy(out)
 
 
+def _digest(path: Path) -> str:
+    return file_digest(path, "blake2b")
+
+
+def _reusable(data_path: Path, meta_path: Path, key: str) -> str | None:
+    """None when the cache at `data_path` is complete for `key` and intact; else why it is not."""
+    if not meta_path.exists():
+        return "absent"
+    try:
+        meta = json.loads(meta_path.read_text())
+        shape = [int(d) for d in meta["shape"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "has an unreadable record"
+    if meta.get("key") != key or not meta.get("complete"):
+        return "absent"  # another run's settings, or a build that was interrupted: not damage
+    if not data_path.exists():
+        return "is missing its data file"
+    size = data_path.stat().st_size
+    if size != math.prod(shape) * 2 or size != meta.get("bytes"):
+        return f"has {size} bytes, {math.prod(shape) * 2} expected (truncated?)"
+    if meta.get("blake2b") != _digest(data_path):
+        return "does not match the checksum recorded when it was built (damaged)"
+    return None
+
+
 def _open(path: Path, meta: dict, mode: str) -> np.memmap:
     return np.memmap(path, dtype=np.float16, mode=mode, shape=tuple(meta["shape"]))
 
@@ -225,18 +263,24 @@ def build_split_cache(
     rank: int = 0,
     world: int = 1,
     barrier=None,
+    log=None,
 ) -> CachedSplit:
-    """Compute (or reuse, when `meta.json` says it is complete for `key`) one split's cache.
+    """Compute (or reuse, when `<name>.json` says it is complete for `key` and the file's bytes match
+    the checksum recorded when it was built) one split's cache. A damaged cache (a truncated or
+    garbled file, a zeroed block) is computed again, with a `log` line saying why: reusing it would
+    train a different model, or report wrong metrics, with exit 0.
     Under DDP every rank computes a contiguous slice of the rows into the same file."""
     from tqdm import tqdm
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     data_path, meta_path = cache_dir / f"{name}.f16", cache_dir / f"{name}.json"
     labels = np.asarray([s.label for s in samples], dtype=np.int64)
-    if meta_path.exists():
+    reason = _reusable(data_path, meta_path, key)
+    if reason is None:
         meta = json.loads(meta_path.read_text())
-        if meta.get("key") == key and meta.get("complete") and data_path.exists():
-            return CachedSplit(data_path, _open(data_path, meta, "r"), labels, views)
+        return CachedSplit(data_path, _open(data_path, meta, "r"), labels, views)
+    if reason != "absent" and log is not None and rank == 0:
+        log(f"prefix cache {data_path} {reason}: computing it again")
     ds = ViewDataset(samples, transform, views, seed, load)
     probe = run_prefix(torch.zeros(1, *input_size)).shape[1:]  # output shape (zeros: no decode, no RNG)
     meta = {"key": key, "shape": [len(ds), *probe], "views": views, "complete": False}
@@ -275,6 +319,8 @@ def build_split_cache(
             os.fsync(f.fileno())
         commit(partial, data_path)
         meta["complete"] = True
+        meta["bytes"] = data_path.stat().st_size
+        meta["blake2b"] = _digest(data_path)
         write_json(meta_path, meta)
     if barrier:
         barrier()

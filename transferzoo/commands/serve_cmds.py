@@ -69,7 +69,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     flags.flags.update(
         {"limits.max_body_bytes": "--max-body-mb", "limits.max_json_bytes": "--max-json-mb"}
     )  # errors name them
-    flags.add(p, "--max-image-pixels", "limits.max_image_pixels", "largest image accepted by /classify (default 40M)")
+    flags.add(
+        p,
+        "--max-image-pixels",
+        "limits.max_image_pixels",
+        "largest image accepted by /classify, decoded or resized (default 40M)",
+    )
+    flags.add(
+        p, "--body-timeout-s", "limits.body_timeout_s", "a request body must arrive within this (408 after; default 60)"
+    )
+    flags.add(
+        p,
+        "--max-connections",
+        "limits.max_connections",
+        "open connections + requests in flight before answering 503 (default 512)",
+    )
     flags.add(
         p,
         "--api-key-env",
