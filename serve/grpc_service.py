@@ -31,7 +31,15 @@ from transferzoo import __version__
 
 from .errors import BadRequest, NotFound, ServeError, Unauthorized
 from .metrics import UNKNOWN_MODEL
-from .protocol import MAX_RANK, OutputRequest, _bytes_tensor, _check_against_model, classification
+from .protocol import (
+    MAX_COUNT,
+    MAX_RANK,
+    MAX_TIMEOUT_US,
+    OutputRequest,
+    _bytes_tensor,
+    _check_against_model,
+    classification,
+)
 
 log = logging.getLogger("serve.grpc")
 
@@ -67,13 +75,17 @@ def _param(p: pb.InferParameter):
     return None if kind is None else getattr(p, kind)
 
 
-def _int_param(params, key: str, where: str) -> int | None:
+def _int_param(params, key: str, where: str, lo: int, hi: int, what: str = "an integer") -> int | None:
+    """An integer parameter within [lo, hi] (the same ranges as the HTTP path's), None when absent."""
     if key not in params:
         return None
     p = params[key]
     if p.WhichOneof("parameter_choice") not in ("int64_param", "uint64_param"):
-        raise BadRequest(f"{where}: parameter {key!r} must be an integer, got {_param(p)!r}")
-    return p.int64_param if p.HasField("int64_param") else p.uint64_param
+        raise BadRequest(f"{where}: parameter {key!r} must be {what}, got {_param(p)!r}")
+    v = p.int64_param if p.HasField("int64_param") else p.uint64_param
+    if not lo <= v <= hi:
+        raise BadRequest(f"{where}: parameter {key!r} must be {what} from {lo} to {hi}, got {v}")
+    return v
 
 
 def parse_request(req: pb.ModelInferRequest, model) -> tuple[dict[str, np.ndarray], list[OutputRequest], float | None]:
@@ -87,9 +99,7 @@ def parse_request(req: pb.ModelInferRequest, model) -> tuple[dict[str, np.ndarra
             f"{len(raw)} raw_input_contents for {len(req.inputs)} inputs: give one per input, in input order, "
             "or none (typed contents)"
         )
-    timeout_us = _int_param(req.parameters, "timeout", "request")
-    if timeout_us is not None and timeout_us <= 0:
-        raise BadRequest(f"parameter 'timeout' must be a positive integer (microseconds), got {timeout_us}")
+    timeout_us = _int_param(req.parameters, "timeout", "request", 1, MAX_TIMEOUT_US, "an integer (microseconds)")
     feeds: dict[str, np.ndarray] = {}
     for i, inp in enumerate(req.inputs):
         name, datatype = inp.name, inp.datatype
@@ -137,9 +147,9 @@ def parse_request(req: pb.ModelInferRequest, model) -> tuple[dict[str, np.ndarra
     for i, o in enumerate(req.outputs):
         if o.name not in names:
             raise BadRequest(f"model {model.name!r} has no output {o.name!r}; outputs: {sorted(names)}")
-        k = _int_param(o.parameters, "classification", f"outputs[{i}]") or 0
-        if k < 0:
-            raise BadRequest(f"outputs[{i}]: 'classification' must be a non-negative integer")
+        if any(r.name == o.name for r in outputs):  # as Triton does: a repeated output multiplies the response
+            raise BadRequest(f"outputs[{i}]: output {o.name!r} requested twice")
+        k = _int_param(o.parameters, "classification", f"outputs[{i}]", 0, MAX_COUNT) or 0
         outputs.append(OutputRequest(o.name, True, k))
     if not outputs:
         outputs = [OutputRequest(o.name, True) for o in model.outputs]

@@ -263,6 +263,13 @@ def _param(key, value):
     return req
 
 
+def _output_twice():
+    req = _req()
+    req.outputs.add(name="logits")
+    req.outputs.add(name="logits")
+    return req
+
+
 def _contents(n):
     req = pb.ModelInferRequest(model_name="tiny")
     req.inputs.add(name="input", datatype="FP32", shape=(1, 3, 64, 64)).contents.fp32_contents.extend([0.0] * n)
@@ -302,6 +309,8 @@ BAD: list = [
     ("classification-string", lambda: _output(classification="3"), C.INVALID_ARGUMENT),
     ("timeout-zero", lambda: _param("timeout", 0), C.INVALID_ARGUMENT),
     ("timeout-string", lambda: _param("timeout", "1s"), C.INVALID_ARGUMENT),
+    ("timeout-over-an-hour", lambda: _param("timeout", (1 << 63) - 1), C.INVALID_ARGUMENT),
+    ("output-twice", _output_twice, C.INVALID_ARGUMENT),
     ("contents-too-few", lambda: _contents(10), C.INVALID_ARGUMENT),
     ("contents-too-many", lambda: _contents(3 * 64 * 64 + 1), C.INVALID_ARGUMENT),
     ("contents-out-of-range", _u8_contents_out_of_range, C.INVALID_ARGUMENT),
