@@ -73,22 +73,17 @@ def _finetune_flags(p: argparse.ArgumentParser, flags: SettingFlags, skip: tuple
     )
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    from transferzoo.transfer.config import FitConfig
-
-    global FIT_FLAGS
-    FIT_FLAGS = flags = SettingFlags(FitConfig)
-    p = sub.add_parser("plan", help="measure a dataset and say which transfer strategy fits it, with the evidence")
-    _data_flags(p, flags)
-    p.set_defaults(func=cmd_plan)
-
-    p = sub.add_parser(
-        "fit", help="train a classifier on an image folder (transfer learning) and write a run directory"
+def _training_flags(p: argparse.ArgumentParser, flags: SettingFlags) -> None:
+    """What a strategy runs with (plan and fit): auto's choices, the probe, finetuning."""
+    g = p.add_argument_group("auto (how the plan decides)")
+    flags.add(g, "--budget", "auto.budget_minutes", "minutes: strategies predicted to take longer are not chosen")
+    flags.add(g, "--among", "auto.among", "strategies auto may choose (default all four)")
+    flags.add(
+        g,
+        "--pilot",
+        "auto.pilot",
+        "pilot finetune vs probe on held-out training images (auto: when it can tell the two apart)",
     )
-    _data_flags(p, flags)
-    flags.add(p, "--strategy", "strategy", "(auto: as the plan says)")
-    p.add_argument("--out", metavar="RUN_DIR", help="run directory to write (default runs/<data folder name>)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted finetuning run from its checkpoint/")
     flags.add(p, "--head", "probe.head", "probe head (linear)")
     flags.add(p, "--hidden", "probe.hidden", "mlp head width (256)")
     flags.add(p, "--activation", "probe.activation", "mlp activation (relu)")
@@ -98,6 +93,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     flags.add(p, "--lambdas", "probe.lambdas", "penalty strengths tried by CV (default: log grid 1e-4..10)")
     flags.add(p, "--flip-augment", "features.flip_augment", "also train on horizontally flipped images")
     _finetune_flags(p, flags)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from transferzoo.transfer.config import FitConfig
+
+    global FIT_FLAGS
+    FIT_FLAGS = flags = SettingFlags(FitConfig)
+    p = sub.add_parser("plan", help="measure a dataset and say which transfer strategy fits it, with the evidence")
+    _data_flags(p, flags)
+    _training_flags(p, flags)  # the same as fit's: the plan prints the settings fit will run with
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser(
+        "fit", help="train a classifier on an image folder (transfer learning) and write a run directory"
+    )
+    _data_flags(p, flags)
+    flags.add(p, "--strategy", "strategy", "(auto: as the plan says)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory to write (default runs/<data folder name>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted finetuning run from its checkpoint/")
+    _training_flags(p, flags)
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser(
@@ -123,12 +138,23 @@ def build_config(args):
     return FIT_FLAGS.apply(base, args)
 
 
+def explicit_keys(args) -> set[str]:
+    """Dotted settings the user gave: the --config file's keys and the flags on the command line
+    (auto keeps these even where they equal a default)."""
+    from transferzoo.zoo.config import flatten, read_yaml
+
+    keys = set(FIT_FLAGS.values(args))
+    if args.config:
+        keys |= set(flatten(read_yaml(args.config)))
+    return keys
+
+
 def cmd_plan(args) -> int:
     from transferzoo.transfer.planner import format_plan
     from transferzoo.transfer.strategies import plan
 
     cfg = build_config(args)
-    p = plan(args.data, cfg, log=stderr_log(args.json))
+    p = plan(args.data, cfg, log=stderr_log(args.json), pinned=explicit_keys(args))
     if args.json:
         print_json(p)
     else:
@@ -141,7 +167,7 @@ def cmd_fit(args) -> int:
 
     cfg = build_config(args)
     out = args.out or str(Path("runs") / Path(args.data).resolve().name)
-    res = fit(args.data, cfg, out=out, log=stderr_log(args.json), resume=args.resume)
+    res = fit(args.data, cfg, out=out, log=stderr_log(args.json), resume=args.resume, pinned=explicit_keys(args))
     s = res.summary
     if args.json:
         print_json({k: v for k, v in s.items() if k not in ("confusion", "cv")} | {"run_dir": str(res.run_dir)})
