@@ -147,6 +147,7 @@ PLANNED = {
     "full": FINETUNE_KEYS + ("finetune.layer_decay",),
 }
 MIN_IMAGE_SIZE = 64  # finetuning input size floor (efficientnet's stride-32 top is 2x2 there)
+PILOT_RESOLUTION = 0.02  # the pilot runs only when its holdout measures accuracy at least this finely (1 SE)
 NEAR_PERFECT = 0.99  # probe CV accuracy from which finetuning cannot gain a point: no pilot
 PILOT_SHARE = 0.25  # of a --budget the pilot may use
 TIE = 0.005  # predicted accuracies closer than this are a tie: the cheaper strategy wins
@@ -372,7 +373,7 @@ def make_plan(
         pilot_note = "not run: switched off (auto.pilot: off)"
     elif cfg.auto.pilot == "auto" and best_cv >= NEAR_PERFECT:
         pilot_note = f"not run: the probe is near-perfect (CV {best_cv:.3f}); finetuning cannot gain a point"
-    elif cfg.auto.pilot == "auto" and hold_se > 0.02:
+    elif cfg.auto.pilot == "auto" and hold_se > PILOT_RESOLUTION:
         pilot_note = (
             f"not run: {n_hold} held-out training images measure accuracy to +-{hold_se:.3f}, too coarse "
             "to see a 1-2 point difference; the size/similarity table decides"
@@ -380,7 +381,6 @@ def make_plan(
     elif cfg.auto.pilot == "auto" and budget is not None and pilot_cost > PILOT_SHARE * budget:
         pilot_note = f"not run: predicted {pilot_cost:.0f} s is over a quarter of the --budget ({budget:.0f} s)"
     else:
-
         probe_name, lam = best_any, probes[best_any]["lambda"]
 
         def probe_correct(hold, pil):
