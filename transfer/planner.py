@@ -217,32 +217,28 @@ def learning_curve(X: np.ndarray, y: np.ndarray, num_classes: int, lam: float, s
     return out
 
 
-def forward_cost(model_name: str, sizes, batch: int = 8) -> dict:
-    """Measured seconds per image, on this machine now, of a forward pass and of a forward+backward
-    pass of the whole model at each input size (random weights and inputs: cost does not depend on
-    them). The time predictions scale these."""
+FORWARD_BACKWARD = 3.0  # a training step costs about 3 forward passes (forward + backward, the usual rule)
+
+
+def forward_cost(model_name: str, sizes, batch: int = 2) -> dict:
+    """Measured seconds per image, on this machine now, of a forward pass of the whole model at each
+    input size (random weights and inputs: cost does not depend on them; a few images, so it takes
+    well under a second on an idle 2-core machine); a training step is FORWARD_BACKWARD times that.
+    The time predictions scale these."""
     import torch
 
     from transferzoo.zoo import assembly as za
 
-    from .threads import torch_threads
-
     out = {}
-    with torch_threads(os.cpu_count() or 1):
-        model = za.build(za.ModelSpec(model_name, 2), pretrained=False)
+    with torch_threads(os.cpu_count() or 1), torch.no_grad():
+        model = za.build(za.ModelSpec(model_name, 2), pretrained=False).eval()
         for size in sorted(set(sizes)):
             x = torch.randn(batch, 3, size, size)
-            model.eval()
-            with torch.no_grad():
-                model(x[:2])
-                t = time.perf_counter()
-                model(x)
-                fwd = (time.perf_counter() - t) / batch
-            model.train()
+            model(x[:1])  # first call: allocations, kernel selection
             t = time.perf_counter()
-            model(x).sum().backward()
-            fb = (time.perf_counter() - t) / batch
-            out[size] = {"forward": round(fwd, 5), "forward_backward": round(fb, 5)}
+            model(x)
+            fwd = (time.perf_counter() - t) / batch
+            out[size] = {"forward": round(fwd, 5), "forward_backward": round(FORWARD_BACKWARD * fwd, 5)}
     return out
 
 
