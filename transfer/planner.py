@@ -220,26 +220,40 @@ def learning_curve(X: np.ndarray, y: np.ndarray, num_classes: int, lam: float, s
 FORWARD_BACKWARD = 3.0  # a training step costs about 3 forward passes (forward + backward, the usual rule)
 
 
-def forward_cost(model_name: str, sizes, batch: int = 2) -> dict:
-    """Measured seconds per image, on this machine now, of a forward pass of the whole model at each
-    input size (random weights and inputs: cost does not depend on them; a few images, so it takes
-    well under a second on an idle 2-core machine); a training step is FORWARD_BACKWARD times that.
-    The time predictions scale these."""
+def forward_cost(model_name: str, sizes, fs: FeatureSet | None = None, batch: int = 4) -> dict:
+    """Seconds per image of a forward pass of the whole model at each input size, on this machine
+    now; a training step is FORWARD_BACKWARD times that. Measured on one thread (a busy machine
+    makes multi-threaded timings of a few images meaningless: threads wait on each other) with
+    random weights and inputs (cost does not depend on them), then calibrated: by the feature pass
+    of this run when it computed enough images (the same engine the prefix cache uses), else
+    divided by the cores. The time predictions scale these."""
     import torch
 
     from transferzoo.zoo import assembly as za
 
-    out = {}
-    with torch_threads(os.cpu_count() or 1), torch.no_grad():
+    model_size = zoo.preprocessing(model_name).input_size[-1]
+    one = {}
+    with torch_threads(1), torch.no_grad():
         model = za.build(za.ModelSpec(model_name, 2), pretrained=False).eval()
-        for size in sorted(set(sizes)):
+        for size in sorted(set(sizes) | {model_size}):
             x = torch.randn(batch, 3, size, size)
-            model(x[:1])  # first call: allocations, kernel selection
+            model(x)  # first call: allocations, kernel selection
             t = time.perf_counter()
             model(x)
-            fwd = (time.perf_counter() - t) / batch
-            out[size] = {"forward": round(fwd, 5), "forward_backward": round(FORWARD_BACKWARD * fwd, 5)}
-    return out
+            one[size] = (time.perf_counter() - t) / batch
+    computed = 0 if fs is None else len(fs.paths) - fs.timings.get("cached_images", len(fs.paths))
+    if computed >= 32 and fs.timings.get("compute_seconds"):
+        scale, how = fs.timings["compute_seconds"] / computed / one[model_size], f"feature pass of {computed} images"
+    else:
+        scale, how = 1.0 / (os.cpu_count() or 1), f"one thread / {os.cpu_count() or 1} cores"
+    return {
+        size: {
+            "forward": round(t * scale, 5),
+            "forward_backward": round(FORWARD_BACKWARD * t * scale, 5),
+            "calibration": how,
+        }
+        for size, t in one.items()
+    }
 
 
 def predict_seconds(strategy: str, settings: dict, n_train: int, n_val: int, cost: dict, probes: dict, pilot) -> float:
@@ -251,7 +265,7 @@ def predict_seconds(strategy: str, settings: dict, n_train: int, n_val: int, cos
         names = [n for n in probes if n in ("top", "imagenet")] if strategy == "linear" else list(probes)
         t = sum(probes[n]["seconds"] for n in names) * grid * (1.8 if strategy == "stages" else 1.0)
         return round(t + 2.0, 1)  # + the final fit, model assembly and parity check
-    size = settings["finetune.image_size"] or max(cost)
+    size = settings["finetune.image_size"] or max(cost)  # None: the model's size, the largest measured
     c = cost[size]
     epochs = settings["finetune.epochs"]
     if strategy == "partial":
@@ -337,7 +351,7 @@ def make_plan(
         for name in ("linear", "stages", "partial", "full")
     }
     ft_sizes = {st["finetune.image_size"] or model_size for k, st in settings.items() if k in ("partial", "full")}
-    cost = forward_cost(cfg.model, ft_sizes)
+    cost = forward_cost(cfg.model, ft_sizes, fs)
     budget = cfg.auto.budget_minutes * 60 if cfg.auto.budget_minutes else None
 
     # the table's answer (the fallback when nothing better was measured)
