@@ -258,3 +258,21 @@ def test_planned_settings_keep_what_the_user_pinned():
     assert ran.strategy == "partial" and ran.finetune.unfreeze == 4 and ran.finetune.epochs == 3
     probe = planned_settings("stages", cfg, frozenset(), 500, unfreeze=4, image_size=64)
     assert probe["probe.cv_repeats"] == 2 and len(probe["probe.lambdas"]) == 8
+
+
+def test_plan_budget_removes_what_does_not_fit(digits, tmp_path, capsys):
+    """--budget removes every strategy predicted to take longer; when nothing fits, the cheapest
+    strategy auto may choose is taken and the plan says so. Each strategy comes with its predicted
+    accuracy and time."""
+    argv = ["plan", str(digits), "--json", "--cache-dir", str(tmp_path / "f"), "--pilot", "off", "--budget", "0.001"]
+    assert main([*argv, "--among", "stages", "partial", "full"]) == 0
+    p = json.loads(capsys.readouterr().out)
+    st = p["strategies"]
+    cheapest = min(("stages", "partial", "full"), key=lambda n: st[n]["predicted_seconds"])
+    assert p["strategy"] == cheapest and "chosen anyway" in st[cheapest]["why_not"]
+    assert not st["full"]["allowed"] and "over the budget" in st["full"]["why_not"]
+    assert st["linear"]["why_not"] == "not in auto.among"
+    assert st["stages"]["predicted_accuracy"] > 0.2 and st["partial"]["predicted_accuracy"] is None
+    assert all(s["predicted_seconds"] > 0 for s in st.values())
+    assert st["partial"]["predicted_seconds"] < st["full"]["predicted_seconds"]
+    assert "pilot: not run: switched off" in "\n".join(p["reasons"])
