@@ -518,6 +518,7 @@ def make_plan(
             "forward_cost": {str(k): v for k, v in cost.items()},
             "pilot": pilot,
             "pilot_note": pilot_note,
+            "pilot_predicted_seconds": pilot_cost,
             "table_choice": table_choice,
             "class_counts": splits.class_counts("train"),
             "imbalance": round(splits.imbalance("train"), 3),
