@@ -133,8 +133,8 @@ def load(path: Path) -> dict:
 
 def table(store: dict) -> str:
     rows = store["rows"]
-    head = "| dataset | " + " | ".join(STRATEGIES[1:]) + " | auto chose | auto | regret | auto time / all |"
-    lines = [head, "| --- " * 9 + "|"]
+    head = "| dataset | " + " | ".join(STRATEGIES[1:]) + " | auto chose | auto | regret | auto time / all | load |"
+    lines = [head, "| --- " * 10 + "|"]
     regrets = []
     for d in DATASETS:
         got = {s: rows.get(f"{d}/{s}") for s in STRATEGIES}
@@ -164,6 +164,8 @@ def table(store: dict) -> str:
             )
         else:
             tail = " | - | - | - | - |"
+        loads = [r["load_average"] for r in known]
+        tail += f" {min(loads):.0f}-{max(loads):.0f} |" if max(loads) - min(loads) >= 1 else f" {loads[0]:.0f} |"
         lines.append(f"| {d} | " + " | ".join(cells) + tail)
     if regrets:
         lines.append("")
@@ -196,7 +198,7 @@ def prediction_table(store: dict) -> str:
         note = (
             f"{d_['difference']:+.3f} +- {d_['standard_error']:.3f} ({pilot['seconds']:.0f}s)"
             if pilot
-            else (a["plan"]["pilot_note"] or "").split(":")[1].split(";")[0].strip()[:60]
+            else "not run: " + (a["plan"]["pilot_note"] or ":").split(":", 1)[1].split(", too")[0].split(";")[0].strip()
         )
         lines.append(f"| {d} | " + " | ".join(cells) + f" | {note} |")
     return "\n".join(lines)
