@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from finetune_data import write_digits
 
 from transferzoo.cli import main
@@ -193,3 +194,85 @@ def test_search_and_overfit_check(digits, tmp_path, capsys):
     assert s["overfit_check"]["passed"] and s["overfit_check"]["images"] == 10
     report = (run / "report.md").read_text()
     assert "Random search" in report and "overfit check on 10 images" in report
+
+
+@pytest.mark.slow
+def test_auto_fit_runs_exactly_the_plans_settings_and_flags_override_them(digits, tmp_path, capsys):
+    """One source of truth: `plan` prints the settings of the strategy it picks; `fit` under auto
+    runs exactly those (its config.yaml says so); a flag or a --config key overrides one and the
+    plan keeps it (and lists it as pinned)."""
+    from transferzoo.transfer.planner import PLANNED
+
+    cache = ["--cache-dir", str(tmp_path / "features")]
+    fast = ["--among", "partial", "--pilot", "off", "--views", "1", "--workers", "0", "--epochs", "2", "--no-progress"]
+    assert main(["plan", str(digits), "--json", *cache, *fast]) == 0
+    p = json.loads(capsys.readouterr().out)
+    assert p["strategy"] == "partial" and set(p["settings"]) == set(PLANNED["partial"])
+    st = p["settings"]
+    # the plan's own choices: 32 px images are finetuned at 64 px, not upscaled to 224; the blocks
+    # it unfreezes; the strategy's resolved lr; the pinned flags as given
+    assert st["finetune.image_size"] == 64 and st["finetune.unfreeze"] == p["unfreeze_blocks"] >= 1
+    assert st["finetune.lr"] == 1e-3 and st["finetune.epochs"] == 2 and st["finetune.views"] == 1
+    assert "finetune.epochs" in p["pinned"] and "finetune.image_size" not in p["pinned"]
+    assert all(k in p["strategies"]["partial"] for k in ("predicted_accuracy", "predicted_seconds"))
+    assert "runs with (fit uses exactly these" not in json.dumps(p)  # the text form prints that line
+
+    run = tmp_path / "run"
+    assert main(["fit", str(digits), "--out", str(run), "--json", *cache, *fast]) == 0
+    s = json.loads(capsys.readouterr().out)
+    conf = yaml.safe_load((run / "config.yaml").read_text())
+    ran = {k: conf[k.split(".")[0]][k.split(".")[1]] for k in PLANNED["partial"]}
+    assert s["strategy"] == conf["strategy"] == "partial" and ran == st  # exactly the printed numbers
+    assert s["image_size"] == 64 and s["trained_blocks"] == st["finetune.unfreeze"]
+    assert json.loads((run / "plan.json").read_text())["settings"] == st
+
+    # a flag and a --config key override the plan's choices; the rest stays the plan's
+    extra = tmp_path / "lr.yaml"
+    extra.write_text("finetune: {lr: 0.0005}\n")
+    run2 = tmp_path / "run2"
+    argv = ["fit", str(digits), "--out", str(run2), "--json", "--config", str(extra), "--image-size", "48"]
+    assert main([*argv, *cache, *fast]) == 0
+    s2 = json.loads(capsys.readouterr().out)
+    conf2 = yaml.safe_load((run2 / "config.yaml").read_text())
+    assert conf2["finetune"]["image_size"] == 48 == s2["image_size"] and conf2["finetune"]["lr"] == 5e-4
+    plan2 = json.loads((run2 / "plan.json").read_text())
+    assert {"finetune.image_size", "finetune.lr"} <= set(plan2["pinned"])
+    assert plan2["settings"] == dict(st, **{"finetune.image_size": 48, "finetune.lr": 5e-4})
+
+
+def test_planned_settings_keep_what_the_user_pinned():
+    """The plan's numbers replace only what the user left alone: a pinned key (a flag or a config
+    key, even at its default value) and any non-default value stay as given."""
+    from transferzoo.transfer.config import FinetuneConfig, FitConfig, pinned_keys
+    from transferzoo.transfer.planner import PLANNED, apply_plan, planned_settings
+
+    cfg = FitConfig(finetune=FinetuneConfig(epochs=3))
+    pinned = pinned_keys(cfg, {"finetune.image_size"})
+    assert pinned == {"finetune.epochs", "finetune.image_size"}
+    st = planned_settings("partial", cfg, pinned, 500, unfreeze=4, image_size=64)
+    assert set(st) == set(PLANNED["partial"]) and st["finetune.unfreeze"] == 4
+    assert st["finetune.image_size"] is None and st["finetune.epochs"] == 3 and st["finetune.lr"] == 1e-3
+    full = planned_settings("full", cfg, frozenset(), 500, unfreeze=4, image_size=64)
+    assert full["finetune.image_size"] == 64 and full["finetune.lr"] == pytest.approx(1e-3 / 3)
+    ran = apply_plan(cfg, {"strategy": "partial", "settings": st})
+    assert ran.strategy == "partial" and ran.finetune.unfreeze == 4 and ran.finetune.epochs == 3
+    probe = planned_settings("stages", cfg, frozenset(), 500, unfreeze=4, image_size=64)
+    assert probe["probe.cv_repeats"] == 2 and len(probe["probe.lambdas"]) == 8
+
+
+def test_plan_budget_removes_what_does_not_fit(digits, tmp_path, capsys):
+    """--budget removes every strategy predicted to take longer; when nothing fits, the cheapest
+    strategy auto may choose is taken and the plan says so. Each strategy comes with its predicted
+    accuracy and time."""
+    argv = ["plan", str(digits), "--json", "--cache-dir", str(tmp_path / "f"), "--pilot", "off", "--budget", "0.001"]
+    assert main([*argv, "--among", "stages", "partial", "full"]) == 0
+    p = json.loads(capsys.readouterr().out)
+    st = p["strategies"]
+    cheapest = min(("stages", "partial", "full"), key=lambda n: st[n]["predicted_seconds"])
+    assert p["strategy"] == cheapest and "chosen anyway" in st[cheapest]["why_not"]
+    assert not st["full"]["allowed"] and "over the budget" in st["full"]["why_not"]
+    assert st["linear"]["why_not"] == "not in auto.among"
+    assert st["stages"]["predicted_accuracy"] > 0.2 and st["partial"]["predicted_accuracy"] is None
+    assert all(s["predicted_seconds"] > 0 for s in st.values())
+    assert st["partial"]["predicted_seconds"] < st["full"]["predicted_seconds"]
+    assert "pilot: not run: switched off" in "\n".join(p["reasons"])

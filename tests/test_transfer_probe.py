@@ -84,6 +84,28 @@ def test_cv_picks_lowest_log_loss_and_generalises(digits):
     assert (strong.predict(Xva) == yva).mean() < (p.predict(Xva) == yva).mean()
 
 
+def test_cv_grid_extends_past_an_edge(digits):
+    """A grid whose every value is too strong: CV's best sits on the weak edge, so the grid grows
+    downwards (by its own log step) until the optimum is inside it, and says what it added."""
+    Xtr, ytr, _, _ = digits
+    X, y = Xtr[:400], ytr[:400]
+    cv = cross_validate(X, y, 10, (3.0, 30.0), folds=3, repeats=1, extend=3)
+    assert cv.extended and all(l < 3.0 for l in cv.extended)
+    assert cv.lambdas == sorted(cv.lambdas) and cv.lambdas[-1] == 30.0
+    assert cv.best_lambda < 3.0 and cv.best_lambda == cv.lambdas[int(np.argmin(cv.log_loss))]
+    assert cv.to_dict()["extended"] == [float(f"{l:.3g}") for l in cv.extended]
+    # each step is the grid's own ratio (x10 here)
+    np.testing.assert_allclose(cv.extended, [0.3, 0.03, 0.003][: len(cv.extended)], rtol=1e-9)
+    # an interior optimum adds nothing; a one-value grid is the user's choice and never grows
+    inner = cross_validate(X, y, 10, (1e-4, 1e-2, 1.0, 30.0), folds=3, repeats=1)
+    assert inner.extended == [] and inner.lambdas == [1e-4, 1e-2, 1.0, 30.0]
+    one = cross_validate(X, y, 10, (30.0,), folds=3, repeats=1)
+    assert one.extended == [] and one.best_lambda == 30.0
+    # the strong edge grows too (hinge criterion: accuracy), capped at `extend` steps
+    weak = cross_validate(X, y, 10, (1e-8, 1e-7), ProbeSpec(loss="hinge", max_iter=50), folds=3, repeats=1, extend=1)
+    assert len(weak.extended) <= 1 and all(l > 1e-7 for l in weak.extended)
+
+
 @pytest.mark.parametrize(
     "spec",
     [

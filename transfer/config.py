@@ -13,6 +13,11 @@ override the file. The resolved config (every field, defaults included) goes to 
             lambdas: null, cv_folds: 5, cv_repeats: null, max_iter: 300}
     knn: {enabled: true, metrics: [l2, l1], ks: [1, 3, 5, 7, 11, 15, 21]}
     finetune: {optimizer: adamw, lr: null, epochs: 6, ...}   # partial / full (FinetuneConfig)
+    auto: {among: [linear, stages, partial, full], budget_minutes: null, pilot: auto, ...}   # AutoConfig
+
+Under `auto`, the plan sets the chosen strategy's hyperparameters (`planner.PLANNED`) except the
+ones the user pinned (`pinned_keys`: a --config file's keys, flags, non-default values); the run's
+config.yaml holds exactly the values that ran.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from transferzoo.transfer.audit.config import AuditConfig
-from transferzoo.zoo.config import Config, ConfigError, load_yaml, setting
+from transferzoo.zoo.config import Config, ConfigError, flatten, load_yaml, setting
 from transferzoo.zoo.spec import ACTIVATIONS, HEAD_KINDS
 
 STRATEGIES = ("auto", "linear", "stages", "partial", "full")  # what `fit --strategy` takes
@@ -39,6 +44,10 @@ OPTIMIZERS = ("sgd", "nesterov", "rmsprop", "adagrad", "adam", "adamw")
 SCHEDULES = ("cosine", "linear", "inverse_sqrt", "constant")
 INITS = ("xavier", "he")
 AMP = ("auto", "bf16", "off")
+
+PILOTS = ("auto", "on", "off")
+# the probes' default penalty grid: log-spaced 1e-4..10 (CV extends it past an edge it picks)
+DEFAULT_LAMBDAS = tuple(float(f"{10 ** (-4 + 5 * i / 7):.6g}") for i in range(8))
 
 # a good starting learning rate for each optimizer (the LR finder or --search refine it)
 DEFAULT_LR = {"sgd": 0.01, "nesterov": 0.01, "rmsprop": 1e-4, "adagrad": 0.01, "adam": 1e-3, "adamw": 1e-3}
@@ -97,6 +106,14 @@ class ProbeConfig(Config):
     def check(self):
         if self.lambdas is not None and not self.lambdas:
             raise ConfigError("lambdas", "give at least one value (or null for the default grid)")
+
+    def resolved(self, num_train: int) -> ProbeConfig:
+        """The settings as they run on `num_train` training images: lambdas and cv_repeats filled in."""
+        return dataclasses.replace(
+            self,
+            lambdas=list(self.lambdas or DEFAULT_LAMBDAS),
+            cv_repeats=self.cv_repeats or (2 if num_train < 2000 else 1),
+        )
 
 
 @dataclass(frozen=True)
@@ -178,6 +195,22 @@ class FinetuneConfig(Config):
 
 
 @dataclass(frozen=True)
+class AutoConfig(Config):
+    """How `auto` decides (transfer.planner): which strategies it may pick, the time they must fit,
+    and the pilot finetune that measures whether finetuning pays on this data."""
+
+    among: list[str] = setting(default_factory=lambda: list(STRATEGIES[1:]), choices=STRATEGIES[1:])
+    budget_minutes: float | None = setting(None, gt=0)  # strategies predicted to take longer are removed
+    pilot: str = setting("auto", choices=PILOTS)  # auto: when it can resolve a 1-point difference and fits
+    pilot_images: int = setting(600, ge=20)  # training images the pilot finetunes on (at most), the planned recipe
+    pilot_holdout: int = setting(300, ge=20)  # held-out training images both sides are scored on (at most)
+
+    def check(self):
+        if not self.among:
+            raise ConfigError("among", "give at least one strategy")
+
+
+@dataclass(frozen=True)
 class FitConfig(Config):
     model: str = "efficientnet_lite0"
     strategy: str = setting("auto", choices=STRATEGIES)
@@ -188,6 +221,7 @@ class FitConfig(Config):
     knn: KnnConfig = field(default_factory=KnnConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)  # transfer/audit: duplicates, label errors, outliers
+    auto: AutoConfig = field(default_factory=AutoConfig)
     progress: bool | None = None  # None: progress bars only when stderr is a TTY
 
     def check(self):
@@ -202,3 +236,10 @@ class FitConfig(Config):
 
 def load_config(path) -> FitConfig:
     return load_yaml(path, FitConfig)
+
+
+def pinned_keys(cfg: FitConfig, explicit=()) -> frozenset[str]:
+    """The dotted settings the user chose: `explicit` (keys of a --config file, flags given) and
+    every setting that differs from its default. `auto` never changes these."""
+    default, mine = flatten(FitConfig().to_dict()), flatten(cfg.to_dict())
+    return frozenset(explicit) | {k for k, v in mine.items() if default.get(k) != v}

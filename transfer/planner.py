@@ -29,6 +29,7 @@ Also reported, as a baseline next to the probes: a k-NN classifier (L1/L2, k by 
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy as np
@@ -38,10 +39,13 @@ from transferzoo.transfer.features.engine import FeatureSet
 from transferzoo.transfer.probe.cv import cross_validate
 from transferzoo.transfer.probe.knn import fit_knn, select_knn
 from transferzoo.transfer.probe.linear import ProbeSpec, fit_probe
+from transferzoo.zoo.config import override
 
-from .config import FitConfig
+from .config import FitConfig, pinned_keys
 from .data import DataSplits
 from .features import sets as featsets
+from .finetune.pilot import run_pilot
+from .threads import torch_threads
 
 LOT_PER_CLASS = 300
 VERY_MUCH_PER_CLASS = 1000
@@ -122,49 +126,183 @@ def stage_probes(
     return out
 
 
-def suggest(strategy: str, size: dict, model_name: str, different: bool) -> tuple[int, int, dict]:
-    """(blocks to unfreeze, number of blocks, suggested hyperparameters) for a strategy."""
-    blocks = zoo.info(model_name).blocks
-    nb = len(blocks)
-    if strategy in ("linear", "stages"):
-        return (
-            0,
-            nb,
-            {
-                "lambdas": "log grid 1e-4..10, chosen by 5-fold CV",
-                "optimizer": "L-BFGS (full batch)",
-                "head": "linear",
-                "loss": "ce",
-            },
-        )
-    if strategy == "full":
-        unfreeze = nb
-    else:
-        # "a few layers" (similar): the top eighth of the blocks, at least one -- on CPU every extra
-        # block multiplies the epoch cost (flowers: 1 block 150 s, 2 blocks 348 s, same accuracy);
-        # "many layers" (different): the top half, since low-level features need to adapt too.
-        unfreeze = max(1, math.ceil(nb * (0.5 if different else 0.125)))
-    n = size["num_train"]
-    epochs = 10 if n >= 20000 else 15 if n >= 5000 else 20
-    hp = {
-        "unfreeze": unfreeze,
-        "optimizer": "adamw",
-        "lr": 1e-4 if strategy == "full" else 1e-3,
-        "weight_decay": 0.05,
-        "layer_decay": 0.75,
-        "epochs": epochs,
-        "batch_size": 64,
-        "label_smoothing": 0.1,
-        "schedule": "cosine",
-        "warmup_epochs": 1,
+# what the plan sets for each strategy (unless the user pinned it): `fit` under auto runs exactly these
+PROBE_KEYS = ("probe.lambdas", "probe.cv_folds", "probe.cv_repeats")
+FINETUNE_KEYS = (
+    "finetune.image_size",
+    "finetune.optimizer",
+    "finetune.lr",
+    "finetune.head_lr_scale",
+    "finetune.weight_decay",
+    "finetune.schedule",
+    "finetune.epochs",
+    "finetune.warmup_epochs",
+    "finetune.batch_size",
+    "finetune.label_smoothing",
+)
+PLANNED = {
+    "linear": PROBE_KEYS,
+    "stages": PROBE_KEYS,
+    "partial": ("finetune.unfreeze",) + FINETUNE_KEYS + ("finetune.views",),
+    "full": FINETUNE_KEYS + ("finetune.layer_decay",),
+}
+MIN_IMAGE_SIZE = 64  # finetuning input size floor (efficientnet's stride-32 top is 2x2 there)
+PILOT_RESOLUTION = 0.02  # the pilot runs only when its holdout measures accuracy at least this finely (1 SE)
+NEAR_PERFECT = 0.99  # probe CV accuracy from which finetuning cannot gain a point: no pilot
+PILOT_SHARE = 0.25  # of a --budget the pilot may use
+TIE = 0.005  # predicted accuracies closer than this are a tie: the cheaper strategy wins
+
+
+def unfreeze_blocks(model_name: str, different: bool) -> tuple[int, int]:
+    """(blocks to unfreeze for `partial`, number of blocks). "A few layers" (similar): the top eighth,
+    at least one -- on CPU every extra block multiplies the epoch cost (flowers: 1 block 150 s,
+    2 blocks 348 s, same accuracy); "many layers" (different): the top half."""
+    nb = len(zoo.info(model_name).blocks)
+    return max(1, math.ceil(nb * (0.5 if different else 0.125))), nb
+
+
+def native_resolution(splits: DataSplits, n: int = 200) -> dict:
+    """Median width, height and short side of up to `n` training images (headers only)."""
+    from PIL import Image
+
+    step = max(1, len(splits.train) // n)
+    sizes = []
+    for smp in splits.train[::step][:n]:
+        try:
+            with Image.open(smp.path) as im:
+                sizes.append(im.size)
+        except OSError:
+            continue
+    w, h = (np.array([sz[i] for sz in sizes]) for i in (0, 1))
+    return {
+        "median_width": float(np.median(w)),
+        "median_height": float(np.median(h)),
+        "median_short_side": float(np.median(np.minimum(w, h))),
+        "images": len(sizes),
     }
-    return unfreeze, nb, hp
 
 
-def make_plan(splits: DataSplits, fs: FeatureSet, train_rows: np.ndarray, cfg: FitConfig, log=None) -> dict:
+def image_size_for(native_short: float, model_size: int) -> tuple[int | None, str]:
+    """Finetuning input size: the model's own when the images have that many pixels, else the
+    native short side rounded up to a multiple of 32 (at least MIN_IMAGE_SIZE): upscaling 100 px
+    images to 224 multiplies the compute by 5 and adds no detail. None = the model's size."""
+    if native_short >= 0.9 * model_size:
+        return None, f"native short side {native_short:g} px: the model's {model_size} px"
+    size = int(min(model_size, max(MIN_IMAGE_SIZE, 32 * math.ceil(native_short / 32))))
+    if size >= model_size:
+        return None, f"native short side {native_short:g} px: the model's {model_size} px"
+    return size, (
+        f"native short side {native_short:g} px: finetune at {size} px, not {model_size} "
+        f"({(model_size / size) ** 2:.1f}x less compute per image)"
+    )
+
+
+def learning_curve(X: np.ndarray, y: np.ndarray, num_classes: int, lam: float, seed: int = 0) -> dict:
+    """The probe's CV accuracy on 25 / 50 / 100 % of the images (same penalty), and its training
+    accuracy: a curve still rising at 100 % says more signal is there to learn (finetuning may
+    find it); a large train-vs-CV gap says the probe already overfits."""
+    out = {}
+    for frac in (0.25, 0.5, 1.0):
+        idx = _subsample(y, max(2 * num_classes, int(round(len(y) * frac))), seed)
+        if len(np.unique(y[idx])) < num_classes:
+            continue
+        cv = cross_validate(X[idx], y[idx], num_classes, (lam,), ProbeSpec(max_iter=100), folds=5, seed=seed)
+        out[f"cv_at_{int(frac * 100)}"] = round(cv.best_accuracy, 4)
+    p = fit_probe(X, y, num_classes, lam, ProbeSpec(max_iter=100), seed=seed)
+    out["train_accuracy"] = round(float((p.predict(X) == y).mean()), 4)
+    if "cv_at_100" in out:
+        out["train_minus_cv"] = round(out["train_accuracy"] - out["cv_at_100"], 4)
+        if "cv_at_50" in out:
+            out["slope_50_to_100"] = round(out["cv_at_100"] - out["cv_at_50"], 4)
+    return out
+
+
+FORWARD_BACKWARD = 3.0  # a training step costs about 3 forward passes (forward + backward, the usual rule)
+
+
+def forward_cost(model_name: str, sizes, fs: FeatureSet | None = None, batch: int = 4) -> dict:
+    """Seconds per image of a forward pass of the whole model at each input size, on this machine
+    now; a training step is FORWARD_BACKWARD times that. Measured on one thread (a busy machine
+    makes multi-threaded timings of a few images meaningless: threads wait on each other) with
+    random weights and inputs (cost does not depend on them), then calibrated: by the feature pass
+    of this run when it computed enough images (the same engine the prefix cache uses), else
+    divided by the cores. The time predictions scale these."""
+    import torch
+
+    from transferzoo.zoo import assembly as za
+
+    model_size = zoo.preprocessing(model_name).input_size[-1]
+    one = {}
+    with torch_threads(1), torch.no_grad():
+        model = za.build(za.ModelSpec(model_name, 2), pretrained=False).eval()
+        for size in sorted(set(sizes) | {model_size}):
+            x = torch.randn(batch, 3, size, size)
+            model(x)  # first call: allocations, kernel selection
+            t = time.perf_counter()
+            model(x)
+            one[size] = (time.perf_counter() - t) / batch
+    computed = 0 if fs is None else len(fs.paths) - fs.timings.get("cached_images", len(fs.paths))
+    if computed >= 32 and fs.timings.get("compute_seconds"):
+        scale, how = fs.timings["compute_seconds"] / computed / one[model_size], f"feature pass of {computed} images"
+    else:
+        scale, how = 1.0 / (os.cpu_count() or 1), f"one thread / {os.cpu_count() or 1} cores"
+    return {
+        size: {
+            "forward": round(t * scale, 5),
+            "forward_backward": round(FORWARD_BACKWARD * t * scale, 5),
+            "calibration": how,
+        }
+        for size, t in one.items()
+    }
+
+
+def predict_seconds(strategy: str, settings: dict, n_train: int, n_val: int, cost: dict, probes: dict, pilot) -> float:
+    """Predicted wall seconds of a strategy after the plan (features, when cached, are shared)."""
+    if strategy in ("linear", "stages"):
+        # the plan's probe fits (coarse grid, 1 repeat) scaled to fit's grid and repeats; stages also
+        # tries the concatenations of consecutive stages (about as many again as the single stages)
+        grid = len(settings["probe.lambdas"]) / len(PLAN_LAMBDAS) * settings["probe.cv_repeats"]
+        names = [n for n in probes if n in ("top", "imagenet")] if strategy == "linear" else list(probes)
+        t = sum(probes[n]["seconds"] for n in names) * grid * (1.8 if strategy == "stages" else 1.0)
+        return round(t + 2.0, 1)  # + the final fit, model assembly and parity check
+    size = settings["finetune.image_size"] or max(cost)  # None: the model's size, the largest measured
+    c = cost[size]
+    epochs = settings["finetune.epochs"]
+    if strategy == "partial":
+        views = settings["finetune.views"]
+        if pilot and pilot.get("prefix_seconds_per_image") is not None:
+            prefix, step = pilot["prefix_seconds_per_image"], pilot["train_seconds_per_image_epoch"]
+        else:  # no pilot: the prefix is most of a forward pass, the top blocks' training a part of a step
+            prefix, step = c["forward"], c["forward_backward"] * 0.25
+        return round(prefix * (n_train * views + n_val) + step * epochs * n_train + 10.0, 1)
+    return round(epochs * (n_train * c["forward_backward"] + n_val * c["forward"]) + 10.0, 1)
+
+
+def planned_settings(strategy: str, cfg: FitConfig, pinned, num_train: int, unfreeze: int, image_size) -> dict:
+    """{dotted key: value} the strategy runs with under auto: the plan's choices where the user
+    pinned nothing, the user's values where they did, the strategy's defaults for the rest."""
+    if strategy in ("linear", "stages"):
+        p = cfg.probe.resolved(num_train)
+        return {k: getattr(p, k.split(".")[1]) for k in PLANNED[strategy]}
+    want = {"finetune.unfreeze": unfreeze if strategy == "partial" else None, "finetune.image_size": image_size}
+    c = override(cfg, {k: v for k, v in want.items() if k not in pinned}).finetune.resolved(strategy, cfg.data.seed)
+    return {k: getattr(c, k.split(".")[1]) for k in PLANNED[strategy]}
+
+
+def apply_plan(cfg: FitConfig, plan: dict) -> FitConfig:
+    """The config `fit` runs under auto: the chosen strategy with the plan's settings."""
+    return override(cfg, {"strategy": plan["strategy"], **plan["settings"]})
+
+
+def make_plan(
+    splits: DataSplits, fs: FeatureSet, train_rows: np.ndarray, cfg: FitConfig, log=None, pinned=frozenset()
+) -> dict:
     """Measure and decide. `fs` holds features of at least the training images, `train_rows` are
-    their row indices in `fs` (in `splits.train` order)."""
+    their row indices in `fs` (in `splits.train` order); `pinned`: dotted settings the user chose
+    (`config.pinned_keys`), which the plan keeps."""
     t0 = time.perf_counter()
+    log = log or (lambda m: None)
+    pinned = frozenset(pinned) | pinned_keys(cfg)
     y_all = np.array([s.label for s in splits.train])
     C = len(splits.classes)
     size = size_measure(splits)
@@ -173,11 +311,11 @@ def make_plan(splits: DataSplits, fs: FeatureSet, train_rows: np.ndarray, cfg: F
     num_stages = len(zoo.info(cfg.model).stages)
     finals = ["top"] + (["imagenet"] if fs.classifier is not None else [])
     stages = [f"stage{i}" for i in range(num_stages)]
-    if log:
-        log(f"plan: stage probes on {len(rows)} training images ({'subsample' if len(rows) < len(y_all) else 'all'})")
+    log(f"plan: stage probes on {len(rows)} training images ({'subsample' if len(rows) < len(y_all) else 'all'})")
     probes = stage_probes(fs, rows, y, C, finals + stages, cfg.data.seed, log)
     best_final = max(finals, key=lambda n: probes[n]["cv_accuracy"])
     best_stage = max(stages, key=lambda n: probes[n]["cv_accuracy"])
+    best_any = max(probes, key=lambda n: probes[n]["cv_accuracy"])
     gap = probes[best_stage]["cv_accuracy"] - probes[best_final]["cv_accuracy"]
     conf = imagenet_confidence(fs, rows)
     p_final, n_probe = probes[best_final]["cv_accuracy"], len(rows)
@@ -202,14 +340,131 @@ def make_plan(splits: DataSplits, fs: FeatureSet, train_rows: np.ndarray, cfg: F
         if cfg.knn.enabled
         else None
     )
+    curve = learning_curve(featsets.build(fs, best_any, rows), y, C, probes[best_any]["lambda"], cfg.data.seed)
+    native = native_resolution(splits)
+    model_size = zoo.preprocessing(cfg.model).input_size[-1]
+    img_size, img_reason = image_size_for(native["median_short_side"], model_size)
+    unfreeze, nb = unfreeze_blocks(cfg.model, different)
+    n_train, n_val = len(splits.train), len(splits.val)
+    settings = {
+        name: planned_settings(name, cfg, pinned, n_train, unfreeze, img_size)
+        for name in ("linear", "stages", "partial", "full")
+    }
+    ft_sizes = {st["finetune.image_size"] or model_size for k, st in settings.items() if k in ("partial", "full")}
+    cost = forward_cost(cfg.model, ft_sizes, fs)
+    budget = cfg.auto.budget_minutes * 60 if cfg.auto.budget_minutes else None
 
+    # the table's answer (the fallback when nothing better was measured)
     if not size["large"]:
-        strategy = "stages" if different else "linear"
+        table_choice = "stages" if different else "linear"
     elif different and size["level"] == "very much":
-        strategy = "full"
+        table_choice = "full"
     else:
-        strategy = "partial"
-    unfreeze, nb, hp = suggest(strategy, size, cfg.model, different)
+        table_choice = "partial"
+
+    # the pilot: does finetuning beat the probe on held-out training images?
+    pilot, pilot_note = None, None
+    best_cv = probes[best_any]["cv_accuracy"]
+    n_hold = min(cfg.auto.pilot_holdout, int(len(y_all) * 0.25))
+    hold_se = math.sqrt(max(best_cv * (1 - best_cv), 0.01 * 0.99) / max(1, n_hold))
+    n_pil = min(cfg.auto.pilot_images, len(y_all) - n_hold)
+    pilot_cost = predict_seconds(
+        "partial",
+        dict(settings["partial"], **{"finetune.views": 1}),
+        n_pil,
+        n_hold,
+        cost,
+        probes,
+        None,
+    )
+    if "partial" not in cfg.auto.among:
+        pilot_note = "not run: partial is not among the strategies auto may choose (auto.among)"
+    elif cfg.auto.pilot == "off":
+        pilot_note = "not run: switched off (auto.pilot: off)"
+    elif cfg.auto.pilot == "auto" and best_cv >= NEAR_PERFECT:
+        pilot_note = f"not run: the probe is near-perfect (CV {best_cv:.3f}); finetuning cannot gain a point"
+    elif cfg.auto.pilot == "auto" and hold_se > PILOT_RESOLUTION:
+        pilot_note = (
+            f"not run: {n_hold} held-out training images measure accuracy to +-{hold_se:.3f}, too coarse "
+            "to see a 1-2 point difference; the size/similarity table decides"
+        )
+    elif cfg.auto.pilot == "auto" and budget is not None and pilot_cost > PILOT_SHARE * budget:
+        pilot_note = f"not run: predicted {pilot_cost:.0f} s is over a quarter of the --budget ({budget:.0f} s)"
+    else:
+        probe_name, lam = best_any, probes[best_any]["lambda"]
+
+        def probe_correct(hold, pil):
+            Xp = featsets.build(fs, probe_name, train_rows[pil])
+            pr = fit_probe(Xp, y_all[pil], C, lam, ProbeSpec(max_iter=200), seed=cfg.data.seed)
+            return pr.predict(featsets.build(fs, probe_name, train_rows[hold])) == y_all[hold]
+
+        ft_cfg = override(cfg, {k: v for k, v in settings["partial"].items()}).finetune
+        with torch_threads(os.cpu_count() or 1):
+            pilot = run_pilot(
+                splits,
+                cfg.model,
+                ft_cfg,
+                probe_correct,
+                n_holdout=cfg.auto.pilot_holdout,
+                n_pilot=cfg.auto.pilot_images,
+                seed=cfg.data.seed,
+                weights=cfg.weights,
+                log=log,
+            )
+
+    # every strategy's predicted accuracy and time
+    acc_pred = {
+        "linear": probes[best_final]["cv_accuracy"],
+        "stages": max(probes[best_stage]["cv_accuracy"], probes[best_final]["cv_accuracy"]),
+        "partial": None,
+        "full": None,
+    }
+    if pilot:
+        acc_pred["partial"] = round(min(1.0, best_cv + pilot["finetune_minus_probe"]["difference"]), 4)
+    strategies = {}
+    for name in ("linear", "stages", "partial", "full"):
+        secs = predict_seconds(name, settings[name], n_train, n_val, cost, probes, pilot)
+        fits = budget is None or secs <= budget
+        strategies[name] = {
+            "predicted_accuracy": acc_pred[name],
+            "accuracy_from": {
+                "linear": f"CV of the final-layer probe ({best_final})",
+                "stages": f"CV of the best stage probe ({best_stage}) or the final one",
+                "partial": "probe CV + the pilot's paired finetune-minus-probe difference" if pilot else "not measured",
+                "full": "not measured",
+            }[name],
+            "predicted_seconds": secs,
+            "allowed": name in cfg.auto.among and fits,
+            "why_not": None
+            if name in cfg.auto.among and fits
+            else ("not in auto.among" if name not in cfg.auto.among else f"over the budget ({budget:.0f} s)"),
+        }
+    allowed = [n for n in strategies if strategies[n]["allowed"]]
+    if not allowed:  # nothing fits: the cheapest of those auto may choose, and say so
+        among = [n for n in strategies if n in cfg.auto.among]
+        allowed = [min(among, key=lambda n: strategies[n]["predicted_seconds"])]
+        strategies[allowed[0]]["why_not"] = "over the budget, but the cheapest allowed: chosen anyway"
+    measured = [n for n in allowed if strategies[n]["predicted_accuracy"] is not None]
+    if pilot and "partial" in measured:
+        top = max(strategies[n]["predicted_accuracy"] for n in measured)
+        near = [n for n in measured if strategies[n]["predicted_accuracy"] >= top - TIE]
+        strategy = min(near, key=lambda n: strategies[n]["predicted_seconds"])
+        how = (
+            f"highest predicted accuracy ({strategies[strategy]['predicted_accuracy']:.3f}; within {TIE} counts "
+            f"as a tie, the cheaper wins) among {', '.join(allowed)}"
+        )
+    elif table_choice in allowed:
+        strategy, how = table_choice, f"{size['level']} data, {sim['level']} -> {table_choice} (the table)"
+    else:
+        known = measured or allowed
+        strategy = max(
+            known, key=lambda n: (strategies[n]["predicted_accuracy"] or 0, -strategies[n]["predicted_seconds"])
+        )
+        how = (
+            f"the table's {table_choice} is not allowed ({strategies[table_choice]['why_not']}); "
+            f"best predicted of {', '.join(allowed)}"
+        )
+
     reasons = [
         f"size: median {size['median_per_class']:g} training images per class -> {size['level']} "
         f"(a lot from {LOT_PER_CLASS}, very much from {VERY_MUCH_PER_CLASS})",
@@ -222,28 +477,49 @@ def make_plan(splits: DataSplits, fs: FeatureSet, train_rows: np.ndarray, cfg: F
             f"pretrained head confidence: mean top-1 probability {conf['mean_top1_probability']:.3f} "
             f"(different below {CONFIDENCE_MIN}) -> {sim['by_confidence']}"
         )
-    table = {
-        ("little", False): "linear classifier on the top layer",
-        ("little", True): "linear classifiers on earlier stages",
-        ("lot", False): f"finetune the top {unfreeze} of {nb} blocks",
-        ("lot", True): f"finetune {'all' if strategy == 'full' else f'the top {unfreeze} of'} {nb} blocks",
-    }
+    lc = curve
     reasons.append(
-        f"decision: {size['level']} data, {sim['level']} -> {strategy} "
-        f"({table[('lot' if size['large'] else 'little', different)]})"
+        f"learning curve ({best_any}): CV "
+        + " / ".join(f"{lc[k]:.3f}" for k in ("cv_at_25", "cv_at_50", "cv_at_100") if k in lc)
+        + " at 25/50/100 % of the images; train accuracy "
+        + f"{lc['train_accuracy']:.3f}"
+        + (f" (train - CV {lc['train_minus_cv']:+.3f})" if "train_minus_cv" in lc else "")
     )
+    reasons.append(f"image size: {img_reason}")
+    if pilot:
+        d = pilot["finetune_minus_probe"]
+        reasons.append(
+            f"pilot: finetune {pilot['finetune_accuracy']:.3f} vs probe {pilot['probe_accuracy']:.3f} on the same "
+            f"{pilot['holdout_images']} held-out training images "
+            f"({d['difference']:+.3f} +- {d['standard_error']:.3f}), "
+            f"{pilot['seconds']:.0f} s"
+        )
+    else:
+        reasons.append(f"pilot: {pilot_note}")
+    if budget is not None:
+        reasons.append(f"budget: {budget / 60:g} min -> allowed: {', '.join(allowed)}")
+    reasons.append(f"decision: {strategy} ({how})")
     return {
         "strategy": strategy,
         "model": zoo.get(cfg.model).name,
-        "unfreeze_blocks": unfreeze,
+        "unfreeze_blocks": settings["partial"]["finetune.unfreeze"] if strategy == "partial" else 0,
         "num_blocks": nb,
-        "hyperparameters": hp,
+        "settings": settings[strategy],
+        "pinned": sorted(k for k in pinned if k in PLANNED[strategy]),
+        "strategies": strategies,
         "reasons": reasons,
         "evidence": {
             "size": size,
             "similarity": sim,
             "probes": probes,
             "knn": knn,
+            "learning_curve": curve,
+            "native_resolution": native,
+            "forward_cost": {str(k): v for k, v in cost.items()},
+            "pilot": pilot,
+            "pilot_note": pilot_note,
+            "pilot_predicted_seconds": pilot_cost,
+            "table_choice": table_choice,
             "class_counts": splits.class_counts("train"),
             "imbalance": round(splits.imbalance("train"), 3),
         },
@@ -281,6 +557,14 @@ def format_plan(plan: dict) -> str:
         + (f" (unfreeze {plan['unfreeze_blocks']} of {plan['num_blocks']} blocks)" if plan["unfreeze_blocks"] else "")
     ]
     lines += [f"  - {r}" for r in plan["reasons"]]
+    lines.append("  strategies (predicted after the plan; features shared):")
+    for name, st in plan["strategies"].items():
+        acc = "   -  " if st["predicted_accuracy"] is None else f"{st['predicted_accuracy']:.3f}"
+        mark = "->" if name == plan["strategy"] else "  "
+        lines.append(
+            f"  {mark} {name:<8s} accuracy {acc}  time {st['predicted_seconds']:7.0f} s  ({st['accuracy_from']})"
+            + (f"  [{st['why_not']}]" if st["why_not"] else "")
+        )
     lines.append("  feature-set probes (training images, 5-fold CV):")
     for name, p in ev["probes"].items():
         lines.append(
@@ -291,5 +575,8 @@ def format_plan(plan: dict) -> str:
         lines.append(f"  kNN baseline: {k['metric']}, k={k['k']}, leave-one-out accuracy {k['loo_accuracy']:.3f}")
     if plan.get("val_baselines"):
         lines.append("  on the val split: " + ", ".join(f"{k} {v:.3f}" for k, v in plan["val_baselines"].items()))
-    lines.append("  suggested hyperparameters: " + ", ".join(f"{k}={v}" for k, v in plan["hyperparameters"].items()))
+    lines.append(
+        f"  {plan['strategy']} runs with (fit uses exactly these; flags and --config override them): "
+        + ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in plan["settings"].items())
+    )
     return "\n".join(lines)

@@ -18,7 +18,7 @@ from transferzoo import zoo
 from .audit.run import fit_hook, plan_hook
 from .config import FitConfig
 from .context import FitContext, FitResult, extract, load_splits
-from .planner import baselines_on_val, make_plan
+from .planner import apply_plan, baselines_on_val, make_plan
 from .threads import torch_threads
 
 
@@ -50,8 +50,9 @@ STRATEGIES: dict[str, Callable[[FitContext], FitResult]] = {
 }
 
 
-def plan(data, cfg: FitConfig | None = None, log=None, val_baselines: bool = True) -> dict:
-    """Scan, extract (cached) features and make the plan (see transfer.planner)."""
+def plan(data, cfg: FitConfig | None = None, log=None, val_baselines: bool = True, pinned=()) -> dict:
+    """Scan, extract (cached) features and make the plan (see transfer.planner). `pinned`: dotted
+    settings the user set explicitly (config.pinned_keys), which the plan keeps."""
     cfg = cfg or FitConfig()
     log = log or (lambda m: None)
     t0 = time.perf_counter()
@@ -59,7 +60,7 @@ def plan(data, cfg: FitConfig | None = None, log=None, val_baselines: bool = Tru
     extract(ctx)
     audit = plan_hook(ctx)
     with torch_threads(1):
-        p = make_plan(ctx.splits, ctx.features, ctx.rows["train"], cfg, log)
+        p = make_plan(ctx.splits, ctx.features, ctx.rows["train"], cfg, log, pinned=pinned)
         if val_baselines:
             p["val_baselines"] = baselines_on_val(ctx.features, ctx.rows["train"], ctx.rows["val"], ctx.splits, p, cfg)
     p["data"] = {k: v for k, v in ctx.splits.summary().items() if k != "skipped"}
@@ -70,9 +71,11 @@ def plan(data, cfg: FitConfig | None = None, log=None, val_baselines: bool = Tru
     return p
 
 
-def fit(data, cfg: FitConfig | None = None, out=None, log=None, resume: bool = False) -> FitResult:
+def fit(data, cfg: FitConfig | None = None, out=None, log=None, resume: bool = False, pinned=()) -> FitResult:
     """Run a strategy and write the run directory `out` (None: nothing written). `resume`: a
-    finetuning run continues from `out`'s checkpoint (after an interruption, even kill -9)."""
+    finetuning run continues from `out`'s checkpoint (after an interruption, even kill -9).
+    Under auto the plan's settings for the strategy it picks replace the defaults (exactly what
+    `plan` prints), except `pinned` dotted keys and settings that differ from their defaults."""
     cfg = cfg or FitConfig()
     log = log or (lambda m: None)
     t0 = time.perf_counter()
@@ -86,9 +89,10 @@ def fit(data, cfg: FitConfig | None = None, out=None, log=None, resume: bool = F
     if strategy == "auto":
         t = time.perf_counter()
         with torch_threads(1):
-            ctx.plan = make_plan(ctx.splits, ctx.features, ctx.rows["train"], cfg, log)
+            ctx.plan = make_plan(ctx.splits, ctx.features, ctx.rows["train"], cfg, log, pinned=pinned)
         ctx.timings["plan_seconds"] = round(time.perf_counter() - t, 3)
         strategy = ctx.planned_strategy = ctx.plan["strategy"]
+        ctx.cfg = apply_plan(cfg, ctx.plan)
         for r in ctx.plan["reasons"]:
             log(f"plan: {r}")
     result = STRATEGIES[strategy](ctx)

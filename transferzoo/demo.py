@@ -71,7 +71,8 @@ def run_demo(args) -> int:
         print_json(dict(s, plan_reasons=plan.get("reasons"), wall_seconds=round(time.perf_counter() - t0, 1)))
         return 0
     say("4/4  summary")
-    for r in plan.get("reasons", [])[:4]:
+    reasons = plan.get("reasons", [])
+    for r in reasons[:3] + reasons[-1:] if len(reasons) > 4 else reasons:  # size, similarity, decision
         say(f"       plan: {r}")
     say(
         f"       strategy {s['strategy']} (planned {s['planned_strategy']}): val accuracy {s['val_accuracy']:.1%} "

@@ -281,8 +281,8 @@ def _field(cls, dotted: str) -> dataclasses.Field:
     return next(f for f in dataclasses.fields(cls) if f.name == last)
 
 
-def load_yaml(path, cls, what: str = "config file"):
-    """Settings class `cls` from a YAML file; errors name the file and the key."""
+def read_yaml(path, what: str = "config file") -> dict:
+    """The raw mapping of a YAML settings file (empty file: {}); errors name the file."""
     import yaml
 
     path = Path(path)
@@ -292,7 +292,27 @@ def load_yaml(path, cls, what: str = "config file"):
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError("", f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("", f"{path}: expected a mapping of settings, got {type(raw).__name__}")
+    return raw
+
+
+def load_yaml(path, cls, what: str = "config file"):
+    """Settings class `cls` from a YAML file; errors name the file and the key."""
+    raw = read_yaml(path, what)
     try:
         return from_dict(cls, raw)
     except ConfigError as e:
         raise ConfigError("", f"{path}: {e}") from None
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{dotted key: leaf value} of a nested mapping (`to_dict` output or a YAML file)."""
+    out = {}
+    for k, v in d.items():
+        key = _join(prefix, str(k))
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ class CVResult:
     folds: int
     repeats: int
     criterion: str
+    extended: list[float] = field(default_factory=list)  # lambdas added at the grid's edges
 
     def to_dict(self) -> dict:
         def r(v):
@@ -51,7 +52,12 @@ class CVResult:
             "folds": self.folds,
             "repeats": self.repeats,
             "criterion": self.criterion,
+            "extended": [float(f"{l:.3g}") for l in self.extended],
         }
+
+
+MAX_EXTEND = 4  # grid steps added at an edge, at most (each side)
+LAMBDA_RANGE = (1e-8, 1e4)  # an extended grid stays inside this
 
 
 def cross_validate(
@@ -64,22 +70,71 @@ def cross_validate(
     repeats: int = 1,
     seed: int = 0,
     X_aug: np.ndarray | None = None,
+    extend: int = MAX_EXTEND,
 ) -> CVResult:
     """k-fold CV (repeated with different shuffles) of the probe for each lambda.
 
     X_aug: an augmented copy of X (row i = a view of row i, e.g. horizontally flipped): it joins
     the training folds only, so a validation image's own flip never leaks into training.
     Criterion: lowest mean log-loss for ce (smoother than accuracy on small folds), highest
-    accuracy for hinge; ties go to the stronger penalty."""
+    accuracy for hinge; ties go to the stronger penalty.
+    When the best lambda is the grid's smallest or largest (the optimum may lie beyond it), the
+    grid grows by one step of its own log spacing in that direction, up to `extend` steps a side
+    (a grid of one value is the user's choice and is never extended)."""
     y = np.asarray(y)
     present = np.bincount(y, minlength=num_classes)
     folds = int(max(2, min(folds, present[present > 0].min())))  # every class in every fold
-    lambdas = sorted(float(l) for l in lambdas)[::-1]  # strong -> weak: warm starts follow the path
-    acc = np.zeros((repeats, len(lambdas)))
-    ll = np.zeros((repeats, len(lambdas)))
+    grid = sorted({float(l) for l in lambdas})
+    acc, ll = _cv_grid(X, y, num_classes, grid, spec, folds, repeats, seed, X_aug)
+    scores = {lam: (acc[:, i].mean(), ll[:, i].mean()) for i, lam in enumerate(grid)}
+    added: list[float] = []
+    steps = {0: 0, -1: 0}
+    while len(grid) >= 2:
+        best = _best(scores, spec)
+        edge = 0 if best == grid[0] else -1 if best == grid[-1] else None
+        if edge is None or steps[edge] >= extend:
+            break
+        ratio = grid[1] / grid[0] if edge == 0 else grid[-1] / grid[-2]
+        lam = grid[0] / ratio if edge == 0 else grid[-1] * ratio
+        if not LAMBDA_RANGE[0] <= lam <= LAMBDA_RANGE[1] or ratio <= 1:
+            break
+        steps[edge] += 1
+        a, l = _cv_grid(X, y, num_classes, [lam], spec, folds, repeats, seed, X_aug)
+        scores[lam] = (a[:, 0].mean(), l[:, 0].mean())
+        grid = sorted(scores)
+        added.append(lam)
+    best = _best(scores, spec)
+    return CVResult(
+        grid,
+        [float(scores[l][0]) for l in grid],
+        [float(scores[l][1]) for l in grid],
+        best,
+        float(scores[best][0]),
+        float(scores[best][1]),
+        folds,
+        repeats,
+        "log_loss" if spec.loss == "ce" else "accuracy",
+        added,
+    )
+
+
+def _best(scores: dict, spec: ProbeSpec) -> float:
+    """The best lambda: lowest log-loss (ce) or highest accuracy (hinge), rounded so float noise
+    does not decide; ties go to the strongest penalty."""
+    if spec.loss == "ce":
+        return min(scores, key=lambda l: (round(scores[l][1], 6), -l))
+    return max(scores, key=lambda l: (round(scores[l][0], 6), l))
+
+
+def _cv_grid(X, y, num_classes, grid, spec: ProbeSpec, folds, repeats, seed, X_aug):
+    """CV accuracy and log-loss [repeats, len(grid)] for each lambda of `grid` (ascending)."""
+    lambdas = sorted(grid)[::-1]  # strong -> weak: warm starts follow the path
     if spec.head == "linear" and spec.loss == "ce" and spec.penalty == "l2":
         acc, ll = _cv_batched(X, y, num_classes, lambdas, spec, folds, repeats, seed, X_aug)
-    for r in range(repeats if spec.head != "linear" or spec.loss != "ce" or spec.penalty != "l2" else 0):
+        return acc[:, ::-1], ll[:, ::-1]
+    acc = np.zeros((repeats, len(lambdas)))
+    ll = np.zeros((repeats, len(lambdas)))
+    for r in range(repeats):
         parts = stratified_folds(y, folds, seed + r)
         correct = np.zeros(len(lambdas))
         losses = np.zeros(len(lambdas))
@@ -103,26 +158,7 @@ def cross_validate(
                 losses[li] += log_loss(lg, y[va]) * len(va) if spec.loss == "ce" else 0.0
         acc[r] = correct / len(y)
         ll[r] = losses / len(y) if spec.loss == "ce" else np.nan
-    acc_m, ll_m = acc.mean(0), ll.mean(0)
-    if spec.loss == "ce":
-        best = int(np.argmin(np.round(ll_m, 6)))  # argmin takes the first = strongest penalty on ties
-        criterion = "log_loss"
-    else:
-        best = int(np.argmax(np.round(acc_m, 6)))
-        criterion = "accuracy"
-    order = list(range(len(lambdas)))[::-1]  # report in ascending lambda order
-    lam_asc = [lambdas[i] for i in order]
-    return CVResult(
-        lam_asc,
-        [float(acc_m[i]) for i in order],
-        [float(ll_m[i]) for i in order],
-        lambdas[best],
-        float(acc_m[best]),
-        float(ll_m[best]),
-        folds,
-        repeats,
-        criterion,
-    )
+    return acc[:, ::-1], ll[:, ::-1]
 
 
 def _fold_data(X, y, parts, X_aug):

@@ -21,9 +21,8 @@ import torch.nn as nn
 
 from transferzoo.zoo.assembly import activation
 
+from ..config import DEFAULT_LAMBDAS  # noqa: F401  (re-exported: the probes' default grid)
 from .losses import loss_fn, penalty
-
-DEFAULT_LAMBDAS = tuple(float(v) for v in np.logspace(-4, 1, 8))
 
 
 @dataclass(frozen=True)

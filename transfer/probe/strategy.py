@@ -27,7 +27,7 @@ from ..report.markdown import confusion_matrix
 from ..threads import probe_threads, torch_threads
 from .cv import cross_validate
 from .knn import fit_knn, select_knn
-from .linear import DEFAULT_LAMBDAS, ProbeSpec, fit_probe
+from .linear import ProbeSpec, fit_probe
 from .losses import log_loss
 
 
@@ -60,8 +60,8 @@ def run(ctx: FitContext, strategy: str) -> FitResult:
     yva = np.array([x.label for x in s.val])
     tr, va = ctx.rows["train"], ctx.rows["val"]
     flip = cfg.features.flip_augment
-    repeats = cfg.probe.cv_repeats or (2 if len(ytr) < 2000 else 1)
-    lambdas = tuple(cfg.probe.lambdas or DEFAULT_LAMBDAS)
+    pcfg = cfg.probe.resolved(len(ytr))
+    repeats, lambdas = pcfg.cv_repeats, tuple(pcfg.lambdas)
     cores = cfg.features.threads or os.cpu_count() or 1
     t = time.perf_counter()
     cv_table = {}

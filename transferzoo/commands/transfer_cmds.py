@@ -79,6 +79,39 @@ def _finetune_flags(p: argparse.ArgumentParser, flags: SettingFlags, skip: tuple
     )
 
 
+def _training_flags(p: argparse.ArgumentParser, flags: SettingFlags) -> None:
+    """What a strategy runs with (plan and fit): auto's choices, the probe, finetuning."""
+    g = p.add_argument_group("auto (how the plan decides)")
+    flags.add(g, "--budget", "auto.budget_minutes", "minutes: strategies predicted to take longer are not chosen")
+    flags.add(g, "--among", "auto.among", "strategies auto may choose (default all four)")
+    flags.add(
+        g,
+        "--pilot",
+        "auto.pilot",
+        "pilot finetune vs probe on held-out training images (auto: when it can tell the two apart)",
+    )
+    flags.add(p, "--head", "probe.head", "probe head (linear)")
+    flags.add(p, "--hidden", "probe.hidden", "mlp head width (256)")
+    flags.add(p, "--activation", "probe.activation", "mlp activation (relu)")
+    flags.add(p, "--loss", "probe.loss", "softmax cross-entropy or multiclass SVM hinge (ce)")
+    flags.add(p, "--penalty", "probe.penalty", "weight penalty (l2)")
+    flags.add(p, "--l1-ratio", "probe.l1_ratio", "elasticnet: share of L1 (0.5)")
+    flags.add(p, "--lambdas", "probe.lambdas", "penalty strengths tried by CV (default: log grid 1e-4..10)")
+    flags.add(p, "--flip-augment", "features.flip_augment", "also train on horizontally flipped images")
+    flags.add(
+        p,
+        "--no-audit",
+        "audit.enabled",
+        "skip the data audit (duplicates, label errors, outliers; in report.md)",
+        off=True,
+    )
+    flags.add(
+        p, "--exclude", "audit.exclude", "leave out the images listed in FILE (`audit --exclude-list` writes one)"
+    )
+    flags.add(p, "--exclude-flagged", "audit.exclude_flagged", "leave out what the data audit flags (see `audit`)")
+    _finetune_flags(p, flags)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from transferzoo.transfer.config import FitConfig
 
@@ -86,7 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     FIT_FLAGS = flags = SettingFlags(FitConfig)
     p = sub.add_parser("plan", help="measure a dataset and say which transfer strategy fits it, with the evidence")
     _data_flags(p, flags)
-    flags.add(p, "--no-audit", "audit.enabled", "skip the data audit (duplicates, label errors, outliers)", off=True)
+    _training_flags(p, flags)  # the same as fit's: the plan prints the settings fit will run with
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser(
@@ -96,20 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     flags.add(p, "--strategy", "strategy", "(auto: as the plan says)")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory to write (default runs/<data folder name>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted finetuning run from its checkpoint/")
-    flags.add(p, "--head", "probe.head", "probe head (linear)")
-    flags.add(p, "--hidden", "probe.hidden", "mlp head width (256)")
-    flags.add(p, "--activation", "probe.activation", "mlp activation (relu)")
-    flags.add(p, "--loss", "probe.loss", "softmax cross-entropy or multiclass SVM hinge (ce)")
-    flags.add(p, "--penalty", "probe.penalty", "weight penalty (l2)")
-    flags.add(p, "--l1-ratio", "probe.l1_ratio", "elasticnet: share of L1 (0.5)")
-    flags.add(p, "--lambdas", "probe.lambdas", "penalty strengths tried by CV (default: log grid 1e-4..10)")
-    flags.add(p, "--flip-augment", "features.flip_augment", "also train on horizontally flipped images")
-    flags.add(p, "--no-audit", "audit.enabled", "skip the data audit shown in report.md", off=True)
-    flags.add(
-        p, "--exclude", "audit.exclude", "leave out the images listed in FILE (`audit --exclude-list` writes one)"
-    )
-    flags.add(p, "--exclude-flagged", "audit.exclude_flagged", "leave out what the data audit flags (see `audit`)")
-    _finetune_flags(p, flags)
+    _training_flags(p, flags)
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser(
@@ -179,6 +199,17 @@ def print_profile(timings: dict, startup: float | None, imports: float, file=Non
     )
 
 
+def explicit_keys(args) -> set[str]:
+    """Dotted settings the user gave: the --config file's keys and the flags on the command line
+    (auto keeps these even where they equal a default)."""
+    from transferzoo.zoo.config import flatten, read_yaml
+
+    keys = set(FIT_FLAGS.values(args))
+    if args.config:
+        keys |= set(flatten(read_yaml(args.config)))
+    return keys
+
+
 def cmd_plan(args) -> int:
     startup, t = process_seconds(), time.perf_counter()
     from transferzoo.transfer.planner import format_plan
@@ -186,7 +217,7 @@ def cmd_plan(args) -> int:
 
     imports = time.perf_counter() - t
     cfg = build_config(args)
-    p = plan(args.data, cfg, log=stderr_log(args.json))
+    p = plan(args.data, cfg, log=stderr_log(args.json), pinned=explicit_keys(args))
     if args.profile:
         print_profile(p["timings"], startup, imports)
     if args.json:
@@ -206,7 +237,7 @@ def cmd_fit(args) -> int:
     imports = time.perf_counter() - t
     cfg = build_config(args)
     out = args.out or str(Path("runs") / Path(args.data).resolve().name)
-    res = fit(args.data, cfg, out=out, log=stderr_log(args.json), resume=args.resume)
+    res = fit(args.data, cfg, out=out, log=stderr_log(args.json), resume=args.resume, pinned=explicit_keys(args))
     s = res.summary
     if args.profile:
         print_profile(s.get("timings") or {}, startup, imports)
