@@ -99,11 +99,16 @@ def sweep(sess, callers: int, shape, batches, seconds) -> dict[int, float]:
 
 
 def server_load(
-    address: str, shape, concurrency: int, seconds: float, n_max: int | None = None
+    address: str, shape, concurrency: int, seconds: float, n_max: int | None = None, protocol: str = "http"
 ) -> tuple[float, list[float], int]:
-    """(images/s, per-request latencies, 503s) with `concurrency` threads, each its own client."""
-    import tritonclient.http as th
+    """(images/s, per-request latencies, rejections) with `concurrency` threads, each its own
+    tritonclient of `protocol` (http: address host:port of HTTP; grpc: of the gRPC port)."""
+    import importlib
+
     from tritonclient.utils import InferenceServerException
+
+    th = importlib.import_module(f"tritonclient.{protocol}")
+    client_kw = {"network_timeout": 120} if protocol == "http" else {}
 
     x = sample(1, 1, shape)
     stop = time.perf_counter() + seconds
@@ -112,7 +117,7 @@ def server_load(
     lock = threading.Lock()
 
     def worker():
-        c = th.InferenceServerClient(address, network_timeout=120)
+        c = th.InferenceServerClient(address, **client_kw)
         inp = th.InferInput("input", list(x.shape), triton_type())
         inp.set_data_from_numpy(x)
         c.infer("m", [inp])  # connect + warm

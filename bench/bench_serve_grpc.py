@@ -28,9 +28,7 @@ import json
 import os
 import statistics
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,39 +36,8 @@ import bench_serve as bs  # noqa: E402  (the shared helpers: model export, onnxr
 
 
 def grpc_load(address: str, shape, concurrency: int, seconds: float) -> tuple[float, list[float], int]:
-    """(images/s, per-request latencies, rejected) with `concurrency` threads, each its own gRPC client."""
-    import tritonclient.grpc as tg
-    from tritonclient.utils import InferenceServerException
-
-    x = bs.sample(1, 1, shape)
-    stop = time.perf_counter() + seconds
-    lat: list[float] = []
-    rejected = [0]
-    lock = threading.Lock()
-
-    def worker():
-        with tg.InferenceServerClient(address) as c:
-            inp = tg.InferInput("input", list(x.shape), bs.triton_type())
-            inp.set_data_from_numpy(x)
-            c.infer("m", [inp])  # connect + warm
-            mine = []
-            while time.perf_counter() < stop:
-                t0 = time.perf_counter()
-                try:
-                    c.infer("m", [inp])
-                except InferenceServerException:
-                    with lock:
-                        rejected[0] += 1
-                    continue
-                mine.append(time.perf_counter() - t0)
-        with lock:
-            lat.extend(mine)
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        for f in [pool.submit(worker) for _ in range(concurrency)]:
-            f.result()
-    return len(lat) / (time.perf_counter() - t0), lat, rejected[0]
+    """bench_serve's load through tritonclient.grpc: one gRPC client per thread."""
+    return bs.server_load(address, shape, concurrency, seconds, protocol="grpc")
 
 
 def proc_cpu(pid: int) -> float:

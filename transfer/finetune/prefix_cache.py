@@ -122,16 +122,11 @@ def seeded_rng(seed: int, *keys: int):
     (workers=0) leaves the global RNG streams exactly where reusing the cache leaves them."""
     h = hashlib.blake2b(repr((seed,) + keys).encode(), digest_size=8).digest()
     s = int.from_bytes(h, "little") & 0x7FFF_FFFF
-    saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    random.seed(s)
-    torch.manual_seed(s)
-    np.random.seed(s)
-    try:
+    with preserved_rng():
+        random.seed(s)
+        torch.manual_seed(s)
+        np.random.seed(s)
         yield
-    finally:
-        random.setstate(saved[0])
-        np.random.set_state(saved[1])
-        torch.set_rng_state(saved[2])
 
 
 class ViewDataset(torch.utils.data.Dataset):
