@@ -133,6 +133,23 @@ def lite0_onnx(serve_models_dir) -> Path:
     return build_lite0(serve_models_dir / "lite0.onnx")
 
 
+def ort_run(path, x):
+    """onnxruntime alone on `path`: the reference a server's answer is compared with."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+
+
+def rand(shape, seed=0, dtype=None):
+    """A seeded random tensor: standard normal float32, or uint8 pixels (dtype=np.uint8)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    if dtype == np.uint8:
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    return rng.standard_normal(shape).astype(dtype or np.float32)
+
+
 # --- a server started as a user starts it: the CLI in a subprocess, on a free loopback port ----------------
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,12 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import httpx
 import numpy as np
-import onnxruntime as ort
 import pytest
 import tritonclient.grpc as tg
 import tritonclient.grpc.aio as tga
 import tritonclient.http as th
-from serve_fixtures import REPO, TINY_LABELS, ServerProcess
+from serve_fixtures import REPO, TINY_LABELS, ServerProcess, ort_run, rand
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
@@ -60,17 +59,6 @@ def client(server):
 def stub(server):
     with grpc.insecure_channel(server.grpc_address) as ch:
         yield pb_grpc.GRPCInferenceServiceStub(ch)
-
-
-def ort_run(path, x):
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-
-
-def rand(shape, seed=0, dtype=np.float32):
-    rng = np.random.default_rng(seed)
-    if dtype == np.uint8:
-        return rng.integers(0, 256, shape, dtype=np.uint8)
-    return rng.standard_normal(shape).astype(dtype)
 
 
 def grpc_input(x: np.ndarray, datatype="FP32", name="input") -> tg.InferInput:

@@ -10,12 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
-import onnxruntime as ort
 import pytest
 import timm
 import tritonclient.http as th
 from PIL import Image
-from serve_fixtures import TINY_LABELS, TINY_PRE, ServerProcess
+from serve_fixtures import TINY_LABELS, TINY_PRE, ServerProcess, ort_run, rand
 from tritonclient.utils import InferenceServerException
 
 
@@ -31,17 +30,6 @@ def server(tiny_onnx, tiny_u8_onnx, lite0_onnx):
 @pytest.fixture(scope="module")
 def client(server):
     return th.InferenceServerClient(server.address)
-
-
-def ort_run(path, x):
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-
-
-def rand(shape, seed=0, dtype=np.float32):
-    rng = np.random.default_rng(seed)
-    if dtype == np.uint8:
-        return rng.integers(0, 256, shape, dtype=np.uint8)
-    return rng.standard_normal(shape).astype(dtype)
 
 
 def timm_eval(img: Image.Image, pre: dict) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from PIL import Image
-from serve_fixtures import TINY_LABELS, ServerProcess
+from serve_fixtures import TINY_LABELS, ServerProcess, rand
 from triton_server import TritonProcess, python_backend_repo, unavailable
 from tritonclient.utils import InferenceServerException
 
@@ -79,13 +79,6 @@ def clients(request, servers):
     module, attr = PROTOCOLS[request.param]
     mod = importlib.import_module(module)
     return {k: Side(mod, getattr(s, attr)) for k, s in servers.items()}
-
-
-def rand(shape, seed=0, dtype=np.float32):
-    rng = np.random.default_rng(seed)
-    if dtype == np.uint8:
-        return rng.integers(0, 256, shape, dtype=np.uint8)
-    return rng.standard_normal(shape).astype(dtype)
 
 
 def infer(side, model, x, *, binary=True, classes=0, datatype="FP32", client=None):
