@@ -44,7 +44,6 @@ from transferzoo.zoo.config import override
 from .config import FitConfig, pinned_keys
 from .data import DataSplits
 from .features import sets as featsets
-from .finetune.pilot import run_pilot
 from .threads import torch_threads
 
 LOT_PER_CLASS = 300
@@ -400,6 +399,8 @@ def make_plan(
 
         ft_cfg = override(cfg, {k: v for k, v in settings["partial"].items()}).finetune
         with torch_threads(os.cpu_count() or 1):
+            from .finetune.pilot import run_pilot  # the finetuning stack loads only when a pilot runs
+
             pilot = run_pilot(
                 splits,
                 cfg.model,
