@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -276,3 +277,15 @@ def test_plan_budget_removes_what_does_not_fit(digits, tmp_path, capsys):
     assert all(s["predicted_seconds"] > 0 for s in st.values())
     assert st["partial"]["predicted_seconds"] < st["full"]["predicted_seconds"]
     assert "pilot: not run: switched off" in "\n".join(p["reasons"])
+
+
+def test_a_forced_pilot_runs_and_its_difference_predicts_partial(digits, tmp_path, capsys):
+    """--pilot on: the planned partial recipe really runs on held-out training images (the finetuning
+    stack loaded on demand), and the plan's partial accuracy comes from the pilot's paired difference."""
+    argv = ["plan", str(digits), "--json", "--cache-dir", str(tmp_path / "f"), "--pilot", "on", "--no-audit"]
+    assert main([*argv, "--no-progress"]) == 0
+    p = json.loads(capsys.readouterr().out)
+    line = next(r for r in p["reasons"] if r.startswith("pilot:"))
+    assert re.search(r"pilot: finetune \d\.\d{3} vs probe \d\.\d{3} on the same \d+ held-out training images", line)
+    partial = p["strategies"]["partial"]
+    assert "pilot" in partial["accuracy_from"] and 0.0 <= partial["predicted_accuracy"] <= 1.0
