@@ -38,6 +38,8 @@ from .protocol import (
     OutputRequest,
     _bytes_tensor,
     _check_against_model,
+    check_feeds,
+    check_finite,
     classification,
 )
 
@@ -134,14 +136,8 @@ def parse_request(req: pb.ModelInferRequest, model) -> tuple[dict[str, np.ndarra
                 if int(arr.min()) < info.min or int(arr.max()) > info.max:
                     raise BadRequest(f"input {name!r}: values outside the {datatype} range {info.min}..{info.max}")
             arr = arr.astype(dtype, copy=False).reshape(shape)
-        if dtype in (np.float16, np.float32, np.float64) and not np.isfinite(arr).all():
-            raise BadRequest(f"input {name!r}: contains NaN or infinity")
-        feeds[name] = arr
-    missing = [t.name for t in model.inputs if t.name not in feeds]
-    if missing:
-        raise BadRequest(f"missing input(s) {missing} for model {model.name!r}")
-    if model.batched and len({a.shape[0] for a in feeds.values()}) > 1:
-        raise BadRequest("inputs disagree on the batch size (first dimension)")
+        feeds[name] = check_finite(name, arr)
+    check_feeds(feeds, model)
     names = {o.name for o in model.outputs}
     outputs = []
     for i, o in enumerate(req.outputs):

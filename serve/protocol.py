@@ -242,17 +242,27 @@ def parse_infer_request(
             if arr.size != count:
                 raise BadRequest(f"input {name!r}: 'data' has {arr.size} elements, shape {list(shape)} needs {count}")
             arr = arr.reshape(shape)
-        if dtype in (np.float16, np.float32, np.float64) and not np.isfinite(arr).all():
-            raise BadRequest(f"input {name!r}: contains NaN or infinity")
-        feeds[name] = arr
+        feeds[name] = check_finite(name, arr)
     if offset != len(binary):
         raise BadRequest(f"{len(binary) - offset} bytes after the JSON header are not claimed by any binary_data_size")
+    check_feeds(feeds, model)
+    return InferRequest(rid, feeds, _parse_outputs(req, params, model), timeout_s)
+
+
+def check_finite(name: str, arr: np.ndarray) -> np.ndarray:
+    """A decoded float input without NaN or infinity (HTTP and gRPC alike)."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise BadRequest(f"input {name!r}: contains NaN or infinity")
+    return arr
+
+
+def check_feeds(feeds: dict[str, np.ndarray], model: Model) -> None:
+    """Every model input given, and one batch size across them (HTTP and gRPC alike)."""
     missing = [t.name for t in model.inputs if t.name not in feeds]
     if missing:
         raise BadRequest(f"missing input(s) {missing} for model {model.name!r}")
     if model.batched and len({a.shape[0] for a in feeds.values()}) > 1:
         raise BadRequest("inputs disagree on the batch size (first dimension)")
-    return InferRequest(rid, feeds, _parse_outputs(req, params, model), timeout_s)
 
 
 def _parse_outputs(req: dict, params: dict, model: Model) -> list[OutputRequest]:
