@@ -177,3 +177,24 @@ def test_batched_cv_matches_fold_by_fold(digits):
     assert fast.best_lambda == ref.best_lambda
     np.testing.assert_allclose(fast.log_loss, ref.log_loss, rtol=0.03, atol=2e-3)
     np.testing.assert_allclose(fast.accuracy, ref.accuracy, atol=0.01)
+
+
+def test_row_space_is_the_same_problem(digits, monkeypatch):
+    """Fewer training rows than features (36 per fold, 64 pixels): CV runs in the rows' own span
+    (n coordinates). Inner products with every row are kept, so the CV numbers are the full
+    problem's."""
+    import transferzoo.transfer.probe.cv as cvm
+
+    Xtr, ytr, _, _ = digits
+    X, y = Xtr[:45], ytr[:45] % 3  # 3 classes, 15 images each at most
+    z = (X[:30] - X.mean(0)) / (X.std(0) + 1)
+    zq, vq = cvm.row_space(z, X[30:])
+    assert zq.shape == (30, 30) and vq.shape == (15, 30)
+    np.testing.assert_allclose(zq @ vq.T, z @ X[30:].T, rtol=1e-4, atol=1e-2)
+    lambdas = (1e-2, 1e-1, 1.0)
+    reduced = cross_validate(X, y, 3, lambdas, folds=3, repeats=1)
+    monkeypatch.setattr(cvm, "row_space", lambda z, zva: (z, zva))
+    full = cross_validate(X, y, 3, lambdas, folds=3, repeats=1)
+    assert reduced.best_lambda == full.best_lambda
+    np.testing.assert_allclose(reduced.log_loss, full.log_loss, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(reduced.accuracy, full.accuracy)

@@ -172,6 +172,21 @@ def _fold_data(X, y, parts, X_aug):
         yield parts[f], Xtr, ytr
 
 
+def row_space(z: np.ndarray, zva: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(z Q, zva Q), Q an orthonormal basis of z's row space, when z has fewer rows than columns:
+    the same L2 problem in n coordinates instead of d. Every gradient of an L2-penalised linear
+    model started at 0 lies in that row space and L-BFGS is invariant under rotations, so the
+    iterates, the optimum and the validation logits are the d-dimensional problem's (in exact
+    arithmetic), at n/d of the multiply-adds: 5x fewer on 245 images of 1280 features.
+    In torch: numpy's OpenBLAS QR and matmul were 10-150x slower on a loaded 2-core machine."""
+    n, d = z.shape
+    if n >= d:
+        return z, zva
+    zt, vt = (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in (z, zva))
+    q = torch.linalg.qr(zt.T).Q
+    return (zt @ q).numpy(), (vt @ q).numpy()
+
+
 def _cv_batched(X, y, num_classes, lambdas, spec: ProbeSpec, folds, repeats, seed, X_aug):
     """The default probe (linear, ce, l2): every (repeat, fold) problem stacked into one batched
     objective (a sum of independent problems, so its minimiser is each problem's own), one L-BFGS
@@ -182,14 +197,15 @@ def _cv_batched(X, y, num_classes, lambdas, spec: ProbeSpec, folds, repeats, see
         parts = stratified_folds(y, folds, seed + r)
         for va, Xtr, ytr in _fold_data(X, y, parts, X_aug):
             mean, std = standardiser(Xtr)
-            probs.append((r, (Xtr - mean) / std, ytr, (X[va] - mean) / std, y[va]))
-    B, d = len(probs), X.shape[1]
+            z, zva = row_space((Xtr - mean) / std, (X[va] - mean) / std)
+            probs.append((r, z, ytr, zva, y[va]))
+    B, d = len(probs), max(p[1].shape[1] for p in probs)  # folds' row spaces may differ in size: pad
     n_max = max(len(p[2]) for p in probs)
     Z = torch.zeros(B, n_max, d)
     Y = torch.zeros(B, n_max, dtype=torch.long)
     Wt = torch.zeros(B, n_max)
     for i, (_, z, yy, _, _) in enumerate(probs):
-        Z[i, : len(yy)] = torch.from_numpy(z.astype(np.float32))
+        Z[i, : len(yy), : z.shape[1]] = torch.from_numpy(z.astype(np.float32))
         Y[i, : len(yy)] = torch.from_numpy(yy.astype(np.int64))
         Wt[i, : len(yy)] = 1.0
     W = torch.zeros(B, num_classes, d, requires_grad=True)
@@ -218,7 +234,7 @@ def _cv_batched(X, y, num_classes, lambdas, spec: ProbeSpec, folds, repeats, see
         opt.step(closure)
         with torch.no_grad():
             for i, (r, _, _, zva, yva) in enumerate(probs):
-                lg = (torch.from_numpy(zva.astype(np.float32)) @ W[i].T + b[i]).numpy()
+                lg = (torch.from_numpy(zva.astype(np.float32)) @ W[i, :, : zva.shape[1]].T + b[i]).numpy()
                 acc[r, li] += float((lg.argmax(1) == yva).sum())
                 ll[r, li] += log_loss(lg, yva) * len(yva)
     return acc / len(y), ll / len(y)
