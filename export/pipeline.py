@@ -230,15 +230,20 @@ def _quantized(
         info.update(
             calibration=calib.describe(),
             method=f"static QDQ, per-channel {bits}-bit int8 weights, uint8 activations, MinMax; "
-            "head after pooling float",
+            "head after pooling float; stem input channels padded to a multiple of 4",
             op_types=list(quantize.INT8_OP_TYPES),
             weight_bits=bits,
             weight_bits_reason="this CPU has VNNI/AMX int8 dot products"
             if bits == 8
             else "this CPU has no VNNI: 8-bit weights would saturate AVX2's int16 multiply-add",
+            pad_stem=True,
+            pad_stem_reason="onnxruntime's fast int8 conv kernels need input channels % 4 == 0; "
+            "an RGB stem padded with a zero channel uses them (same fp32 outputs)",
         )
         log(f"int8: calibrating on {len(calib.names)} images from {calib.origin} ({bits}-bit weights)")
-        model = quantize.quantize_int8(fp32, calib.uint8 if opts.with_preprocessing else calib.float, weight_bits=bits)
+        model = quantize.quantize_int8(
+            fp32, calib.uint8 if opts.with_preprocessing else calib.float, weight_bits=bits, pad_stem=info["pad_stem"]
+        )
         tol = parity.INT8
     else:
         model, tool = quantize.to_fp16(fp32)

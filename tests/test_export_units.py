@@ -206,3 +206,69 @@ def test_int8_weight_bits_follow_the_cpus_int8_dot_product():
     assert quantize.int8_weight_bits() in (7, 8) and isinstance(quantize.cpu_flags(), set)
     with pytest.raises(ValueError, match="weight_bits must be 7 or 8"):
         quantize.quantize_int8(None, np.zeros((1, 3, 8, 8), np.float32), weight_bits=6)
+
+
+def _tiny_fp32_and_calibration():
+    from export_helpers import tiny_net
+
+    from transferzoo.export.onnx_export import to_onnx
+
+    fp32 = to_onnx(tiny_net(), torch.zeros(1, 3, 32, 32))  # stem 3 -> 8, conv 8 -> 16, pool, linear
+    return fp32, np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+
+
+def test_int8_stem_channel_padding_keeps_the_float_outputs():
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from transferzoo.export.quantize import pad_stem_channels
+
+    fp32, x = _tiny_fp32_and_calibration()
+    padded = onnx.ModelProto()
+    padded.CopyFrom(fp32)
+    stem = pad_stem_channels(padded.graph)
+    conv = next(n for n in padded.graph.node if n.name == stem)
+    w = next(t for t in padded.graph.initializer if t.name == conv.input[1])
+    assert list(w.dims)[:2] == [8, 4] and not numpy_helper.to_array(w)[:, 3].any()
+    assert next(n for n in padded.graph.node if conv.input[0] in n.output).op_type == "Pad"
+    onnx.checker.check_model(padded)
+
+    def run(m):
+        s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+    np.testing.assert_allclose(run(padded), run(fp32), rtol=1e-5, atol=1e-6)
+    assert pad_stem_channels(padded.graph) is None  # 4 channels now: nothing to do
+
+
+def test_int8_session_onnxruntime_builds_runs_both_convs_int8_and_the_head_float(tmp_path):
+    """What onnxruntime runs, not only what the file says (its WeightBiasQuantization pass gives a
+    float Conv / Gemm between a DequantizeLinear and a QuantizeLinear int8 weights at session load)."""
+    import onnx
+    import onnxruntime as ort
+
+    from transferzoo.export import quantize
+
+    fp32, calib = _tiny_fp32_and_calibration()
+    ref = ort.InferenceSession(fp32.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = ref.get_inputs()[0].name
+
+    def session_graph(pad_stem: bool) -> onnx.GraphProto:
+        q = quantize.quantize_int8(fp32, calib, weight_bits=8, pad_stem=pad_stem)
+        so = ort.SessionOptions()
+        so.optimized_model_filepath = str(tmp_path / f"session_{pad_stem}.onnx")
+        sess = ort.InferenceSession(q.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        assert np.abs(sess.run(None, {name: calib[:2]})[0] - ref.run(None, {name: calib[:2]})[0]).max() < 0.1
+        return onnx.load(so.optimized_model_filepath).graph
+
+    g = session_graph(pad_stem=True)
+    ops = [n.op_type for n in g.node]
+    assert ops.count("QLinearConv") == 2 and "Pad" in ops, ops
+    stem = next(n for n in g.node if n.op_type == "QLinearConv")
+    stem_w = next(t for t in g.initializer if t.name == stem.input[3])
+    assert stem_w.dims[1] == 4 and stem_w.data_type == onnx.TensorProto.INT8
+    floats = {t.name for t in g.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    gemm = next(n for n in g.node if n.op_type in ("Gemm", "FusedGemm"))
+    assert gemm.input[1] in floats  # the head stays float
+    assert "Pad" not in [n.op_type for n in session_graph(pad_stem=False).node]
