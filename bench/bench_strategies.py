@@ -18,9 +18,12 @@ every strategy that needs features (linear, stages, auto) -- what a user with a 
 
 Leave-one-dataset-out: the decision rule has no parameter fitted on these datasets (the planner's
 constants -- pilot resolution 0.02, near-perfect 0.99, tie 0.005, image-size floor 64 -- were set
-before any row ran and are the same for every dataset), so each held-out dataset sees exactly the
-rule it would see with all the others: the LODO table equals the table. The script checks that the
-constants are unchanged from those it recorded and says so.
+before any row ran and are the same for every dataset; the pilot's cost share 0.25 of partial's
+predicted time and its floor of half its images were added later, set from the cost target, not
+from any row: they act only where a pilot would otherwise run, which no other row's plan reaches),
+so each held-out dataset sees exactly the rule it would see with all the others: the LODO table
+equals the table. The script checks that the constants are unchanged from those it recorded and
+says so.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ RULE = {
     "near_perfect": planner.NEAR_PERFECT,
     "tie": planner.TIE,
     "min_image_size": planner.MIN_IMAGE_SIZE,
+    "pilot_cost_share": planner.PILOT_COST_SHARE,
+    "pilot_min_share": planner.PILOT_MIN_SHARE,
 }
 
 

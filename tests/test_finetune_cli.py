@@ -261,6 +261,33 @@ def test_planned_settings_keep_what_the_user_pinned():
     assert probe["probe.cv_repeats"] == 2 and len(probe["probe.lambdas"]) == 8
 
 
+def test_the_pilot_is_cut_to_a_share_of_partials_predicted_time_or_skipped():
+    """The pilot's size comes from the plan's one cost model (predict_seconds): all its images when
+    that fits in PILOT_COST_SHARE of partial's predicted time, else the most that fit (the next image
+    would not), and never below PILOT_MIN_SHARE of them (then it is over the cap and the plan skips it)."""
+    from transferzoo.transfer import planner
+    from transferzoo.transfer.config import FitConfig
+
+    st = planner.planned_settings("partial", FitConfig(), frozenset(), 3000, unfreeze=4, image_size=64)
+    cost = {64: {"forward": 0.004, "forward_backward": 0.012}}
+    one_view = dict(st, **{"finetune.views": 1})
+
+    def secs(n):
+        return planner.predict_seconds("partial", one_view, n, 300, cost, {}, None)
+
+    for n_train, case in ((20000, "whole"), (3000, "cut"), (1400, "skipped")):
+        partial = planner.predict_seconds("partial", st, n_train, n_train // 4, cost, {}, None)
+        n, t, cap = planner.pilot_size(st, 600, 300, cost, {}, partial)
+        assert cap == pytest.approx(planner.PILOT_COST_SHARE * partial, abs=0.1) and t == secs(n)
+        if case == "whole":
+            assert n == 600 and t <= cap
+        elif case == "cut":
+            assert 300 <= n < 600 and secs(n) <= cap < secs(n + 1)
+        else:
+            assert n == math.ceil(planner.PILOT_MIN_SHARE * 600) and t > cap
+    assert planner.pilot_size(st, 600, 300, cost, {}, 20.0, bounded=False)[0] == 600  # --pilot on: all of them
+
+
 def test_plan_budget_removes_what_does_not_fit(digits, tmp_path, capsys):
     """--budget removes every strategy predicted to take longer; when nothing fits, the cheapest
     strategy auto may choose is taken and the plan says so. Each strategy comes with its predicted

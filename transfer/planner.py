@@ -149,6 +149,16 @@ MIN_IMAGE_SIZE = 64  # finetuning input size floor (efficientnet's stride-32 top
 PILOT_RESOLUTION = 0.02  # the pilot runs only when its holdout measures accuracy at least this finely (1 SE)
 NEAR_PERFECT = 0.99  # probe CV accuracy from which finetuning cannot gain a point: no pilot
 PILOT_SHARE = 0.25  # of a --budget the pilot may use
+# The pilot may cost at most this share of the predicted time of `partial`, the strategy it measures
+# (one cost model: predict_seconds). Set from the target, not from the suite's rows: auto costs the
+# plan + the pilot + the chosen strategy, trying every strategy costs at least linear + stages +
+# partial + full, with full >= partial; a pilot of a quarter of partial keeps auto choosing partial
+# at <= 1.25 P of >= 2 P, and auto choosing a probe at the probes' cost + 0.25 P.
+PILOT_COST_SHARE = 0.25
+# The pilot is cut (fewer training images, same recipe, same holdout) to fit that share, but to no
+# less than half of the images it would have had: below that it measures a smaller-data regime than
+# the one the full run sees (finetuning gains grow with the data), and the plan skips it instead.
+PILOT_MIN_SHARE = 0.5
 TIE = 0.005  # predicted accuracies closer than this are a tie: the cheaper strategy wins
 
 
@@ -277,6 +287,31 @@ def predict_seconds(strategy: str, settings: dict, n_train: int, n_val: int, cos
     return round(epochs * (n_train * c["forward_backward"] + n_val * c["forward"]) + 10.0, 1)
 
 
+def pilot_size(
+    partial_settings: dict, n_pil: int, n_hold: int, cost: dict, probes: dict, partial_seconds: float, bounded=True
+) -> tuple[int, float, float]:
+    """(training images, predicted seconds, allowed seconds) of the pilot: the most images, of the
+    `n_pil` it would use, whose predicted time (predict_seconds: the planned partial recipe on one
+    view, on n images + the `n_hold` held out) is within PILOT_COST_SHARE of partial's predicted
+    `partial_seconds`, but at least PILOT_MIN_SHARE of `n_pil` (the caller skips the pilot when
+    even that is over the cap). Not `bounded` (--pilot on): all `n_pil` images."""
+    settings = dict(partial_settings, **{"finetune.views": 1})
+    cap = round(PILOT_COST_SHARE * partial_seconds, 1)
+
+    def secs(n: int) -> float:
+        return predict_seconds("partial", settings, n, n_hold, cost, probes, None)
+
+    lo = min(n_pil, max(2, math.ceil(PILOT_MIN_SHARE * n_pil)))
+    if not bounded or secs(n_pil) <= cap or secs(lo) > cap:
+        n = n_pil if not bounded or secs(n_pil) <= cap else lo
+        return n, secs(n), cap
+    hi = n_pil  # secs(lo) <= cap < secs(hi): the largest n within the cap (time grows with n)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if secs(mid) <= cap else (lo, mid)
+    return lo, secs(lo), cap
+
+
 def planned_settings(strategy: str, cfg: FitConfig, pinned, num_train: int, unfreeze: int, image_size) -> dict:
     """{dotted key: value} the strategy runs with under auto: the plan's choices where the user
     pinned nothing, the user's values where they did, the strategy's defaults for the rest."""
@@ -366,15 +401,10 @@ def make_plan(
     best_cv = probes[best_any]["cv_accuracy"]
     n_hold = min(cfg.auto.pilot_holdout, int(len(y_all) * 0.25))
     hold_se = math.sqrt(max(best_cv * (1 - best_cv), 0.01 * 0.99) / max(1, n_hold))
-    n_pil = min(cfg.auto.pilot_images, len(y_all) - n_hold)
-    pilot_cost = predict_seconds(
-        "partial",
-        dict(settings["partial"], **{"finetune.views": 1}),
-        n_pil,
-        n_hold,
-        cost,
-        probes,
-        None,
+    n_pil_full = min(cfg.auto.pilot_images, len(y_all) - n_hold)
+    partial_cost = predict_seconds("partial", settings["partial"], n_train, n_val, cost, probes, None)
+    n_pil, pilot_cost, pilot_cap = pilot_size(
+        settings["partial"], n_pil_full, n_hold, cost, probes, partial_cost, bounded=cfg.auto.pilot == "auto"
     )
     if "partial" not in cfg.auto.among:
         pilot_note = "not run: partial is not among the strategies auto may choose (auto.among)"
@@ -387,6 +417,12 @@ def make_plan(
             f"not run: {n_hold} held-out training images measure accuracy to +-{hold_se:.3f}, too coarse "
             "to see a 1-2 point difference; the size/similarity table decides"
         )
+    elif cfg.auto.pilot == "auto" and pilot_cost > pilot_cap:
+        pilot_note = (
+            f"not run: even on {n_pil} training images (half its {n_pil_full}) it is predicted to take "
+            f"{pilot_cost:.0f} s, over {PILOT_COST_SHARE:g} of partial's predicted {partial_cost:.0f} s; "
+            "the size/similarity table decides"
+        )
     elif cfg.auto.pilot == "auto" and budget is not None and pilot_cost > PILOT_SHARE * budget:
         pilot_note = f"not run: predicted {pilot_cost:.0f} s is over a quarter of the --budget ({budget:.0f} s)"
     else:
@@ -398,7 +434,11 @@ def make_plan(
             return pr.predict(featsets.build(fs, probe_name, train_rows[hold])) == y_all[hold]
 
         ft_cfg = override(cfg, {k: v for k, v in settings["partial"].items()}).finetune
-        with torch_threads(os.cpu_count() or 1):
+        # one thread, like the plan's other measurements: at the pilot's sizes (64 px: 4x4 and 2x2 maps
+        # in the top blocks) every op is mostly fixed cost, and a pool of threads on a machine shared
+        # with other busy processes waits for its descheduled thread at every op (bench/bench_pilot.py:
+        # digits at load 5-6, 2 threads took 1.9x the time of 1; the suite's 525 s pilot ran at load ~12)
+        with torch_threads(1):
             from .finetune.pilot import run_pilot  # the finetuning stack loads only when a pilot runs
 
             pilot = run_pilot(
@@ -407,7 +447,7 @@ def make_plan(
                 ft_cfg,
                 probe_correct,
                 n_holdout=cfg.auto.pilot_holdout,
-                n_pilot=cfg.auto.pilot_images,
+                n_pilot=n_pil,
                 seed=cfg.data.seed,
                 weights=cfg.weights,
                 log=log,
@@ -520,6 +560,8 @@ def make_plan(
             "pilot": pilot,
             "pilot_note": pilot_note,
             "pilot_predicted_seconds": pilot_cost,
+            "pilot_cost_cap_seconds": pilot_cap,
+            "pilot_planned_images": n_pil,
             "table_choice": table_choice,
             "class_counts": splits.class_counts("train"),
             "imbalance": round(splits.imbalance("train"), 3),
