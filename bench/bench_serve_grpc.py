@@ -4,9 +4,13 @@ method: read its docstring for the layouts).
 The server runs `--instances K --threads t --grpc-port 0`. In interleaved rounds, so that every side
 sees the same background load: onnxruntime alone at its best layout and batch (the strongest of one
 run of K x t threads and K concurrent runs of t threads, both swept once first), the server at
-concurrency 16 over gRPC (tritonclient.grpc, raw binary tensors, one image per request), the same
-over HTTP (tritonclient.http, binary), and latency triples at concurrency 1 (a direct batch-1 run of
-t threads, the same request over HTTP, over gRPC).
+concurrency 16 over gRPC with two load generators (raw binary tensors, one image per request):
+  * tritonclient.grpc, one client per thread (what a Python user runs);
+  * raw: grpc generic unary calls of a pre-serialized ModelInferRequest from one asyncio loop
+    (the response is received whole but not decoded): about what a C++ load generator such as
+    Triton's perf_analyzer costs per request, so that less of the shared cores goes to the client;
+the same over HTTP (tritonclient.http, binary), and latency at concurrency 1 (a direct batch-1 run
+of t threads, the same request over HTTP, over gRPC with tritonclient, over gRPC raw), interleaved.
 
 Target: gRPC throughput at concurrency 16 >= 0.9 of onnxruntime alone at its best layout; the added
 p50 at concurrency 1 printed beside HTTP's. The load generator runs on the same cores as the server:
@@ -33,11 +37,70 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_serve as bs  # noqa: E402  (the shared helpers: model export, onnxruntime rates, HTTP load)
+import numpy as np  # noqa: E402
 
 
 def grpc_load(address: str, shape, concurrency: int, seconds: float) -> tuple[float, list[float], int]:
     """bench_serve's load through tritonclient.grpc: one gRPC client per thread."""
     return bs.server_load(address, shape, concurrency, seconds, protocol="grpc")
+
+
+def infer_request_bytes(x: np.ndarray) -> bytes:
+    """A serialized ModelInferRequest for model "m" input "input" with x as raw_input_contents (what
+    tritonclient.grpc sends for the same call)."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    inp = pb.ModelInferRequest.InferInputTensor(name="input", datatype=bs.triton_type(), shape=list(x.shape))
+    return pb.ModelInferRequest(model_name="m", inputs=[inp], raw_input_contents=[x.tobytes()]).SerializeToString()
+
+
+def check_response(data: bytes, rows: int) -> None:
+    """The raw generator does not decode its answers; the first one is checked here."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    r = pb.ModelInferResponse.FromString(data)
+    if not r.outputs or r.outputs[0].shape[0] != rows or len(r.raw_output_contents) != len(r.outputs):
+        raise SystemExit(f"unexpected ModelInfer response from the server: {r}")
+
+
+def raw_grpc_load(address: str, shape, concurrency: int, seconds: float) -> tuple[float, list[float], int]:
+    """(images/s, per-request latencies, rejections): `concurrency` calls kept in flight on one
+    grpc.aio channel from one event loop, each sending the same pre-serialized request and not
+    decoding the answer (the per-request cost of a C++ load generator, as near as Python gets)."""
+    import asyncio
+
+    import grpc
+
+    x = bs.sample(1, 1, shape)
+    blob = infer_request_bytes(x)
+
+    async def run():
+        async with grpc.aio.insecure_channel(address, options=[("grpc.max_receive_message_length", -1)]) as ch:
+            call = ch.unary_unary(MODEL_INFER)  # no (de)serializers: bytes in, bytes out
+            check_response(await call(blob), len(x))  # connect + warm
+            lat: list[float] = []
+            rejected = 0
+            stop = time.perf_counter() + seconds
+
+            async def worker():
+                nonlocal rejected
+                while time.perf_counter() < stop:
+                    t0 = time.perf_counter()
+                    try:
+                        await call(blob)
+                    except grpc.aio.AioRpcError:
+                        rejected += 1
+                        continue
+                    lat.append(time.perf_counter() - t0)
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return len(lat) / (time.perf_counter() - t0), lat, rejected
+
+    return asyncio.run(run())
+
+
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
 def proc_cpu(pid: int) -> float:
@@ -63,13 +126,14 @@ def main() -> int:
     ap.add_argument("--instances", type=int, default=os.cpu_count() or 1, help="server --instances (default: cores)")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads per run (default 1)")
     ap.add_argument("--seconds", type=float, default=2.0, help="per measurement window (default 2)")
-    ap.add_argument("--latency-n", type=int, default=240, help="latency triples in all (default 240)")
+    ap.add_argument("--latency-n", type=int, default=240, help="latency quadruples in all (default 240)")
     ap.add_argument("--rounds", type=int, default=6, help="interleaved rounds (default 6)")
     ap.add_argument("--max-batch", type=int, default=0, help="server --max-batch (default: the layout's best batch)")
     ap.add_argument("--max-delay-ms", type=float, default=5.0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
+    import grpc
     import tritonclient.grpc as tg
     import tritonclient.http as th
     from serve_fixtures import ServerProcess
@@ -120,6 +184,10 @@ def main() -> int:
         gi.set_data_from_numpy(x1)
         hc.infer("m", [hi])
         gc.infer("m", [gi])
+        raw_channel = grpc.insecure_channel(s.grpc_address)
+        raw_call = raw_channel.unary_unary(MODEL_INFER)  # latency at concurrency 1, raw: bytes in, bytes out
+        blob1 = infer_request_bytes(x1)
+        check_response(raw_call(blob1), 1)
         sess, callers = layouts[strongest]
         for r in range(args.rounds):
             c0 = sum(os.times()[:2])
@@ -127,9 +195,13 @@ def main() -> int:
             ort_cpu = 1000 * (sum(os.times()[:2]) - c0) / max(ort_ips * args.seconds, 1)  # ms of CPU per image
             row = {"ort_ips": round(ort_ips, 1), "ort_cpu_ms": round(ort_cpu, 3)}
             g_ips, _, g_rej, g_srv, g_cli = measured(grpc_load, s.proc.pid, s.grpc_address, shape, 16, args.seconds)
+            r_ips, _, r_rej, r_srv, r_cli = measured(raw_grpc_load, s.proc.pid, s.grpc_address, shape, 16, args.seconds)
             h_ips, _, h_rej, h_srv, h_cli = measured(bs.server_load, s.proc.pid, s.address, shape, 16, args.seconds)
-            row |= {"grpc_c16_ips": round(g_ips, 1), "http_c16_ips": round(h_ips, 1), "rejected": g_rej + h_rej}
+            row |= {"grpc_c16_ips": round(g_ips, 1), "grpc_raw_c16_ips": round(r_ips, 1)}
+            row["http_c16_ips"] = round(h_ips, 1)
+            row["rejected"] = g_rej + r_rej + h_rej
             row |= {"grpc_server_cpu_ms": round(g_srv, 3), "grpc_client_cpu_ms": round(g_cli, 3)}
+            row |= {"grpc_raw_server_cpu_ms": round(r_srv, 3), "grpc_raw_client_cpu_ms": round(r_cli, 3)}
             row |= {"http_server_cpu_ms": round(h_srv, 3), "http_client_cpu_ms": round(h_cli, 3)}
             for _ in range(args.latency_n // args.rounds):
                 t0 = time.perf_counter()
@@ -138,16 +210,20 @@ def main() -> int:
                 hc.infer("m", [hi])
                 t2 = time.perf_counter()
                 gc.infer("m", [gi])
-                triples.append((t1 - t0, t2 - t1, time.perf_counter() - t2))
+                t3 = time.perf_counter()
+                raw_call(blob1)
+                triples.append((t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3))
             row["load_avg"] = round(os.getloadavg()[0], 2)
             rounds.append(row)
             print(
                 f"round {r + 1}: onnxruntime {strongest} b{best[strongest]} {row['ort_ips']:.1f} images/s; "
-                f"gRPC c16 {g_ips:.1f} ({g_ips / row['ort_ips']:.2f}), HTTP c16 {h_ips:.1f} "
+                f"gRPC c16 tritonclient {g_ips:.1f} ({g_ips / row['ort_ips']:.2f}), raw {r_ips:.1f} "
+                f"({r_ips / row['ort_ips']:.2f}), HTTP c16 {h_ips:.1f} "
                 f"({h_ips / row['ort_ips']:.2f}), load avg {row['load_avg']:.1f}",
                 file=sys.stderr,
             )
         gc.close()
+        raw_channel.close()
 
     def ratio(key):
         return sum(r[key] for r in rounds) / sum(r["ort_ips"] for r in rounds), statistics.median(
@@ -155,7 +231,7 @@ def main() -> int:
         )
 
     med = statistics.median
-    direct, http, grpc_ = ([tr[i] for tr in triples] for i in range(3))
+    direct, http, grpc_, raw = ([tr[i] for tr in triples] for i in range(4))
     result = {
         "model": path.name,
         "instances": k,
@@ -167,6 +243,8 @@ def main() -> int:
         "rounds": rounds,
         "grpc_ratio": round(ratio("grpc_c16_ips")[0], 3),
         "grpc_ratio_median_round": round(ratio("grpc_c16_ips")[1], 3),
+        "grpc_raw_ratio": round(ratio("grpc_raw_c16_ips")[0], 3),
+        "grpc_raw_ratio_median_round": round(ratio("grpc_raw_c16_ips")[1], 3),
         "http_ratio": round(ratio("http_c16_ips")[0], 3),
         "http_ratio_median_round": round(ratio("http_c16_ips")[1], 3),
         "cpu_ms_per_request_median": {
@@ -176,6 +254,8 @@ def main() -> int:
                 "grpc_server_cpu_ms",
                 "http_server_cpu_ms",
                 "grpc_client_cpu_ms",
+                "grpc_raw_server_cpu_ms",
+                "grpc_raw_client_cpu_ms",
                 "http_client_cpu_ms",
             )
         },
@@ -184,17 +264,24 @@ def main() -> int:
         "grpc_cpu_ratio": round(
             med(r["ort_cpu_ms"] / (r["grpc_server_cpu_ms"] + r["grpc_client_cpu_ms"]) for r in rounds), 3
         ),
+        "grpc_raw_cpu_ratio": round(
+            med(r["ort_cpu_ms"] / (r["grpc_raw_server_cpu_ms"] + r["grpc_raw_client_cpu_ms"]) for r in rounds), 3
+        ),
         "http_cpu_ratio": round(
             med(r["ort_cpu_ms"] / (r["http_server_cpu_ms"] + r["http_client_cpu_ms"]) for r in rounds), 3
         ),
         # the same with the load generator on other machines (as in production): the server's CPU alone
         "grpc_server_cpu_ratio": round(med(r["ort_cpu_ms"] / r["grpc_server_cpu_ms"] for r in rounds), 3),
+        "grpc_raw_server_cpu_ratio": round(med(r["ort_cpu_ms"] / r["grpc_raw_server_cpu_ms"] for r in rounds), 3),
         "http_server_cpu_ratio": round(med(r["ort_cpu_ms"] / r["http_server_cpu_ms"] for r in rounds), 3),
         "direct_p50_ms": round(med(direct) * 1000, 3),
         "http_c1_p50_ms": round(med(http) * 1000, 3),
         "grpc_c1_p50_ms": round(med(grpc_) * 1000, 3),
+        "grpc_raw_c1_p50_ms": round(med(raw) * 1000, 3),
         "http_added_p50_ms": round((med(http) - med(direct)) * 1000, 3),
         "grpc_added_p50_ms": round((med(grpc_) - med(direct)) * 1000, 3),
+        "grpc_raw_added_p50_ms": round((med(raw) - med(direct)) * 1000, 3),
+        "load_avg": [r["load_avg"] for r in rounds],
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -211,28 +298,37 @@ def main() -> int:
         "(its best layout on these threads):"
     )
     print(
-        f"  gRPC (raw binary tensors) = {result['grpc_ratio']:.2f}, median of rounds "
+        f"  gRPC, tritonclient.grpc     = {result['grpc_ratio']:.2f}, median of rounds "
         f"{result['grpc_ratio_median_round']:.2f} (target >= 0.90)"
     )
     print(
-        f"  HTTP (binary tensors)     = {result['http_ratio']:.2f}, median of rounds "
+        f"  gRPC, raw pre-serialized    = {result['grpc_raw_ratio']:.2f}, median of rounds "
+        f"{result['grpc_raw_ratio_median_round']:.2f} (target >= 0.90; a cheaper client on the same cores)"
+    )
+    print(
+        f"  HTTP, tritonclient.http     = {result['http_ratio']:.2f}, median of rounds "
         f"{result['http_ratio_median_round']:.2f}"
     )
     cpu = result["cpu_ms_per_request_median"]
     print(
         f"CPU per image at concurrency 16 (median of rounds): onnxruntime alone {cpu['ort_cpu_ms']:.2f} ms; server "
-        f"process (incl. onnxruntime) / load generator: gRPC {cpu['grpc_server_cpu_ms']:.2f} / "
-        f"{cpu['grpc_client_cpu_ms']:.2f} ms, HTTP {cpu['http_server_cpu_ms']:.2f} / {cpu['http_client_cpu_ms']:.2f} ms"
+        f"process (incl. onnxruntime) / load generator: gRPC tritonclient {cpu['grpc_server_cpu_ms']:.2f} / "
+        f"{cpu['grpc_client_cpu_ms']:.2f} ms, gRPC raw {cpu['grpc_raw_server_cpu_ms']:.2f} / "
+        f"{cpu['grpc_raw_client_cpu_ms']:.2f} ms, HTTP {cpu['http_server_cpu_ms']:.2f} / "
+        f"{cpu['http_client_cpu_ms']:.2f} ms"
     )
     print(
         f"  -> CPU-normalised ratio (what a dedicated machine would give, robust to background load): "
-        f"gRPC {result['grpc_cpu_ratio']:.2f}, HTTP {result['http_cpu_ratio']:.2f}; with the load generator elsewhere "
-        f"(server CPU only): gRPC {result['grpc_server_cpu_ratio']:.2f}, HTTP {result['http_server_cpu_ratio']:.2f}"
+        f"gRPC tritonclient {result['grpc_cpu_ratio']:.2f}, raw {result['grpc_raw_cpu_ratio']:.2f}, HTTP "
+        f"{result['http_cpu_ratio']:.2f}; with the load generator elsewhere (server CPU only): gRPC tritonclient "
+        f"{result['grpc_server_cpu_ratio']:.2f}, raw {result['grpc_raw_server_cpu_ratio']:.2f}, HTTP "
+        f"{result['http_server_cpu_ratio']:.2f}"
     )
     print(
-        f"latency p50, batch 1, concurrency 1, {len(triples)} interleaved triples: direct ({t} thread"
+        f"latency p50, batch 1, concurrency 1, {len(triples)} interleaved quadruples: direct ({t} thread"
         f"{'s' * (t > 1)}) {bs.ms(med(direct))}; HTTP {bs.ms(med(http))} (added {bs.ms(med(http) - med(direct))}); "
-        f"gRPC {bs.ms(med(grpc_))} (added {bs.ms(med(grpc_) - med(direct))})"
+        f"gRPC tritonclient {bs.ms(med(grpc_))} (added {bs.ms(med(grpc_) - med(direct))}); gRPC raw "
+        f"{bs.ms(med(raw))} (added {bs.ms(med(raw) - med(direct))})"
     )
     return 0
 

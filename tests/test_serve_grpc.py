@@ -354,13 +354,7 @@ def test_mutated_messages_get_defined_statuses(server):
     req.outputs.add(name="logits").parameters["classification"].int64_param = 2
     wire = req.SerializeToString()
     header = len(wire) - len(req.raw_input_contents[0])
-    rng = np.random.default_rng(14)
-    cases = [wire[:n] for n in rng.integers(1, len(wire), 40)]
-    for _ in range(260):
-        b = bytearray(wire)
-        for i in rng.integers(0, header + 8, rng.integers(1, 4)):
-            b[i] = int(rng.integers(0, 256))
-        cases.append(bytes(b))
+    cases = _fuzz_cases(wire, header, seed=14, n=300)
     seen = {}
     with grpc.insecure_channel(server.grpc_address) as ch:
         call = ch.unary_unary("/inference.GRPCInferenceService/ModelInfer")
@@ -373,6 +367,70 @@ def test_mutated_messages_get_defined_statuses(server):
                 assert code in DEFINED, (code, e.details(), data[:header].hex())
             seen[code] = seen.get(code, 0) + 1
     assert seen.get(C.INVALID_ARGUMENT, 0) > 50 and server.alive(), seen
+
+
+def _fuzz_cases(wire: bytes, header: int, seed: int, n: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    cases = [wire[:k] for k in rng.integers(1, len(wire), n // 6)]
+    for _ in range(n - len(cases)):
+        b = bytearray(wire)
+        for i in rng.integers(0, header + 8, rng.integers(1, 4)):
+            b[i] = int(rng.integers(0, 256))
+        cases.append(bytes(b))
+    return cases
+
+
+def _parsed(data: bytes):
+    """(request without raw_input_contents, [raw bytes]) by the server's parser and by protobuf alone,
+    or the exception type each raised."""
+    from google.protobuf.message import DecodeError
+
+    from transferzoo.serve.grpc_service import InferMessage
+
+    try:
+        m = InferMessage.parse(data)
+        raw = [bytes(r) for r in m.raw]
+        req = pb.ModelInferRequest()
+        req.CopyFrom(m.request)
+        req.ClearField("raw_input_contents")
+        ours = (req.SerializeToString(deterministic=True), raw)
+    except DecodeError:
+        ours = DecodeError
+    try:
+        ref = pb.ModelInferRequest.FromString(data)
+        raw = list(ref.raw_input_contents)
+        ref.ClearField("raw_input_contents")
+        theirs = (ref.SerializeToString(deterministic=True), raw)
+    except DecodeError:
+        theirs = DecodeError
+    return ours, theirs
+
+
+def test_raw_contents_split_off_parse_as_protobuf_does():
+    """The ModelInfer deserializer takes raw_input_contents as views of the received bytes instead of
+    protobuf's copies: on valid messages (fields in any order, repeated, unknown ones), truncated and
+    byte-flipped ones, it gives what protobuf gives, or fails where protobuf fails."""
+    from transferzoo.serve.grpc_service import split_raw_contents
+
+    req = _two_inputs()
+    req.id = "split"
+    req.outputs.add(name="logits").parameters["classification"].int64_param = 2
+    wire = req.SerializeToString()
+    a, b = X1.tobytes(), rand((1, 3, 64, 64), seed=5).tobytes()
+    tail = pb.ModelInferRequest(id="late", raw_input_contents=[b]).SerializeToString()
+    unknown = b"\x98\x06\x07" + b"\xa2\x06\x03abc"  # fields 99 (varint) and 100 (bytes): kept as unknown
+    valid = [wire, wire + tail, tail + wire, unknown + wire, wire + unknown, _req().SerializeToString()]
+    split = split_raw_contents(wire + tail)
+    assert split is not None and [bytes(r) for r in split[1]] == [a, a, b]  # in wire order, views not copies
+    assert all(isinstance(r, memoryview) for r in split[1])
+    header = len(wire) - len(a)
+    cases = valid + _fuzz_cases(wire, header, seed=15, n=600) + [b"", b"\xff\xff\xff\xff garbage", b"\x3a\x80"]
+    failed = 0
+    for data in cases:
+        ours, theirs = _parsed(data)
+        assert ours == theirs, data[: header + 8].hex()
+        failed += not isinstance(ours, tuple)
+    assert all(isinstance(_parsed(d)[0], tuple) for d in valid) and failed > 30
 
 
 def test_server_still_correct_after_the_bad_inputs(server, client, tiny_onnx):
