@@ -263,8 +263,9 @@ def test_planned_settings_keep_what_the_user_pinned():
 
 def test_the_pilot_is_cut_to_a_share_of_partials_predicted_time_or_skipped():
     """The pilot's size comes from the plan's one cost model (predict_seconds): all its images when
-    that fits in PILOT_COST_SHARE of partial's predicted time (beyond the fixed set-up both pay), else the most that fit (the next image
-    would not), and never below PILOT_MIN_SHARE of them (then it is over the cap and the plan skips it)."""
+    that fits in PILOT_COST_SHARE of partial's predicted time (beyond the fixed set-up both pay), else
+    the most that fit (the next image would not), and never below PILOT_MIN_SHARE of them (then it is
+    over the cap and the plan skips it)."""
     from transferzoo.transfer import planner
     from transferzoo.transfer.config import FitConfig
 

@@ -294,8 +294,8 @@ def pilot_size(
     """(training images, predicted seconds, allowed seconds) of the pilot: the most images, of the
     `n_pil` it would use, whose predicted time (predict_seconds: the planned partial recipe on one
     view, on n images + the `n_hold` held out) beyond the fixed set-up is within PILOT_COST_SHARE of
-    partial's predicted `partial_seconds` beyond it, but at least PILOT_MIN_SHARE of `n_pil` (the caller skips the pilot when
-    even that is over the cap). Not `bounded` (--pilot on): all `n_pil` images."""
+    partial's predicted `partial_seconds` beyond it, but at least PILOT_MIN_SHARE of `n_pil` (the
+    caller skips the pilot when even that is over the cap). Not `bounded` (--pilot on): all `n_pil` images."""
     settings = dict(partial_settings, **{"finetune.views": 1})
     # the share bounds the per-image work; both runs pay the same fixed set-up (on eurosat, at 64 px,
     # that fixed 10 s was a third of partial's predicted 30 s, and a whole-time cap skipped the pilot
