@@ -43,6 +43,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 HYMENOPTERA = Path(os.environ.get("TRANSFERZOO_SHARED", REPO.parent / "shared" / "datasets")) / "hymenoptera"
 
+from bench_export_int8 import timed  # noqa: E402  (the same interleaved-median timer as the headline bench)
+
 
 def cpu_flags() -> str:
     try:
@@ -51,19 +53,6 @@ def cpu_flags() -> str:
         return "unknown"
     have = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
     return " ".join(have) or "none of avx2/avx512/vnni/amx"
-
-
-def medians(sessions: dict, x: np.ndarray, rounds: int, clock) -> dict[str, float]:
-    names = {k: s.get_inputs()[0].name for k, s in sessions.items()}
-    for k, s in sessions.items():
-        s.run(None, {names[k]: x})
-    times = defaultdict(list)
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            t = clock()
-            s.run(None, {names[k]: x})
-            times[k].append(clock() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def conv_profile(model, x: np.ndarray, kinds: list[str], runs: int = 4) -> dict[str, float]:
@@ -200,8 +189,8 @@ def main() -> None:
     res = {}
     for b, x in xs.items():
         rounds = args.rounds if b == 1 else max(4, args.rounds // 2)
-        res[("wall", b)] = medians(wall_sessions, x, rounds, time.perf_counter)
-        res[("cpu", b)] = medians(cpu_sessions, x, rounds, time.thread_time)
+        res[("wall", b)] = timed(wall_sessions, x, rounds, time.perf_counter)
+        res[("cpu", b)] = timed(cpu_sessions, x, rounds, time.thread_time)
     print(f"load after timing {os.getloadavg()} on {os.cpu_count()} CPUs")
     wall_head = f"wall, {args.threads} threads: b1"
     print(f"{'':<18}{'top-1 agr.':>11}  {wall_head:>22}{'b16':>8}  {'cpu, 1 thread: b1':>18}{'b16':>8}")
