@@ -265,3 +265,33 @@ def test_written_config_reloads(lfw_dir, cache_dir, tmp_path):
     again = load_config(tmp_path / "run" / "config.yaml")
     assert again.to_dict() == cfg.to_dict()
     assert "k-nearest" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_cached_backbone_run_writes_the_same_model(digits_dir, cache_dir, tmp_path, monkeypatch):
+    """A second run reuses the checksummed backbone (no network built, the head checked on the
+    features): its run directory's model still computes the probe on real images, and its backbone
+    tensors are the first run's."""
+    from safetensors.numpy import load_file
+
+    monkeypatch.setenv("TRANSFERZOO_CACHE", str(tmp_path / "zc"))
+    cfg = override(
+        FitConfig(strategy="stages"),
+        {"features.cache_dir": str(cache_dir), "data.val_fraction": 0.3, "probe.cv_folds": 3, "probe.lambdas": [0.1]},
+    )
+    runs = [fit(digits_dir, cfg, out=tmp_path / f"run{i}") for i in range(2)]
+    assert [r.summary["parity_checked"] for r in runs] == ["model on images", "head on features"]
+    decode = image_decoder("efficientnet_lite0")
+    for i, res in enumerate(runs):
+        model, _ = load_model(tmp_path / f"run{i}")
+        val = res.context.splits.val
+        with torch.no_grad():
+            got = model(torch.from_numpy(np.stack([decode(x.path) for x in val]))).numpy()
+        want = res.probe.logits(
+            featsets.build(res.context.features, res.summary["feature_set"], res.context.rows["val"])
+        )
+        np.testing.assert_allclose(got, want, atol=2e-3, rtol=1e-3)
+    a, b = (load_file(str(tmp_path / f"run{i}" / "model.safetensors")) for i in range(2))
+    assert a.keys() == b.keys()
+    for k in a:
+        if k.startswith("backbone."):
+            np.testing.assert_array_equal(a[k], b[k])

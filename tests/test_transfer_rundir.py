@@ -11,7 +11,7 @@ from PIL import Image
 
 from transferzoo import zoo
 from transferzoo.transfer.data import scan_folder
-from transferzoo.transfer.rundir import load_model, weights_provenance, write_run
+from transferzoo.transfer.rundir import load_model, write_run
 from transferzoo.zoo import assembly as za
 
 
@@ -37,10 +37,10 @@ def test_write_run_layout_and_rebuild(tmp_path):
     run = write_run(
         tmp_path / "run",
         spec=spec,
-        model=model,
+        state=model.state_dict(),
         labels=splits.classes,
         preprocessing=zoo.preprocessing(spec.model),
-        weights=weights_provenance(model),
+        weights=za.weights_provenance(model),
         summary=summary,
         config={"strategy": "stages", "seed": 0},
         plan={"strategy": "stages"},

@@ -3,6 +3,8 @@ architecture built and run. Generated from the registry, so a new entry is teste
 
 from __future__ import annotations
 
+import json
+import os
 import re
 
 import pytest
@@ -10,6 +12,7 @@ import timm
 import torch
 
 from transferzoo import zoo
+from transferzoo.zoo import assembly as za
 from transferzoo.zoo.layers import layer_table
 
 LICENSES = {"apache-2.0", "bsd-3-clause", "mit", "cc-by-4.0"}
@@ -115,3 +118,57 @@ def test_name_resolution():
     assert zoo.list_models("resnet*") == ["resnet18.a1_in1k", "resnet34.a1_in1k", "resnet50.a1_in1k"]
     with pytest.raises(zoo.UnknownModelError, match="did you mean 'resnet50'"):
         zoo.get("resnt50")
+
+
+def test_records_are_keyed_and_checksummed(tmp_path, caplog):
+    from transferzoo.zoo.fileio import read_record, write_record
+
+    path = tmp_path / "r.json"
+    write_record(path, {"v": 1}, {"x": [1, 2]})
+    assert read_record(path, {"v": 1}) == {"x": [1, 2]}
+    assert read_record(path, {"v": 2}) is None  # computed for something else
+    path.write_text(path.read_text().replace("2", "3"))
+    assert read_record(path, {"v": 1}) is None and "checksum" in caplog.text
+    assert read_record(tmp_path / "missing.json", {"v": 1}) is None
+
+
+def test_model_info_is_read_from_its_record_without_timm(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json; from transferzoo import zoo; i = zoo.info('efficientnet_lite0'); "
+        "print(json.dumps([i.num_params, i.num_features, [s.num_chs for s in i.stages], list(i.blocks), "
+        "i.preprocessing.to_dict(), 'timm' in sys.modules]))"
+    )
+    env = dict(os.environ, TRANSFERZOO_CACHE=str(tmp_path))
+    out = [
+        json.loads(
+            subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+        )
+        for _ in range(2)
+    ]
+    assert out[0][:-1] == out[1][:-1]  # the same info from timm and from the record
+    assert out[0][-1] is True and out[1][-1] is False  # the second process never imported timm
+    rec = next((tmp_path / "model_info").glob("*.json"))
+    rec.write_text(rec.read_text().replace('"num_params": ', '"num_params": 1'))  # tampered: read timm again
+    again = json.loads(
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    )
+    assert again[:-1] == out[0][:-1] and again[-1] is True
+
+
+def test_pretrained_backbone_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFERZOO_CACHE", str(tmp_path))
+    spec = za.ModelSpec("efficientnet_lite0", 3, stages=(2, 3))
+    first, prov, built = za.pretrained_backbone(spec)
+    assert built is not None and prov["sha256"] and prov["source"] == "package"
+    again, prov2, built2 = za.pretrained_backbone(spec)
+    assert built2 is None and prov2 == prov and again.keys() == first.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    blob = next((tmp_path / "backbones").glob("*.safetensors"))
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1
+    blob.write_bytes(bytes(data))  # a damaged file is not reused: built again
+    _, _, built3 = za.pretrained_backbone(spec)
+    assert built3 is not None

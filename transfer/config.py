@@ -23,12 +23,12 @@ config.yaml holds exactly the values that ran.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from transferzoo.transfer.audit.config import AuditConfig
 from transferzoo.zoo.config import Config, ConfigError, flatten, load_yaml, setting
+from transferzoo.zoo.fileio import cache_root
 from transferzoo.zoo.spec import ACTIVATIONS, HEAD_KINDS
 
 STRATEGIES = ("auto", "linear", "stages", "partial", "full")  # what `fit --strategy` takes
@@ -54,11 +54,7 @@ DEFAULT_LR = {"sgd": 0.01, "nesterov": 0.01, "rmsprop": 1e-4, "adagrad": 0.01, "
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("TRANSFERZOO_CACHE")
-    if env:
-        return Path(env).expanduser() / "features"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "transferzoo" / "features"
+    return cache_root() / "features"
 
 
 @dataclass(frozen=True)

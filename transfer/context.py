@@ -41,8 +41,12 @@ class FitResult:
     summary: dict
     run_dir: Path | None
     plan: dict | None
-    model: torch.nn.Module | None = None
+    model: torch.nn.Module | None = None  # finetuning: the trained TransferModel
     spec: object = None
+    # cached-feature strategies write the model without building it: its state dict and the
+    # pretrained weights' provenance (zoo.assembly.pretrained_backbone + the probe's head)
+    state: dict | None = None
+    weights: dict | None = None
     written: bool = False  # a strategy that wrote the run directory itself sets this
     probe: object = None  # cached-feature strategies: the fitted transfer.probe.linear.Probe
     context: FitContext | None = None

@@ -28,6 +28,7 @@ Also reported, as a baseline next to the probes: a k-NN classifier (L1/L2, k by 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -40,11 +41,14 @@ from transferzoo.transfer.probe.cv import cross_validate
 from transferzoo.transfer.probe.knn import fit_knn, select_knn
 from transferzoo.transfer.probe.linear import ProbeSpec, fit_probe
 from transferzoo.zoo.config import override
+from transferzoo.zoo.fileio import cache_root, read_record, write_record
 
 from .config import FitConfig, pinned_keys
 from .data import DataSplits
 from .features import sets as featsets
 from .threads import torch_threads
+
+log = logging.getLogger(__name__)
 
 LOT_PER_CLASS = 300
 VERY_MUCH_PER_CLASS = 1000
@@ -231,26 +235,15 @@ FORWARD_BACKWARD = 3.0  # a training step costs about 3 forward passes (forward 
 
 
 def forward_cost(model_name: str, sizes, fs: FeatureSet | None = None, batch: int = 4) -> dict:
-    """Seconds per image of a forward pass of the whole model at each input size, on this machine
-    now; a training step is FORWARD_BACKWARD times that. Measured on one thread (a busy machine
-    makes multi-threaded timings of a few images meaningless: threads wait on each other) with
-    random weights and inputs (cost does not depend on them), then calibrated: by the feature pass
-    of this run when it computed enough images (the same engine the prefix cache uses), else
-    divided by the cores. The time predictions scale these."""
-    import torch
-
-    from transferzoo.zoo import assembly as za
-
+    """Seconds per image of a forward pass of the whole model at each input size, on this machine;
+    a training step is FORWARD_BACKWARD times that. Measured on one thread (a busy machine makes
+    multi-threaded timings of a few images meaningless: threads wait on each other) with random
+    weights and inputs (cost does not depend on them), once per machine and software
+    (`measured_forward`), then calibrated: by the feature pass of this run when it computed enough
+    images (the same engine the prefix cache uses), else divided by the cores. The time
+    predictions scale these."""
     model_size = zoo.preprocessing(model_name).input_size[-1]
-    one = {}
-    with torch_threads(1), torch.no_grad():
-        model = za.build(za.ModelSpec(model_name, 2), pretrained=False).eval()
-        for size in sorted(set(sizes) | {model_size}):
-            x = torch.randn(batch, 3, size, size)
-            model(x)  # first call: allocations, kernel selection
-            t = time.perf_counter()
-            model(x)
-            one[size] = (time.perf_counter() - t) / batch
+    one = measured_forward(model_name, sorted(set(sizes) | {model_size}), batch)
     computed = 0 if fs is None else len(fs.paths) - fs.timings.get("cached_images", len(fs.paths))
     if computed >= 32 and fs.timings.get("compute_seconds"):
         scale, how = fs.timings["compute_seconds"] / computed / one[model_size], f"feature pass of {computed} images"
@@ -264,6 +257,50 @@ def forward_cost(model_name: str, sizes, fs: FeatureSet | None = None, batch: in
         }
         for size, t in one.items()
     }
+
+
+def _machine() -> dict:
+    """What a per-image cost measured here depends on: the CPU, its core count, torch's version."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__}
+
+
+def measured_forward(model_name: str, sizes: list[int], batch: int) -> dict[int, float]:
+    """One-thread seconds per image of the model's forward pass at each size, measured once per
+    (model, sizes, machine, torch) and kept as a record in the cache: building the model needs timm
+    (2 s to import), which a run on cached features otherwise never loads."""
+    import torch
+
+    key = {"model": zoo.get(model_name).timm_name, "sizes": sizes, "batch": batch, **_machine()}
+    path = cache_root() / "costs" / f"{zoo.get(model_name).name}.json"
+    stored = read_record(path, key)
+    if stored is not None:
+        return {int(k): float(v) for k, v in stored.items()}
+    from transferzoo.zoo import assembly as za
+
+    one = {}
+    with torch_threads(1), torch.no_grad():
+        model = za.build(za.ModelSpec(model_name, 2), pretrained=False).eval()
+        for size in sizes:
+            x = torch.randn(batch, 3, size, size)
+            model(x)  # first call: allocations, kernel selection
+            t = time.perf_counter()
+            model(x)
+            one[size] = (time.perf_counter() - t) / batch
+    try:
+        write_record(path, key, {str(k): v for k, v in one.items()})
+    except OSError as e:  # a read-only cache: measured again next time
+        log.warning("could not write the cost record %s: %s", path, e)
+    return one
 
 
 def predict_seconds(strategy: str, settings: dict, n_train: int, n_val: int, cost: dict, probes: dict, pilot) -> float:

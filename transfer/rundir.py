@@ -26,28 +26,15 @@ FORMAT = "transferzoo-run/1"
 REQUIRED_SUMMARY = ("strategy", "model", "val_accuracy", "num_classes", "num_train", "num_val", "wall_seconds")
 
 
-def weights_provenance(model: torch.nn.Module) -> dict:
-    """{"name", "source", "location", "sha256"} of the pretrained weights the backbone started from."""
-    backbone = getattr(model, "backbone", model)
-    cfg = getattr(backbone, "pretrained_cfg", None) or {}
-    tz = dict(cfg.get("transferzoo") or {})
-    return {
-        "name": tz.get("name"),
-        "source": tz.get("source"),
-        "location": tz.get("location"),
-        "sha256": tz.get("sha256"),
-    }
-
-
 def _tsv(samples: list[Sample], root: Path) -> str:
     return "".join(f"{os.path.relpath(s.path, root)}\t{s.label}\n" for s in samples)
 
 
-def _safetensors_bytes(model: torch.nn.Module) -> bytes:
+def _safetensors_bytes(state: dict[str, torch.Tensor]) -> bytes:
     from safetensors.torch import save
 
     # contiguous, de-aliased copies: safetensors refuses shared storage
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
     return save(state, metadata={"format": "pt"})
 
 
@@ -55,7 +42,7 @@ def write_run(
     run_dir,
     *,
     spec: za.ModelSpec,
-    model: torch.nn.Module,
+    state: dict[str, torch.Tensor],
     labels,
     preprocessing,
     weights: dict,
@@ -65,7 +52,8 @@ def write_run(
     splits: DataSplits,
     extra_files: dict[str, bytes] | None = None,
 ) -> Path:
-    """Write everything RUN_DIR.md lists. `summary` must hold at least REQUIRED_SUMMARY; if it has
+    """Write everything RUN_DIR.md lists; `state` is the state dict of the trained
+    `zoo.assembly.TransferModel` of `spec`. `summary` must hold at least REQUIRED_SUMMARY; if it has
     "confusion" (val confusion matrix, rows = true class) confusion.png is drawn from it.
     `extra_files` (relative path -> bytes) are written too and may override confusion.png/report.md
     (finetuning passes metrics.jsonl, curves.png, misclassified.png). Returns the run directory."""
@@ -74,7 +62,7 @@ def write_run(
 
     missing = [k for k in REQUIRED_SUMMARY if k not in summary]
     assert not missing, f"summary lacks {missing}"
-    assert isinstance(model, za.TransferModel), "the trained model must be a zoo.assembly.TransferModel"
+    assert state and all(k.startswith(("backbone.", "head.")) for k in state), "not a TransferModel state dict"
     labels = [str(l) for l in labels]
     assert len(labels) == spec.num_classes, (len(labels), spec.num_classes)
     run_dir = Path(run_dir)
@@ -88,7 +76,7 @@ def write_run(
     cfg = asdict(config) if is_dataclass(config) else dict(config)
 
     files: dict[Path, bytes | str] = {
-        run_dir / "model.safetensors": _safetensors_bytes(model),
+        run_dir / "model.safetensors": _safetensors_bytes(state),
         run_dir / "config.yaml": yaml.safe_dump(json.loads(json_bytes(cfg)), sort_keys=False),
         run_dir / "labels.json": json_bytes(labels),
     }

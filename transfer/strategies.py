@@ -115,7 +115,9 @@ def fit(data, cfg: FitConfig | None = None, out=None, log=None, resume: bool = F
 
 
 def write(ctx: FitContext, result: FitResult) -> Path:
-    from .rundir import weights_provenance, write_run
+    from transferzoo.zoo import assembly as za
+
+    from .rundir import write_run
 
     plan = ctx.plan or {
         "strategy": result.summary["strategy"],
@@ -125,10 +127,10 @@ def write(ctx: FitContext, result: FitResult) -> Path:
     return write_run(
         ctx.run_dir,
         spec=result.spec,
-        model=result.model,
+        state=result.state if result.state is not None else result.model.state_dict(),
         labels=ctx.splits.classes,
         preprocessing=zoo.preprocessing(ctx.cfg.model),
-        weights=weights_provenance(result.model),
+        weights=result.weights if result.weights is not None else za.weights_provenance(result.model),
         summary=result.summary,
         config=ctx.cfg.to_dict(),
         plan=plan,

@@ -5,6 +5,7 @@ built from its description (`zoo.spec.ModelSpec`). The state dict keys are `back
 from __future__ import annotations
 
 import functools
+import hashlib
 
 import torch
 import torch.nn as nn
@@ -82,3 +83,51 @@ def build(spec: ModelSpec, pretrained: bool = True, weights=None) -> TransferMod
             spec.model, pretrained=pretrained, weights=weights, features_only=True, out_indices=spec.stages, **kw
         )
     return TransferModel(backbone, make_head(feature_dim(spec), spec.num_classes, spec.head), spec.stages)
+
+
+def weights_provenance(model: nn.Module) -> dict:
+    """{"name", "source", "location", "sha256"} of the pretrained weights a (Transfer)Model's
+    backbone started from (what `zoo.create` recorded in its pretrained_cfg)."""
+    backbone = getattr(model, "backbone", model)
+    tz = dict((getattr(backbone, "pretrained_cfg", None) or {}).get("transferzoo") or {})
+    return {k: tz.get(k) for k in ("name", "source", "location", "sha256")}
+
+
+def pretrained_backbone(spec: ModelSpec, weights=None) -> tuple[dict[str, torch.Tensor], dict, TransferModel | None]:
+    """The `backbone.*` tensors of `build(spec)` with pretrained weights, the weights' provenance
+    ({"name", "source", "location", "sha256"}), and the model itself when it had to be built.
+
+    A frozen backbone is the same tensors in every run on the same weights, so they are kept in the
+    cache (`cache_root()/backbones`, safetensors, keyed by the timm model, its version, the stages
+    and the weights' sha256; the file's own sha256 checked before reuse): a run that trains only a
+    head on cached features then writes its model without building one (which needs timm).
+    """
+    from safetensors.torch import load, save
+
+    from . import sources
+    from .fileio import atomic_write, cache_root, read_record, write_record
+    from .model_info import timm_version
+    from .registry import get
+
+    entry = get(spec.model)
+    sha = sources.weights_sha256(entry, weights)
+    which = "top" if spec.stages is None else "stages" + "-".join(map(str, spec.stages))
+    stem = cache_root() / "backbones" / f"{entry.name}-{which}-{sha[:16]}"
+    key = {"timm_name": entry.timm_name, "timm": timm_version()[0], "stages": spec.stages, "weights_sha256": sha}
+    rec = read_record(stem.with_suffix(".json"), key)
+    blob = stem.with_suffix(".safetensors")
+    if rec is not None and blob.is_file():
+        data = blob.read_bytes()
+        if hashlib.sha256(data).hexdigest() == rec["file_sha256"]:
+            return load(data), rec["provenance"], None
+    model = build(spec, pretrained=True, weights=weights)
+    state = {f"backbone.{k}": v.detach().contiguous().clone() for k, v in model.backbone.state_dict().items()}
+    prov = weights_provenance(model)
+    data = save(state, metadata={"format": "pt"})
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        atomic_write(blob, data)
+        write_record(stem.with_suffix(".json"), key, {"file_sha256": digest, "provenance": prov})
+    except OSError:  # a read-only cache: built again next time
+        pass
+    return state, prov, model

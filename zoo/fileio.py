@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -20,6 +21,16 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 TEMP_SUFFIX = ".tmp"
+
+
+def cache_root() -> Path:
+    """Where transferzoo keeps what it reuses (features, feature models, model info):
+    $TRANSFERZOO_CACHE, else $XDG_CACHE_HOME/transferzoo, else ~/.cache/transferzoo."""
+    env = os.environ.get("TRANSFERZOO_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "transferzoo"
 
 
 def temp_path_for(path: str | os.PathLike) -> Path:
@@ -149,3 +160,29 @@ def json_bytes(obj) -> bytes:
 
 def write_json(path: str | os.PathLike, obj) -> Path:
     return atomic_write(path, json_bytes(obj))
+
+
+def _record_digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def write_record(path: str | os.PathLike, key: dict, value) -> Path:
+    """A reusable result on disk: `value` (JSON types) with the `key` it was computed for and the
+    sha256 of its content (read back with `read_record`)."""
+    return write_json(path, {"key": key, "value": value, "sha256": _record_digest(value)})
+
+
+def read_record(path: str | os.PathLike, key: dict):
+    """The value `write_record` stored at `path` for exactly `key`; None when the file is missing,
+    unreadable, for another key, or does not match its checksum (the caller computes it again)."""
+    try:
+        rec = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    key = json.loads(json.dumps(key))  # as stored: tuples are lists in JSON
+    if not isinstance(rec, dict) or rec.get("key") != key or "value" not in rec:
+        return None
+    if rec.get("sha256") != _record_digest(rec["value"]):
+        logging.getLogger(__name__).warning("%s does not match its checksum; computing it again", path)
+        return None
+    return rec["value"]

@@ -162,6 +162,21 @@ def available_sources(entry: ModelEntry) -> list[str]:
 
 
 # ---------------------------------------------------------------- resolution
+def weights_sha256(entry: ModelEntry, weights: str | os.PathLike | None = None) -> str:
+    """sha256 of the weights `resolve` would load (the same search order), without loading them:
+    what caches derived from the weights are keyed by."""
+    if weights is not None:
+        return sha256_file(weights)
+    for pkg in entry.packages:
+        path = package_file(pkg)
+        if path is not None:
+            return pkg.sha256 or sha256_file(path)
+    cached = cached_file(entry)
+    if cached is not None:
+        return sha256_file(cached)
+    return resolve(entry).sha256  # raises WeightsUnavailableError with what to do
+
+
 def resolve(
     entry: ModelEntry, weights: str | os.PathLike | None = None, expected_sha256: str | None = None
 ) -> ResolvedWeights:

@@ -36,8 +36,8 @@ from transferzoo import zoo
 from transferzoo.export.onnx_export import verified_session
 from transferzoo.transfer.config import FeatureConfig
 from transferzoo.transfer.threads import torch_threads
-from transferzoo.zoo import runtime
-from transferzoo.zoo.fileio import file_digest, sha256_file, write_json
+from transferzoo.zoo import runtime, sources
+from transferzoo.zoo.fileio import file_digest, write_json
 from transferzoo.zoo.images import normalise
 
 from .cache import FeatureCache
@@ -91,23 +91,6 @@ def build_feature_module(model_name: str, weights=None) -> tuple[FeatureModule, 
         clf = (head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy())
     stage_modules = [s.module for s in zoo.info(model_name).stages]
     return FeatureModule(model, stage_modules).eval(), clf
-
-
-def weights_identity(model_name: str, weights=None) -> str:
-    """sha256 of the pretrained weights `zoo.create` would load, without loading them."""
-    from transferzoo.zoo import sources
-
-    entry = zoo.get(model_name)
-    if weights is not None:
-        return sha256_file(weights)
-    for pkg in entry.packages:
-        path = sources.package_file(pkg)
-        if path is not None:
-            return pkg.sha256 or sha256_file(path)
-    cached = sources.cached_file(entry)
-    if cached is not None:
-        return sha256_file(cached)
-    return sources.resolve(entry).sha256  # raises WeightsUnavailableError with what to do
 
 
 # -- engines ------------------------------------------------------------------------------------
@@ -251,7 +234,7 @@ class Extractor:
         self.dims = output_dims(self.model_name)
         identity = {
             "model": self.model_name,
-            "weights_sha256": weights_identity(self.model_name, weights),
+            "weights_sha256": sources.weights_sha256(zoo.get(self.model_name), weights),
             "preprocessing": self.pre.to_dict(),
         }
         self.cache = FeatureCache(self.cfg.resolved_cache_dir(), identity, self.dims, self.cfg.cache_key)

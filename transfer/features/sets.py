@@ -58,36 +58,39 @@ def build(fs: FeatureSet, name: str, rows=None, view: str = "orig") -> np.ndarra
     return np.ascontiguousarray(np.concatenate(parts, axis=1)) if len(parts) > 1 else parts[0]
 
 
-def transfer_model(
-    model_name: str, name: str, probe: Probe, classifier, weights=None
-) -> tuple[za.ModelSpec, za.TransferModel]:
-    """The pretrained backbone + a head computing exactly `probe` on feature set `name`."""
+def transfer_head(model_name: str, name: str, probe: Probe, classifier) -> tuple[za.ModelSpec, nn.Module]:
+    """The TransferModel spec and head (`za.make_head`, in eval mode) computing exactly `probe` on
+    feature set `name`: the model is the pretrained backbone (`za.pretrained_backbone(spec)`) + it."""
     layers = probe.head_layers()  # [Linear] or [Linear, act, Linear], on raw features
     if name == "imagenet":
         if len(layers) != 1:
             raise ValueError("the 'imagenet' feature set takes a linear probe only")
         w, b = classifier
-        head = za.HeadSpec(kind="mlp", hidden=int(w.shape[0]), activation="log_softmax")
-        spec = za.ModelSpec(model_name, probe.num_classes, stages=None, head=head)
-        model = za.build(spec, pretrained=True, weights=weights)
+        spec = za.ModelSpec(
+            model_name,
+            probe.num_classes,
+            stages=None,
+            head=za.HeadSpec(kind="mlp", hidden=int(w.shape[0]), activation="log_softmax"),
+        )
+        head = za.make_head(za.feature_dim(spec), spec.num_classes, spec.head)
         with torch.no_grad():
-            model.head[0].weight.copy_(torch.from_numpy(w))
-            model.head[0].bias.copy_(torch.from_numpy(b))
-            _copy(model.head[3], layers[0])
-        return spec, model.eval()
+            head[0].weight.copy_(torch.from_numpy(w))
+            head[0].bias.copy_(torch.from_numpy(b))
+            _copy(head[3], layers[0])
+        return spec, head.eval()
     if probe.spec.head == "linear":
-        head = za.HeadSpec(kind="linear")
+        hspec = za.HeadSpec(kind="linear")
     else:
-        head = za.HeadSpec(kind="mlp", hidden=probe.spec.hidden, activation=probe.spec.activation)
-    spec = za.ModelSpec(model_name, probe.num_classes, stages=stages_of(name), head=head)
-    model = za.build(spec, pretrained=True, weights=weights)
-    linears = [m for m in model.head if isinstance(m, nn.Linear)]
+        hspec = za.HeadSpec(kind="mlp", hidden=probe.spec.hidden, activation=probe.spec.activation)
+    spec = za.ModelSpec(model_name, probe.num_classes, stages=stages_of(name), head=hspec)
+    head = za.make_head(za.feature_dim(spec), spec.num_classes, spec.head)
+    linears = [m for m in head if isinstance(m, nn.Linear)]
     src = [m for m in layers if isinstance(m, nn.Linear)]
-    assert len(linears) == len(src), (model.head, layers)
+    assert len(linears) == len(src), (head, layers)
     with torch.no_grad():
         for dst, s in zip(linears, src):
             _copy(dst, s)
-    return spec, model.eval()
+    return spec, head.eval()
 
 
 def _copy(dst: nn.Linear, src: nn.Linear) -> None:

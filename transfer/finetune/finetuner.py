@@ -219,9 +219,7 @@ class Finetuner:
             self.model.to(memory_format=torch.channels_last)
         self.pre = preprocessing_for(self.model_name, cfg)
         self.train_tf, self.eval_tf = transforms_for(self.pre, cfg)
-        from transferzoo.transfer.rundir import weights_provenance
-
-        prov = weights_provenance(self.model)  # by content: a moved weights file is the same start
+        prov = za.weights_provenance(self.model)  # by content: a moved weights file is the same start
         start = {k: v for k, v in prov.items() if k != "location" or not prov.get("sha256")}
         self.fingerprint = _fingerprint(self.model_name, strategy, cfg, splits, self.dist.world, start)
         self.split = None
@@ -618,7 +616,7 @@ class Finetuner:
         if self.run_dir is None or not self.dist.is_main:
             return None
         from transferzoo.transfer.report.finetune import finetune_extra_files
-        from transferzoo.transfer.rundir import weights_provenance, write_run
+        from transferzoo.transfer.rundir import write_run
 
         extra = finetune_extra_files(result, self.splits, plan)
         cfg = {"model": self.model_name, "strategy": self.strategy, "finetune": result.config.to_dict()}
@@ -626,10 +624,10 @@ class Finetuner:
         out = write_run(
             self.run_dir,
             spec=result.spec,
-            model=result.model,
+            state=result.model.state_dict(),
             labels=self.splits.classes,
             preprocessing=result.preprocessing,
-            weights=weights_provenance(result.model),
+            weights=za.weights_provenance(result.model),
             summary=result.summary,
             config=cfg,
             plan=plan,

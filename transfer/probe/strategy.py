@@ -4,8 +4,12 @@
   log-probabilities, when the head is linear), the feature set and penalty strength chosen by CV.
 - ``stages``: the same over every stage's pooled features and their concatenations (plus the final
   features), best by CV.
-The result is a TransferModel (backbone + head computing exactly the probe), checked against the
-probe's logits on real validation images before it is returned.
+The result is a TransferModel's state dict (the pretrained backbone + a head computing exactly the
+probe), checked against the probe's logits before it is returned: the whole model on real
+validation images when its backbone was built in this run; on a reused, checksummed backbone
+(`zoo.assembly.pretrained_backbone`, whose ONNX feature engine was checked against it on real
+images when it was built) the head on the validation features -- so a run on cached features
+never builds the network.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 import torch
 
 from transferzoo import zoo
+from transferzoo.zoo import assembly as za
 
 from ..config import FitConfig
 from ..context import FitContext, FitResult
@@ -116,8 +121,15 @@ def run(ctx: FitContext, strategy: str) -> FitResult:
         }
 
     t = time.perf_counter()
-    mspec, model = featsets.transfer_model(cfg.model, best, probe, fs.classifier, weights=cfg.weights)
-    parity = parity_check(model, s.val[:4], logits[:4], cfg.model)
+    mspec, head = featsets.transfer_head(cfg.model, best, probe, fs.classifier)
+    backbone, weights, built = za.pretrained_backbone(mspec, weights=cfg.weights)
+    if built is not None:  # the backbone was built now: the whole model is checked on images
+        built.head.load_state_dict(head.state_dict())
+        parity = {"checked": "model on images", "max_abs_diff": parity_check(built, s.val[:4], logits[:4], cfg.model)}
+    else:  # a verified cached backbone (the engine was checked against it when built): the head
+        inputs = featsets.build(fs, "top" if best == "imagenet" else best, va[:4])  # what the backbone gives the head
+        parity = {"checked": "head on features", "max_abs_diff": head_parity(head, inputs, logits[:4])}
+    state = {**backbone, **{f"head.{k}": v for k, v in head.state_dict().items()}}
     ctx.timings["model_seconds"] = round(time.perf_counter() - t, 3)
 
     cm = confusion_matrix(yva, pred, C)
@@ -142,7 +154,8 @@ def run(ctx: FitContext, strategy: str) -> FitResult:
         "knn": knn_info,
         "flip_augment": flip,
         "feature_engine": ctx.timings.get("feature_engine"),
-        "parity_max_abs_diff": parity,
+        "parity_max_abs_diff": parity["max_abs_diff"],
+        "parity_checked": parity["checked"],
         "confusion": cm.tolist(),
         "per_class": {
             name: {"support": int(cm[i].sum()), "recall": round(float(cm[i, i] / max(1, cm[i].sum())), 4)}
@@ -155,8 +168,35 @@ def run(ctx: FitContext, strategy: str) -> FitResult:
             float((probe.predict(featsets.build(fs, best, ctx.rows["test"])) == yte).mean()), 6
         )
     return FitResult(
-        summary=summary, run_dir=ctx.run_dir, plan=ctx.plan, model=model, spec=mspec, probe=probe, context=ctx
+        summary=summary,
+        run_dir=ctx.run_dir,
+        plan=ctx.plan,
+        spec=mspec,
+        state=state,
+        weights=weights,
+        probe=probe,
+        context=ctx,
     )
+
+
+def _agree(got: np.ndarray, cached_logits: np.ndarray, what: str) -> float:
+    diff = float(np.abs(got - cached_logits).max())
+    scale = max(1.0, float(np.abs(cached_logits).max()))
+    if diff > 1e-3 * scale:
+        raise RuntimeError(
+            f"the model to be saved disagrees with the fitted probe by {diff:.2e} on {len(got)} {what}; "
+            "nothing was written (run with --engine torch to rule out the ONNX engine)"
+        )
+    return diff
+
+
+@torch.no_grad()
+def head_parity(head: torch.nn.Module, features: np.ndarray, cached_logits: np.ndarray) -> float | None:
+    """Max |head(features) - probe(features)| on a few validation rows: the saved head computes the
+    fitted probe (the feature set's layout, the ImageNet head folded in). Raises if they disagree."""
+    if not len(features):
+        return None
+    return _agree(head(torch.from_numpy(np.ascontiguousarray(features))).numpy(), cached_logits, "validation rows")
 
 
 @torch.no_grad()
@@ -171,11 +211,4 @@ def parity_check(
     x = torch.from_numpy(np.stack([decode(s.path) for s in samples]))
     with torch_threads(1):  # 4 images: thread start-up costs more than it saves
         got = model.eval()(x).numpy()
-    diff = float(np.abs(got - cached_logits).max())
-    scale = max(1.0, float(np.abs(cached_logits).max()))
-    if diff > 1e-3 * scale:
-        raise RuntimeError(
-            f"the model to be saved disagrees with the fitted probe by {diff:.2e} on {len(samples)} "
-            "validation images; nothing was written (run with --engine torch to rule out the ONNX engine)"
-        )
-    return diff
+    return _agree(got, cached_logits, "validation images")
