@@ -10,6 +10,7 @@ import torch
 
 from .linear import DEFAULT_LAMBDAS, ProbeSpec, fit_probe, standardiser
 from .losses import BatchedSoftmaxCrossEntropy, L2Penalty, log_loss
+from .solver import lbfgs
 
 
 def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
@@ -213,25 +214,12 @@ def _cv_batched(X, y, num_classes, lambdas, spec: ProbeSpec, folds, repeats, see
     acc = np.zeros((repeats, len(lambdas)))
     ll = np.zeros((repeats, len(lambdas)))
     for li, lam in enumerate(lambdas):
-        opt = torch.optim.LBFGS(
-            [W, b],
-            lr=1,
-            max_iter=spec.max_iter,
-            history_size=20,
-            tolerance_grad=1e-6 * B,
-            tolerance_change=1e-10,
-            line_search_fn="strong_wolfe",
-        )
 
-        def closure():
-            opt.zero_grad()
+        def objective():
             obj = BatchedSoftmaxCrossEntropy.apply(torch.baddbmm(b, Z, W.transpose(1, 2)), Y, Wt)
-            if lam > 0:
-                obj = obj + lam * L2Penalty.apply(W)
-            obj.backward()
-            return obj
+            return obj + lam * L2Penalty.apply(W) if lam > 0 else obj
 
-        opt.step(closure)
+        lbfgs([W, b], objective, spec.max_iter, gtol=1e-6 * B)
         with torch.no_grad():
             for i, (r, _, _, zva, yva) in enumerate(probs):
                 lg = (torch.from_numpy(zva.astype(np.float32)) @ W[i, :, : zva.shape[1]].T + b[i]).numpy()

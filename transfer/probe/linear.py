@@ -5,7 +5,7 @@ Objective (mean over the n training rows, features standardised with the trainin
 
     loss(head(z), y) + lam * R(W)
 
-The optimiser is torch.optim.LBFGS with a strong-Wolfe line search over all rows at once: for a few
+The optimiser is L-BFGS (`solver.lbfgs`: scipy's L-BFGS-B on a torch objective) over all rows at once: for a few
 thousand rows of pooled features this converges in tens of milliseconds, far faster (and more
 exactly) than SGD epochs. `head_layers` folds the standardisation into the first layer, so the probe
 becomes an ordinary head on raw features.
@@ -23,6 +23,7 @@ from transferzoo.zoo.assembly import activation
 
 from ..config import DEFAULT_LAMBDAS  # noqa: F401  (re-exported: the probes' default grid)
 from .losses import loss_fn, penalty
+from .solver import lbfgs
 
 
 @dataclass(frozen=True)
@@ -108,26 +109,12 @@ def fit_probe(
         nn.init.zeros_(net[0].weight)  # convex: start at the origin, deterministic
         nn.init.zeros_(net[0].bias)
     crit = loss_fn(spec.loss)
-    opt = torch.optim.LBFGS(
-        net.parameters(),
-        lr=1,
-        max_iter=spec.max_iter,
-        history_size=20,
-        tolerance_grad=1e-6,
-        tolerance_change=1e-10,
-        line_search_fn="strong_wolfe",
-    )
-    state = {"evals": 0}
 
-    def closure():
-        opt.zero_grad()
+    def objective():
         obj = crit(net(z), t)
         if lam > 0:
             obj = obj + lam * sum(penalty(w, spec.penalty, spec.l1_ratio) for w in _weights(net))
-        obj.backward()
-        state["evals"] += 1
-        state["obj"] = float(obj.detach())
         return obj
 
-    opt.step(closure)
-    return Probe(spec, lam, mean, std, net, num_classes, {"objective": state.get("obj"), "evals": state["evals"]})
+    info = lbfgs(list(net.parameters()), objective, spec.max_iter, gtol=1e-6)
+    return Probe(spec, lam, mean, std, net, num_classes, {"objective": info["objective"], "evals": info["evals"]})
