@@ -115,6 +115,7 @@ def run_one(name: str, strategy: str, data: Path, cache: Path, feat_s: float | N
         "image_size": s.get("image_size"),
         "num_train": s["num_train"],
         "num_val": s["num_val"],
+        "epochs": args.epochs,  # --epochs (None: fit's default); rows of one table may differ, so each says
         "load_average": round(os.getloadavg()[0], 2),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -138,8 +139,9 @@ def load(path: Path) -> dict:
 
 def table(store: dict) -> str:
     rows = store["rows"]
-    head = "| dataset | " + " | ".join(STRATEGIES[1:]) + " | auto chose | auto | regret | auto time / all | load |"
-    lines = [head, "| --- " * 10 + "|"]
+    head = "| dataset | " + " | ".join(STRATEGIES[1:])
+    head += " | auto chose | auto | regret | auto time / all | load | finetune epochs |"
+    lines = [head, "| --- " * 11 + "|"]
     regrets = []
     for d in DATASETS:
         got = {s: rows.get(f"{d}/{s}") for s in STRATEGIES}
@@ -171,6 +173,9 @@ def table(store: dict) -> str:
             tail = " | - | - | - | - |"
         loads = [r["load_average"] for r in known]
         tail += f" {min(loads):.0f}-{max(loads):.0f} |" if max(loads) - min(loads) >= 1 else f" {loads[0]:.0f} |"
+        # rows stored before the field existed were all run with --epochs 3
+        eps = {r.get("epochs", 3) for r in known if r["strategy"] in ("auto", "partial", "full")}
+        tail += " " + ", ".join("6 (fit's default)" if e is None else str(e) for e in sorted(eps, key=str)) + " |"
         lines.append(f"| {d} | " + " | ".join(cells) + tail)
     if regrets:
         lines.append("")
@@ -225,7 +230,7 @@ def main() -> None:
     if store.get("rule") != RULE:
         print(f"note: the rule's constants changed since the stored rows ({store.get('rule')} -> {RULE})")
     store["rule"] = RULE
-    store["settings"] = {"epochs": args.epochs, "full_image_size": args.full_image_size, "model": args.model}
+    store["settings"] = {"full_image_size": args.full_image_size, "model": args.model}  # epochs: per row
     if not args.table_only:
         work = Path(tempfile.mkdtemp(prefix="bench_strategies_"))
         for d in args.only:
