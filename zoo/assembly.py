@@ -127,7 +127,7 @@ def pretrained_backbone(spec: ModelSpec, weights=None) -> tuple[dict[str, torch.
     digest = hashlib.sha256(data).hexdigest()
     try:
         atomic_write(blob, data)
-        write_record(stem.with_suffix(".json"), key, {"file_sha256": digest, "provenance": prov})
     except OSError:  # a read-only cache: built again next time
-        pass
+        return state, prov, model
+    write_record(stem.with_suffix(".json"), key, {"file_sha256": digest, "provenance": prov})
     return state, prov, model

@@ -166,10 +166,16 @@ def _record_digest(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
-def write_record(path: str | os.PathLike, key: dict, value) -> Path:
+def write_record(path: str | os.PathLike, key: dict, value) -> bool:
     """A reusable result on disk: `value` (JSON types) with the `key` it was computed for and the
-    sha256 of its content (read back with `read_record`)."""
-    return write_json(path, {"key": key, "value": value, "sha256": _record_digest(value)})
+    sha256 of its content (read back with `read_record`). Best effort: a cache that cannot be
+    written (read-only, full) costs the computation again next time, never the job (False, warned)."""
+    try:
+        write_json(path, {"key": key, "value": value, "sha256": _record_digest(value)})
+    except OSError as e:
+        logging.getLogger(__name__).warning("could not write %s (%s); it is computed again next time", path, e)
+        return False
+    return True
 
 
 def read_record(path: str | os.PathLike, key: dict):

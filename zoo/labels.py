@@ -19,8 +19,5 @@ def imagenet_labels() -> tuple[str, ...]:
 
     info = ImageNetInfo()
     labels = tuple(info.index_to_description(i) for i in range(1000))
-    try:
-        write_record(path, key, list(labels))
-    except OSError:  # a read-only cache: read from timm again next time
-        pass
+    write_record(path, key, list(labels))
     return labels

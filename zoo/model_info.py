@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import logging
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,8 +18,8 @@ from pathlib import Path
 from .fileio import cache_root, read_record, write_record
 from .registry import ModelEntry, get
 
-log = logging.getLogger(__name__)
 SCHEMA = 1  # bump when ModelInfo's fields or how they are read change
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -69,10 +68,7 @@ def info(name: str) -> ModelInfo:
     fields = read_record(path, key)
     if fields is None:
         fields = _read_timm(entry)
-        try:
-            write_record(path, key, fields)
-        except OSError as e:  # a read-only cache costs the timm import next time, nothing else
-            log.warning("could not write the model info record %s: %s", path, e)
+        write_record(path, key, fields)
     pre = fields["preprocessing"]
     return ModelInfo(
         entry=entry,
