@@ -22,8 +22,13 @@ before any row ran and are the same for every dataset; the pilot's cost share 0.
 predicted time and its floor of half its images were added later, set from the cost target, not
 from any row: they act only where a pilot would otherwise run, which no other row's plan reaches),
 so each held-out dataset sees exactly the rule it would see with all the others: the LODO table
-equals the table. The script checks that the constants are unchanged from those it recorded and
-says so.
+equals the table. One exception, added after the flowers row ran: a pilot difference within 2
+standard errors of 0 now leaves the decision to the table (`pilot_resolved_se`; before, its tie
+went to the cheaper probe: flowers regret 0.017). 2 is the usual 95 % convention, and the suite's
+pilots sit at 0.2 (flowers), 4.4 (eurosat) and 17 (digits) standard errors, so any value from 0.2
+to 4.4 decides them alike -- but the change itself was made after seeing flowers, so flowers' row is
+not held-out evidence for it. The script checks that the constants are unchanged from those it
+recorded and says so.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ RULE = {
     "min_image_size": planner.MIN_IMAGE_SIZE,
     "pilot_cost_share": planner.PILOT_COST_SHARE,
     "pilot_min_share": planner.PILOT_MIN_SHARE,
+    "pilot_resolved_se": planner.PILOT_RESOLVED_SE,
 }
 
 
@@ -261,7 +267,10 @@ def main() -> None:
     print(table(store))
     print("\npredicted by auto's plan (accuracy, seconds) / measured val accuracy (own seconds)\n")
     print(prediction_table(store))
-    print("\nleave-one-dataset-out: no rule parameter is fitted on the suite (constants above), so it equals the table")
+    print(
+        "\nleave-one-dataset-out: no rule parameter is fitted on the suite (constants above), so it equals the table;"
+        "\npilot_resolved_se was added after the flowers row (not held-out evidence for flowers)"
+    )
 
 
 if __name__ == "__main__":

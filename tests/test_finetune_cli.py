@@ -318,3 +318,38 @@ def test_a_forced_pilot_runs_and_its_difference_predicts_partial(digits, tmp_pat
     assert re.search(r"pilot: finetune \d\.\d{3} vs probe \d\.\d{3} on the same \d+ held-out training images", line)
     partial = p["strategies"]["partial"]
     assert "pilot" in partial["accuracy_from"] and 0.0 <= partial["predicted_accuracy"] <= 1.0
+
+
+def test_a_pilot_that_cannot_tell_leaves_the_decision_to_the_table():
+    """A resolved pilot difference decides by predicted accuracy; one within PILOT_RESOLVED_SE
+    standard errors of 0 says nothing about the full run (more data than the pilot saw), so the
+    size/similarity table decides and the reason says why."""
+    from transferzoo.transfer.planner import PILOT_RESOLVED_SE, decide
+
+    def strategies(partial_acc):
+        accs = {"linear": 0.915, "stages": 0.918, "partial": partial_acc, "full": None}
+        secs = {"linear": 26, "stages": 61, "partial": 306, "full": 494}
+        return {n: {"predicted_accuracy": accs[n], "predicted_seconds": secs[n], "why_not": None} for n in accs}
+
+    allowed = ["linear", "stages", "partial", "full"]
+
+    def pilot(d, se):
+        return {"finetune_minus_probe": {"difference": d, "standard_error": se, "images": 300}}
+
+    # the suite's flowers pilot: +0.003 +- 0.016 -> the table (a lot of data, similar -> partial)
+    s, why = decide(strategies(0.921), allowed, pilot(0.003, 0.016), "partial", "a lot data, similar")
+    assert s == "partial" and "(the table)" in why and "cannot tell" in why
+    # the same tie with a table that says linear: linear (no pilot-driven choice either way)
+    assert decide(strategies(0.921), allowed, pilot(0.003, 0.016), "linear", "little data, similar")[0] == "linear"
+    # resolved both ways: the pilot decides against the table
+    se = 0.01
+    s, why = decide(strategies(0.918 + 3 * se), allowed, pilot(3 * se, se), "linear", "little data, similar")
+    assert s == "partial" and "highest predicted accuracy" in why
+    # (linear 0.915 and stages 0.918 are within TIE: the cheaper linear)
+    assert decide(strategies(0.8), allowed, pilot(-0.11, 0.025), "partial", "a lot data, different")[0] == "linear"
+    # just inside / outside the resolution
+    inside, outside = 0.99 * PILOT_RESOLVED_SE * se, 1.01 * PILOT_RESOLVED_SE * se
+    assert decide(strategies(0.918 + inside), allowed, pilot(inside, se), "stages", "x")[0] == "stages"
+    assert decide(strategies(0.918 + outside), allowed, pilot(outside, se), "stages", "x")[0] == "partial"
+    # no pilot: the table
+    assert decide(strategies(None), allowed, None, "stages", "little data, different")[0] == "stages"
