@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from .linear import DEFAULT_LAMBDAS, ProbeSpec, fit_probe, standardiser
-from .losses import BatchedSoftmaxCrossEntropy, L2Penalty, log_loss
-from .solver import lbfgs
+from .losses import batched_ce_l2, log_loss
+from .solver import minimize
 
 
 def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
@@ -209,18 +209,15 @@ def _cv_batched(X, y, num_classes, lambdas, spec: ProbeSpec, folds, repeats, see
         Z[i, : len(yy), : z.shape[1]] = torch.from_numpy(z.astype(np.float32))
         Y[i, : len(yy)] = torch.from_numpy(yy.astype(np.int64))
         Wt[i, : len(yy)] = 1.0
-    W = torch.zeros(B, num_classes, d, requires_grad=True)
-    b = torch.zeros(B, 1, num_classes, requires_grad=True)
+    W = torch.zeros(B, num_classes, d)
+    b = torch.zeros(B, 1, num_classes)
+    norm = Wt / Wt.sum(dim=1, keepdim=True)
     acc = np.zeros((repeats, len(lambdas)))
     ll = np.zeros((repeats, len(lambdas)))
     for li, lam in enumerate(lambdas):
-
-        def objective():
-            obj = BatchedSoftmaxCrossEntropy.apply(torch.baddbmm(b, Z, W.transpose(1, 2)), Y, Wt)
-            return obj + lam * L2Penalty.apply(W) if lam > 0 else obj
-
-        lbfgs([W, b], objective, spec.max_iter, gtol=1e-6 * B)
+        f = batched_ce_l2(Z, Y, norm, num_classes, lam)
         with torch.no_grad():
+            minimize([W, b], lambda: f(W, b), spec.max_iter, gtol=1e-6 * B)
             for i, (r, _, _, zva, yva) in enumerate(probs):
                 lg = (torch.from_numpy(zva.astype(np.float32)) @ W[i, :, : zva.shape[1]].T + b[i]).numpy()
                 acc[r, li] += float((lg.argmax(1) == yva).sum())

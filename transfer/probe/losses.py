@@ -1,9 +1,10 @@
 """The probes' losses and penalties, written out by hand (forward and backward) as autograd
 Functions; tests check each against numerical gradients.
 
-- ``ce``: softmax cross-entropy (and a batched version, B independent problems at once, used by CV
-  to fit every fold in one L-BFGS run); ``hinge``: multiclass SVM (Weston-Watkins),
-  sum_{j != y} max(0, s_j - s_y + 1).
+- ``ce``: softmax cross-entropy; ``batched_ce_l2``: the default probe's whole objective (ce + l2)
+  for B independent problems at once, gradient by hand without autograd (CV fits every fold in
+  one L-BFGS run with it; so does `fit_probe` for the default probe, with B = 1);
+  ``hinge``: multiclass SVM (Weston-Watkins), sum_{j != y} max(0, s_j - s_y + 1).
 - ``l2``: 0.5 * ||W||^2; ``l1``: sum sqrt(w^2 + eps^2) - eps (a smooth L1, eps = 1e-3, so L-BFGS
   applies); ``elasticnet``: l1_ratio * l1 + (1 - l1_ratio) * l2. Biases are not penalised.
 """
@@ -35,24 +36,24 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
         return grad * (g / len(y)), None
 
 
-class BatchedSoftmaxCrossEntropy(torch.autograd.Function):
-    """B independent problems at once: sum_b (sum_i w_bi CE_bi / sum_i w_bi). scores [B, n, C],
-    y [B, n], w [B, n] (0 for padding rows). Used by CV to fit every fold in one L-BFGS run."""
+def batched_ce_l2(Z: torch.Tensor, y: torch.Tensor, norm: torch.Tensor, num_classes: int, lam: float):
+    """The default probe's objective (softmax cross-entropy + lam * 0.5 ||W||^2) for B independent
+    problems at once, value and gradient written out, no autograd: the CV fits every fold of a grid
+    this way, thousands of evaluations, and autograd's graph and engine were 3x the arithmetic here
+    (2.9 -> 0.9 ms per evaluation on 10 folds of 392 x 392).
+    Z [B, n, d], y [B, n] (long), norm [B, n] row weights (1 / rows per problem; 0 for padding).
+    -> f(W [B, C, d], b [B, 1, C]) -> (objective, [dW, db]), the objective
+    sum_b (sum_i norm_bi CE_bi + lam * 0.5 ||W_b||^2)."""
+    onehot = torch.zeros(*y.shape, num_classes, dtype=Z.dtype).scatter_(2, y[:, :, None], 1.0)
+    wrow = norm[:, :, None].to(Z.dtype)
 
-    @staticmethod
-    def forward(ctx, scores, y, w):
-        shifted = scores - scores.max(dim=2, keepdim=True).values
-        logp = shifted - shifted.exp().sum(dim=2, keepdim=True).log()
-        norm = w / w.sum(dim=1, keepdim=True)
-        ctx.save_for_backward(logp, y, norm)
-        return -(logp.gather(2, y[:, :, None])[:, :, 0] * norm).sum()
+    def f(W: torch.Tensor, b: torch.Tensor):
+        logp = torch.log_softmax(torch.baddbmm(b, Z, W.transpose(1, 2)), dim=2)
+        obj = -(logp * onehot * wrow).sum() + 0.5 * lam * (W * W).sum()
+        g = logp.exp_().sub_(onehot).mul_(wrow)  # d obj / d scores
+        return obj, [torch.bmm(g.transpose(1, 2), Z).add_(W, alpha=lam), g.sum(dim=1, keepdim=True)]
 
-    @staticmethod
-    def backward(ctx, g):
-        logp, y, norm = ctx.saved_tensors
-        grad = logp.exp()
-        grad.scatter_add_(2, y[:, :, None], -torch.ones_like(y[:, :, None], dtype=grad.dtype))
-        return grad * (norm[:, :, None] * g), None, None
+    return f
 
 
 class MulticlassHinge(torch.autograd.Function):

@@ -1,4 +1,6 @@
-"""Full-batch L-BFGS for the probes: scipy's L-BFGS-B driving an objective computed in torch.
+"""Full-batch L-BFGS for the probes: scipy's L-BFGS-B driving an objective computed in torch
+(`minimize`: value and gradients from any function, e.g. the hand-written `losses.batched_ce_l2`;
+`lbfgs`: the gradient from autograd, for the other heads, losses and penalties).
 
 Why not torch.optim.LBFGS: every torch.optim optimizer imports torch._dynamo on first use (1.4 s
 here, as long as the whole CV of a small dataset), and a run on cached features needs nothing else
@@ -14,12 +16,13 @@ import numpy as np
 import torch
 
 
-def lbfgs(params: list[torch.Tensor], objective: Callable[[], torch.Tensor], max_iter: int, gtol: float) -> dict:
-    """Minimise `objective()` (a scalar built from `params`, which require grad) in place. Stops at
-    `max_iter` iterations (1.25x as many evaluations), a max-abs gradient <= `gtol`, or when the
-    objective stops changing (relative 1e-10): torch.optim.LBFGS's criteria with its defaults here.
+def minimize(params: list[torch.Tensor], value_and_grads: Callable, max_iter: int, gtol: float) -> dict:
+    """Minimise over `params` (updated in place), `value_and_grads()` -> (scalar, [gradient of each
+    param]) at their current values. Stops at `max_iter` iterations (1.25x as many evaluations), a
+    max-abs gradient <= `gtol`, or when the objective stops changing (relative 1e-10):
+    torch.optim.LBFGS's criteria with its defaults here.
     -> {"evals", "objective", "iterations", "converged"}."""
-    from scipy.optimize import minimize
+    from scipy.optimize import minimize as scipy_minimize
 
     sizes = [p.numel() for p in params]
 
@@ -30,15 +33,11 @@ def lbfgs(params: list[torch.Tensor], objective: Callable[[], torch.Tensor], max
 
     def f(x: np.ndarray) -> tuple[float, np.ndarray]:
         unpack(x)
-        for p in params:
-            p.grad = None
-        obj = objective()
-        obj.backward()
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        return float(obj.detach()), torch.cat([g.reshape(-1) for g in grads]).double().numpy()
+        obj, grads = value_and_grads()
+        return float(obj), torch.cat([g.reshape(-1) for g in grads]).double().numpy()
 
     x0 = torch.cat([p.detach().reshape(-1) for p in params]).double().numpy()
-    res = minimize(
+    res = scipy_minimize(
         f,
         x0,
         jac=True,
@@ -47,3 +46,17 @@ def lbfgs(params: list[torch.Tensor], objective: Callable[[], torch.Tensor], max
     )
     unpack(res.x)
     return {"evals": int(res.nfev), "objective": float(res.fun), "iterations": int(res.nit), "converged": res.success}
+
+
+def lbfgs(params: list[torch.Tensor], objective: Callable[[], torch.Tensor], max_iter: int, gtol: float) -> dict:
+    """`minimize` with the gradient from autograd: `objective()` is a scalar built from `params`,
+    which require grad."""
+
+    def value_and_grads():
+        for p in params:
+            p.grad = None
+        obj = objective()
+        obj.backward()
+        return obj.detach(), [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+
+    return minimize(params, value_and_grads, max_iter, gtol)
