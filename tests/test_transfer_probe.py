@@ -211,3 +211,17 @@ def test_row_space_is_the_same_problem(digits, monkeypatch):
     assert reduced.best_lambda == full.best_lambda
     np.testing.assert_allclose(reduced.log_loss, full.log_loss, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(reduced.accuracy, full.accuracy)
+
+
+def test_fit_probe_in_the_row_space_is_the_full_fit(digits):
+    """fit_probe on fewer rows than features solves in the rows' span and maps the weights back:
+    the same logits on unseen rows as the full-dimensional autograd fit of the same objective
+    (elasticnet with l1_ratio 0 = pure L2), at the same objective value."""
+    Xtr, ytr, Xva, _ = digits
+    X, y = Xtr[:40], ytr[:40]  # 40 rows < 64 pixels
+    fast = fit_probe(X, y, 10, 0.1)
+    ref = fit_probe(X, y, 10, 0.1, ProbeSpec(penalty="elasticnet", l1_ratio=0.0))
+    lf, lr = fast.logits(Xva), ref.logits(Xva)
+    assert np.abs(lf - lr).max() <= 1e-3 * np.abs(lr).max()  # both stop at gtol 1e-6 in float32
+    assert (lf.argmax(1) == lr.argmax(1)).mean() > 0.99
+    assert fast.info["objective"] == pytest.approx(ref.info["objective"], rel=1e-4)

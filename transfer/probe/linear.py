@@ -83,6 +83,25 @@ def standardiser(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
+def row_basis(z: torch.Tensor) -> torch.Tensor | None:
+    """Q [d, n], an orthonormal basis of the row space of z [n, d], when z has fewer rows than
+    columns (else None): the L2 linear problem on z Q (n coordinates instead of d) is the same
+    problem. Every gradient of an L2-penalised linear model started at 0 lies in that row space and
+    L-BFGS is invariant under rotations, so the iterates, the optimum (W = W_q Q^T) and the logits are
+    the d-dimensional problem's (in exact arithmetic), at n/d of the multiply-adds: 5x fewer on 245
+    images of 1280 features. In torch: numpy's OpenBLAS QR and matmul were 10-150x slower on a
+    loaded 2-core machine."""
+    n, d = z.shape
+    return torch.linalg.qr(z.T).Q if n < d else None
+
+
+def row_space(z: np.ndarray, zva: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(z Q, zva Q) with Q = row_basis(z), or (z, zva) when z has at least as many rows as columns."""
+    zt, vt = (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in (z, zva))
+    q = row_basis(zt)
+    return (z, zva) if q is None else ((zt @ q).numpy(), (vt @ q).numpy())
+
+
 def _weights(net: nn.Sequential) -> list[torch.Tensor]:
     return [m.weight for m in net if isinstance(m, nn.Linear)]
 
@@ -109,12 +128,16 @@ def fit_probe(
         nn.init.zeros_(net[0].weight)  # convex: start at the origin, deterministic
         nn.init.zeros_(net[0].bias)
     if spec.head == "linear" and spec.loss == "ce" and spec.penalty == "l2":
-        # the default probe: the hand-written objective (no autograd), as one problem of the batched form
-        W, b = net[0].weight.detach().clone()[None], net[0].bias.detach().clone()[None, None]
-        f = batched_ce_l2(z[None], t[None], torch.full((1, len(t)), 1.0 / len(t)), num_classes, lam)
+        # the default probe: the hand-written objective (no autograd), as one problem of the batched
+        # form; from 0 (no warm start) in the rows' span when that is smaller (row_basis)
+        q = row_basis(z) if init is None else None
+        zq = z if q is None else z @ q
+        W = torch.zeros(1, num_classes, zq.shape[1]) if q is not None else net[0].weight.detach().clone()[None]
+        b = net[0].bias.detach().clone()[None, None]
+        f = batched_ce_l2(zq[None], t[None], torch.full((1, len(t)), 1.0 / len(t)), num_classes, lam)
         with torch.no_grad():
             info = minimize([W, b], lambda: f(W, b), spec.max_iter, gtol=1e-6)
-            net[0].weight.copy_(W[0])
+            net[0].weight.copy_(W[0] if q is None else W[0] @ q.T)
             net[0].bias.copy_(b[0, 0])
     else:
         crit = loss_fn(spec.loss)
