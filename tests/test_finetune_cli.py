@@ -320,36 +320,30 @@ def test_a_forced_pilot_runs_and_its_difference_predicts_partial(digits, tmp_pat
     assert "pilot" in partial["accuracy_from"] and 0.0 <= partial["predicted_accuracy"] <= 1.0
 
 
-def test_a_pilot_that_cannot_tell_leaves_the_decision_to_the_table():
-    """A resolved pilot difference decides by predicted accuracy; one within PILOT_RESOLVED_SE
-    standard errors of 0 says nothing about the full run (more data than the pilot saw), so the
-    size/similarity table decides and the reason says why."""
-    from transferzoo.transfer.planner import PILOT_RESOLVED_SE, decide
+def test_a_tie_goes_to_the_table_else_to_the_cheaper():
+    """With a pilot, the highest predicted accuracy decides; within TIE of it, the table's choice
+    breaks the tie when it is among the tied (else the cheaper wins); without a pilot, the table."""
+    from transferzoo.transfer.planner import TIE, decide
 
-    def strategies(partial_acc):
-        accs = {"linear": 0.915, "stages": 0.918, "partial": partial_acc, "full": None}
+    def strategies(partial_acc, stages_acc=0.918):
+        accs = {"linear": 0.905, "stages": stages_acc, "partial": partial_acc, "full": None}
         secs = {"linear": 26, "stages": 61, "partial": 306, "full": 494}
         return {n: {"predicted_accuracy": accs[n], "predicted_seconds": secs[n], "why_not": None} for n in accs}
 
     allowed = ["linear", "stages", "partial", "full"]
-
-    def pilot(d, se):
-        return {"finetune_minus_probe": {"difference": d, "standard_error": se, "images": 300}}
-
-    # the suite's flowers pilot: +0.003 +- 0.016 -> the table (a lot of data, similar -> partial)
-    s, why = decide(strategies(0.921), allowed, pilot(0.003, 0.016), "partial", "a lot data, similar")
-    assert s == "partial" and "(the table)" in why and "cannot tell" in why
-    # the same tie with a table that says linear: linear (no pilot-driven choice either way)
-    assert decide(strategies(0.921), allowed, pilot(0.003, 0.016), "linear", "little data, similar")[0] == "linear"
-    # resolved both ways: the pilot decides against the table
-    se = 0.01
-    s, why = decide(strategies(0.918 + 3 * se), allowed, pilot(3 * se, se), "linear", "little data, similar")
-    assert s == "partial" and "highest predicted accuracy" in why
-    # (linear 0.915 and stages 0.918 are within TIE: the cheaper linear)
-    assert decide(strategies(0.8), allowed, pilot(-0.11, 0.025), "partial", "a lot data, different")[0] == "linear"
-    # just inside / outside the resolution
-    inside, outside = 0.99 * PILOT_RESOLVED_SE * se, 1.01 * PILOT_RESOLVED_SE * se
-    assert decide(strategies(0.918 + inside), allowed, pilot(inside, se), "stages", "x")[0] == "stages"
-    assert decide(strategies(0.918 + outside), allowed, pilot(outside, se), "stages", "x")[0] == "partial"
+    pilot = {"finetune_minus_probe": {"difference": 0.003, "standard_error": 0.016, "images": 300}}
+    # the suite's flowers plan: partial 0.921 and stages 0.918 tie; the table (a lot of data) says partial
+    s, why = decide(strategies(0.921), allowed, pilot, "partial", "a lot of data, similar -> partial")
+    assert s == "partial" and "a tie of stages, partial, which the table breaks" in why
+    # the same tie, a table that says stages: stages; a table outside the tie (linear): the cheaper, stages
+    assert decide(strategies(0.921), allowed, pilot, "stages", "little data, different -> stages")[0] == "stages"
+    s, why = decide(strategies(0.921), allowed, pilot, "linear", "little data, similar -> linear")
+    assert s == "stages" and "the cheaper wins" in why
+    # outside the tie the prediction decides, whatever the table says
+    assert decide(strategies(0.918 + 2 * TIE), allowed, pilot, "linear", "x")[0] == "partial"
+    assert decide(strategies(0.8), allowed, pilot, "partial", "x")[0] == "stages"
+    # just inside / outside the tie, with the table on the cheaper side
+    assert decide(strategies(0.918 + 0.9 * TIE), allowed, pilot, "stages", "x")[0] == "stages"
+    assert decide(strategies(0.918 + 1.1 * TIE), allowed, pilot, "stages", "x")[0] == "partial"
     # no pilot: the table
-    assert decide(strategies(None), allowed, None, "stages", "little data, different")[0] == "stages"
+    assert decide(strategies(None), allowed, None, "stages", "little data, different -> stages")[0] == "stages"
