@@ -5,7 +5,8 @@ Objective (mean over the n training rows, features standardised with the trainin
 
     loss(head(z), y) + lam * R(W)
 
-The optimiser is L-BFGS (`solver.lbfgs`: scipy's L-BFGS-B on a torch objective) over all rows at once: for a few
+The optimiser is L-BFGS (scipy's L-BFGS-B, `solver`) over all rows at once, on the hand-written
+`losses.batched_ce_l2` for the default probe (linear, ce, l2) and on autograd for the rest: for a few
 thousand rows of pooled features this converges in tens of milliseconds, far faster (and more
 exactly) than SGD epochs. `head_layers` folds the standardisation into the first layer, so the probe
 becomes an ordinary head on raw features.
