@@ -98,9 +98,11 @@ def row_basis(z: torch.Tensor) -> torch.Tensor | None:
 
 def row_space(z: np.ndarray, zva: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(z Q, zva Q) with Q = row_basis(z), or (z, zva) when z has at least as many rows as columns."""
+    if z.shape[0] >= z.shape[1]:
+        return z, zva
     zt, vt = (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in (z, zva))
     q = row_basis(zt)
-    return (z, zva) if q is None else ((zt @ q).numpy(), (vt @ q).numpy())
+    return (zt @ q).numpy(), (vt @ q).numpy()
 
 
 def _weights(net: nn.Sequential) -> list[torch.Tensor]:
