@@ -24,17 +24,24 @@ def minimize(params: list[torch.Tensor], value_and_grads: Callable, max_iter: in
     -> {"evals", "objective", "iterations", "converged"}."""
     from scipy.optimize import minimize as scipy_minimize
 
-    sizes = [p.numel() for p in params]
+    ends = np.cumsum([p.numel() for p in params]).tolist()
+    spans = list(zip([0] + ends[:-1], ends))
 
+    # thousands of calls on small problems: one copy per parameter each way, no intermediate arrays
     def unpack(x: np.ndarray) -> None:
+        xt = torch.from_numpy(x)
         with torch.no_grad():
-            for p, chunk in zip(params, np.split(x, np.cumsum(sizes)[:-1])):
-                p.copy_(torch.from_numpy(chunk).view_as(p))
+            for p, (a, b) in zip(params, spans):
+                p.copy_(xt[a:b].view_as(p))
 
     def f(x: np.ndarray) -> tuple[float, np.ndarray]:
         unpack(x)
         obj, grads = value_and_grads()
-        return float(obj), torch.cat([g.reshape(-1) for g in grads]).double().numpy()
+        out = np.empty(ends[-1])  # a new array per call: scipy keeps the previous gradient
+        ot = torch.from_numpy(out)
+        for g, (a, b) in zip(grads, spans):
+            ot[a:b].copy_(g.reshape(-1))
+        return float(obj), out
 
     x0 = torch.cat([p.detach().reshape(-1) for p in params]).double().numpy()
     res = scipy_minimize(
