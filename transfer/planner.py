@@ -504,11 +504,11 @@ def make_plan(
             return pr.predict(featsets.build(fs, probe_name, train_rows[hold])) == y_all[hold]
 
         ft_cfg = override(cfg, {k: v for k, v in settings["partial"].items()}).finetune
-        # one thread, like the plan's other measurements: at the pilot's small sizes (128 px: 8x8 and 4x4
-        # maps in the top blocks) many ops are mostly fixed cost, and a pool of threads on a machine shared
-        # with other busy processes waits for its descheduled thread at every op (bench/bench_pilot.py:
-        # digits at load 5-6, 2 threads took 1.9x the time of 1; the suite's 525 s pilot ran at load ~12)
-        with torch_threads(1):
+        # on every core, as the full run: its timings then predict that run's. At 64 px (the old size
+        # floor) one thread was faster on a loaded machine (bench/bench_pilot.py, digits at load 5-6: 2
+        # threads 1.9x the time of 1), but at 128 px on an idle one 2 threads take 0.64x of it, and a
+        # one-thread pilot over-predicted the full run by 1.45-1.85x
+        with torch_threads(os.cpu_count() or 1):
             from .finetune.pilot import run_pilot  # the finetuning stack loads only when a pilot runs
 
             pilot = run_pilot(
