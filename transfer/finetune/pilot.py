@@ -5,7 +5,7 @@ to the probe on the same held-out training images, so the plan can see whether f
     holdout H (<= auto.pilot_holdout training images, stratified) | pilot set P (<= auto.pilot_images others)
     probe:    the plan's best feature set and penalty, fit on P's cached features -> accuracy on H
     finetune: the planned `partial` recipe (same epochs, 1 cached view) on P, with the batch
-              shrunk so it takes as many optimizer steps as the full run (`pilot_batch`) -> accuracy on H
+              shrunk so it takes about the full run's optimizer steps (`pilot_batch`) -> accuracy on H
 
 Both sides see the same images, so the comparison is paired: its standard error comes from the
 images where they disagree (McNemar), not from two independent accuracies. The finetune's timings
