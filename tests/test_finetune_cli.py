@@ -359,7 +359,8 @@ def test_a_tie_goes_to_the_table_else_to_the_cheaper():
     s, why = decide(strategies(0.921), allowed, pilot, "linear", "little data, similar -> linear")
     assert s == "stages" and "the cheaper wins" in why
     # outside the tie the prediction decides, whatever the table says
-    assert decide(strategies(0.918 + 2 * TIE), allowed, pilot, "linear", "x")[0] == "partial"
+    s, why = decide(strategies(0.918 + 2 * TIE), allowed, pilot, "linear", "x")
+    assert s == "partial" and why.endswith(f"no other within {TIE}")
     assert decide(strategies(0.8), allowed, pilot, "partial", "x")[0] == "stages"
     # just inside / outside the tie, with the table on the cheaper side
     assert decide(strategies(0.918 + 0.9 * TIE), allowed, pilot, "stages", "x")[0] == "stages"

@@ -183,11 +183,13 @@ def decide(strategies: dict, allowed: list[str], pilot: dict | None, table_choic
     if pilot and "partial" in measured:
         top = max(strategies[n]["predicted_accuracy"] for n in measured)
         near = [n for n in measured if strategies[n]["predicted_accuracy"] >= top - TIE]
-        if table_choice in near and len(near) > 1:
+        if len(near) == 1:
+            strategy, tie = near[0], f"no other within {TIE}"
+        elif table_choice in near:
             strategy, tie = table_choice, f"a tie of {', '.join(near)}, which the table breaks: {table_why}"
         else:
             strategy = min(near, key=lambda n: strategies[n]["predicted_seconds"])
-            tie = f"within {TIE} counts as a tie, the cheaper wins"
+            tie = f"a tie of {', '.join(near)} (within {TIE}) without the table's {table_choice}: the cheaper wins"
         return strategy, f"highest predicted accuracy {top:.3f} among {', '.join(allowed)}; {tie}"
     if table_choice in allowed:
         return table_choice, f"{table_why} -> {table_choice} (the table)"
