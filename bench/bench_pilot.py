@@ -1,13 +1,14 @@
 """The plan's pilot finetune (transfer/finetune/pilot.py) on one dataset, with torch on 1 thread and
 on every core, alternated in one process so both sides see the same machine load:
 
-    .venv/bin/python bench/bench_pilot.py [--data DIR | --digits] [--rounds 2] [--epochs 3]
+    .venv/bin/python bench/bench_pilot.py [--data DIR | --digits] [--rounds 2] [--epochs 3] [--image-size 128]
 
-The pilot runs the planned `partial` recipe (here: the plan's settings for this folder) on <= 600
-training images. At 64 px (the old size floor) its convolutions were tiny (4x4 to 2x2 maps at the
-top blocks) and at load 5-6 two threads took 1.87x the time of one (one descheduled thread stalls
-every op); at 128 px (the floor now) on an idle machine two take 0.64x, and the pilot runs on every
-core as the full run does. Prints seconds per side and the ratio.
+The pilot runs the planned `partial` recipe (here: the plan's settings for this folder, at
+--image-size: 128 px, the size floor, by default; the plan itself uses the model's 224 px unless a
+--budget needs less) on <= 600 training images. At 64 px (the old size floor) its convolutions were
+tiny (4x4 to 2x2 maps at the top blocks) and at load 5-6 two threads took 1.87x the time of one (one
+descheduled thread stalls every op); at 128 px on an idle machine two take 0.64x, and the pilot runs
+on every core as the full run does. Prints seconds per side and the ratio.
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--model", default="efficientnet_lite0")
+    ap.add_argument("--image-size", type=int, default=planner.MIN_IMAGE_SIZE)
     args = ap.parse_args()
     data = Path(args.data) if args.data else write_digits(Path(tempfile.mkdtemp(prefix="bench_pilot_")) / "digits")
     cfg = override(FitConfig(model=args.model), {"finetune.epochs": args.epochs, "progress": False})
     splits = load_splits(data, cfg, lambda m: None)
-    native = planner.native_resolution(splits)
-    size, _ = planner.image_size_for(native["median_short_side"], 224)
+    size = args.image_size
     unfreeze, _ = planner.unfreeze_blocks(cfg.model, True)
     settings = planner.planned_settings("partial", cfg, frozenset(), len(splits.train), unfreeze, size)
     ft_cfg = override(cfg, settings).finetune

@@ -7,9 +7,10 @@ chose, its regret (best accuracy minus auto's) and its cost relative to trying e
 `partial@plan` is partial with the settings auto's plan gives it (its image size and blocks), run
 as `fit --strategy auto --among partial --pilot off` and charged its time after the plan.
 
-Datasets (8): hymenoptera, flowers, flowers10 / flowers100 (10 / 100 images per class), digits
+Datasets (9): hymenoptera, flowers, flowers10 / flowers100 (10 / 100 images per class), digits
 (scikit-learn, 8x8 scans at 32 px), lfw (scikit-image lfw_subset, 25 px), eurosat (Sentinel-2 tiles,
-64 px, 400 per class) and eurosat50 (50 per class). Datasets without a split use fit's default
+64 px, 400 per class), eurosat50 (50 per class) and flowers100px (412 per class resized to 100 px:
+the size and resolution of the issue's unseen 2062-image hand-photo set). Datasets without a split use fit's default
 (val 0.2, seed 0; flowers10 and eurosat50: val 0.3).
 
 Every (dataset, strategy) pair is one `fit`, stored in --results (one JSON file, rewritten
@@ -61,7 +62,9 @@ from transferzoo.zoo.fileio import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TRANSFERZOO_SHARED", REPO.parent / "shared" / "datasets"))
-DATASETS = ("hymenoptera", "flowers", "flowers10", "flowers100", "digits", "lfw", "eurosat", "eurosat50")
+DATASETS = (
+    "hymenoptera", "flowers", "flowers10", "flowers100", "digits", "lfw", "eurosat", "eurosat50", "flowers100px"
+)
 STRATEGIES = ("auto", "linear", "stages", "partial", "full", "partial@plan")
 # `partial` runs with the strategy's defaults (224 px, the top block); `partial@plan` with the settings
 # auto's plan gives partial (its image size and blocks): `fit --strategy auto --among partial
@@ -80,6 +83,7 @@ RULE = {
     "tie_break": "the table's choice, else the cheaper",
     "pilot_batch": "the full run's, scaled to the pilot's share of the images (same optimizer steps)",
     "pilot_threads": "every core, as the full run",
+    "image_size": "the model's; the native short side (>= min_image_size) only to fit a --budget",
 }
 
 
@@ -94,7 +98,24 @@ def folder(name: str, work: Path) -> Path:
         return SHARED / "eurosat-rgb"
     if name == "eurosat50":
         return subsample_folder(SHARED / "eurosat-rgb", work / name, 50)
+    if name == "flowers100px":
+        return small_copy(SHARED / "flowers", work / name, per_class=412, side=100)
     return SHARED / name
+
+
+def small_copy(src: Path, dst: Path, per_class: int, side: int) -> Path:
+    """The first `per_class` images of each class of `src`, resized to side x side (JPEG): the size
+    and resolution of the issue's unseen hand-photo set (2062 images of 100 px, default split)."""
+    from PIL import Image
+
+    for cdir in sorted(p for p in src.iterdir() if p.is_dir()):
+        (dst / cdir.name).mkdir(parents=True, exist_ok=True)
+        for f in sorted(cdir.iterdir())[:per_class]:
+            out = dst / cdir.name / (f.stem + ".jpg")
+            if not out.exists():
+                with Image.open(f) as im:
+                    im.convert("RGB").resize((side, side), Image.BICUBIC).save(out, quality=90)
+    return dst
 
 
 def base_config(name: str, strategy: str, cache: Path, args) -> FitConfig:
@@ -278,7 +299,8 @@ def main() -> None:
     if not args.table_only:
         work = Path(tempfile.mkdtemp(prefix="bench_strategies_"))
         for d in args.only:
-            src = SHARED / {"eurosat": "eurosat-rgb", "eurosat50": "eurosat-rgb"}.get(d, d.rstrip("0123456789") or d)
+            parent = {"eurosat": "eurosat-rgb", "eurosat50": "eurosat-rgb", "flowers100px": "flowers"}
+            src = SHARED / parent.get(d, d.rstrip("0123456789") or d)
             if d not in ("digits", "lfw") and not src.is_dir():
                 print(f"skip {d}: {src} not found", file=sys.stderr)
                 continue

@@ -210,9 +210,10 @@ def test_auto_fit_runs_exactly_the_plans_settings_and_flags_override_them(digits
     p = json.loads(capsys.readouterr().out)
     assert p["strategy"] == "partial" and set(p["settings"]) == set(PLANNED["partial"])
     st = p["settings"]
-    # the plan's own choices: 32 px images are finetuned at 128 px (the floor), not upscaled to 224; the blocks
-    # it unfreezes; the strategy's resolved lr; the pinned flags as given
-    assert st["finetune.image_size"] == 128 and st["finetune.unfreeze"] == p["unfreeze_blocks"] >= 1
+    # the plan's own choices: 32 px images are finetuned at the model's 224 px (None; no budget asks for
+    # less); the blocks it unfreezes; the strategy's resolved lr; the pinned flags as given
+    assert st["finetune.image_size"] is None and st["finetune.unfreeze"] == p["unfreeze_blocks"] >= 1
+    assert "finetune at the model's 224 px, upscaled" in "\n".join(p["reasons"])
     assert st["finetune.lr"] == 1e-3 and st["finetune.epochs"] == 2 and st["finetune.views"] == 1
     assert "finetune.epochs" in p["pinned"] and "finetune.image_size" not in p["pinned"]
     assert all(k in p["strategies"]["partial"] for k in ("predicted_accuracy", "predicted_seconds"))
@@ -224,7 +225,7 @@ def test_auto_fit_runs_exactly_the_plans_settings_and_flags_override_them(digits
     conf = yaml.safe_load((run / "config.yaml").read_text())
     ran = {k: conf[k.split(".")[0]][k.split(".")[1]] for k in PLANNED["partial"]}
     assert s["strategy"] == conf["strategy"] == "partial" and ran == st  # exactly the printed numbers
-    assert s["image_size"] == 128 and s["trained_blocks"] == st["finetune.unfreeze"]
+    assert s["image_size"] == 224 and s["trained_blocks"] == st["finetune.unfreeze"]
     assert json.loads((run / "plan.json").read_text())["settings"] == st
 
     # a flag and a --config key override the plan's choices; the rest stays the plan's
@@ -261,18 +262,25 @@ def test_planned_settings_keep_what_the_user_pinned():
     assert probe["probe.cv_repeats"] == 2 and len(probe["probe.lambdas"]) == 8
 
 
-def test_the_finetuning_size_follows_the_images_down_to_the_floor_and_the_pilot_matches_the_full_runs_steps():
-    """Image size: the native short side rounded up to 32 px, never below MIN_IMAGE_SIZE, never above
-    the model's. The pilot's batch shrinks with its share of the images, so its epochs take the full
-    run's number of optimizer steps (never below MIN_PILOT_BATCH, never above the full run's batch)."""
+def test_the_finetuning_size_is_the_models_unless_a_budget_needs_less_and_the_pilot_matches_the_full_runs_steps():
+    """Image size: the model's own (None), small images upscaled, unless partial at that size is over
+    the --budget: then the native short side rounded up to 32 px, never below MIN_IMAGE_SIZE, never
+    above the model's. The pilot's batch shrinks with its share of the images, so its epochs take the
+    full run's number of optimizer steps (never below MIN_PILOT_BATCH, never above the full run's batch)."""
     from transferzoo.transfer import planner
     from transferzoo.transfer.finetune.pilot import MIN_PILOT_BATCH, pilot_batch
 
     assert planner.MIN_IMAGE_SIZE == 128
-    assert planner.image_size_for(32, 224)[0] == 128 and planner.image_size_for(64, 224)[0] == 128
-    assert planner.image_size_for(100, 224)[0] == 128 and planner.image_size_for(150, 224)[0] == 160
-    assert planner.image_size_for(210, 224)[0] is None and planner.image_size_for(500, 224)[0] is None
-    assert "finetune at 128 px, not 224" in planner.image_size_for(100, 224)[1]
+    for native in (25, 32, 64, 100, 150, 210, 500):
+        assert planner.image_size_for(native, 224)[0] is None  # no budget to fit: the model's 224 px
+    assert "finetune at the model's 224 px, upscaled" in planner.image_size_for(100, 224)[1]
+
+    def small(native):
+        return planner.image_size_for(native, 224, over_budget=True)[0]
+
+    assert small(32) == small(64) == small(100) == 128 and small(150) == 160
+    assert small(210) is None and small(500) is None  # nothing to save: the model's size
+    assert "finetune at 128 px, not 224, to fit the --budget" in planner.image_size_for(100, 224, True)[1]
 
     assert pilot_batch(64, 600, 1650) == 23  # 27 steps per epoch, the full run's ceil(1650 / 64) = 26
     assert abs(math.ceil(600 / pilot_batch(64, 600, 1650)) - math.ceil(1650 / 64)) <= 1
@@ -325,6 +333,11 @@ def test_plan_budget_removes_what_does_not_fit(digits, tmp_path, capsys):
     assert all(s["predicted_seconds"] > 0 for s in st.values())
     assert st["partial"]["predicted_seconds"] < st["full"]["predicted_seconds"]
     assert "pilot: not run: switched off" in "\n".join(p["reasons"])
+    # partial at the model's 224 px is over the budget: the plan finetunes at the 32 px images' 128 px floor
+    assert "finetune at 128 px, not 224, to fit the --budget" in "\n".join(p["reasons"])
+    pinned = main([*argv, "--among", "partial", "--image-size", "96"])
+    p = json.loads(capsys.readouterr().out)
+    assert pinned == 0 and p["settings"]["finetune.image_size"] == 96 and "96 px (pinned)" in "\n".join(p["reasons"])
 
 
 def test_a_forced_pilot_runs_and_its_difference_predicts_partial(digits, tmp_path, capsys):

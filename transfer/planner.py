@@ -146,11 +146,14 @@ PLANNED = {
     "partial": ("finetune.unfreeze",) + FINETUNE_KEYS + ("finetune.views",),
     "full": FINETUNE_KEYS + ("finetune.layer_decay",),
 }
-# Finetuning input size floor. At 64 px an ImageNet CNN's stride-32 top sees 2x2 maps, and the
-# pretrained top blocks' features are not what they were trained on: measured 2026-12-02 (5), partial
-# (4 of 8 blocks, 3 epochs) at 64 vs 128 px: eurosat (native 64 px) 0.911 vs 0.933 (224 px, top block:
-# 0.935), digits (32 px) 0.677 vs 0.838. 128 px (4x4 at the top) keeps the 224 px accuracy at a
-# third of its compute. The floor was 64, set before any row ran; 128 was set after seeing these two.
+# Finetuning input size. The model's own (224 px for lite0) unless a --budget cannot fit it: upscaled
+# small images finetune better at the scale the pretrained filters were trained on. Measured
+# 2026-12-02/03, partial at fit's defaults otherwise: flowers resized to 100 px (the suite's
+# flowers100px, top block, 6 epochs) 0.893 at 128 px vs 0.922 at 224; eurosat (64 px, 3 epochs) 0.911
+# at 64, 0.933 at 128 (4 of 8 blocks), 0.935 at 224 (top block); digits (32 px, 4 blocks) 0.677 at 64
+# vs 0.838 at 128. Until 2026-12-03 the plan finetuned at the native short side (at least this
+# floor) to save compute; the flowers100px row showed what that cost (auto regret 0.041), so the
+# smaller size is now only the budget's fallback. Floor: at 64 px the stride-32 top sees 2x2 maps.
 MIN_IMAGE_SIZE = 128
 PILOT_RESOLUTION = 0.02  # the pilot runs only when its holdout measures accuracy at least this finely (1 SE)
 NEAR_PERFECT = 0.99  # probe CV accuracy from which finetuning cannot gain a point: no pilot
@@ -230,18 +233,23 @@ def native_resolution(splits: DataSplits, n: int = 200) -> dict:
     }
 
 
-def image_size_for(native_short: float, model_size: int) -> tuple[int | None, str]:
-    """Finetuning input size: the model's own when the images have that many pixels, else the
-    native short side rounded up to a multiple of 32 (at least MIN_IMAGE_SIZE): upscaling 100 px
-    images to 224 multiplies the compute by 5 and adds no detail. None = the model's size."""
-    if native_short >= 0.9 * model_size:
+def image_size_for(native_short: float, model_size: int, over_budget: bool = False) -> tuple[int | None, str]:
+    """(finetuning input size, why); None = the model's own. The model's size unless `over_budget`
+    (partial at that size is predicted over the --budget) and the images are smaller: then their
+    native short side rounded up to a multiple of 32, at least MIN_IMAGE_SIZE, which saves
+    (model_size / size)^2 of the compute at some accuracy (see MIN_IMAGE_SIZE)."""
+    small = int(min(model_size, max(MIN_IMAGE_SIZE, 32 * math.ceil(native_short / 32))))
+    if native_short >= 0.9 * model_size or small >= model_size:
         return None, f"native short side {native_short:g} px: the model's {model_size} px"
-    size = int(min(model_size, max(MIN_IMAGE_SIZE, 32 * math.ceil(native_short / 32))))
-    if size >= model_size:
-        return None, f"native short side {native_short:g} px: the model's {model_size} px"
-    return size, (
-        f"native short side {native_short:g} px: finetune at {size} px, not {model_size} "
-        f"({(model_size / size) ** 2:.1f}x less compute per image)"
+    if not over_budget:
+        return None, (
+            f"native short side {native_short:g} px: finetune at the model's {model_size} px, upscaled (the "
+            f"pretrained filters' scale; {small} px would take {(model_size / small) ** 2:.1f}x less compute "
+            "and is used only to fit a --budget)"
+        )
+    return small, (
+        f"native short side {native_short:g} px: finetune at {small} px, not {model_size}, to fit the --budget "
+        f"({(model_size / small) ** 2:.1f}x less compute per image)"
     )
 
 
@@ -449,16 +457,22 @@ def make_plan(
     curve = learning_curve(featsets.build(fs, best_any, rows), y, C, probes[best_any]["lambda"], cfg.data.seed)
     native = native_resolution(splits)
     model_size = zoo.preprocessing(cfg.model).input_size[-1]
-    img_size, img_reason = image_size_for(native["median_short_side"], model_size)
     unfreeze, nb = unfreeze_blocks(cfg.model, different)
     n_train, n_val = len(splits.train), len(splits.val)
-    settings = {
-        name: planned_settings(name, cfg, pinned, n_train, unfreeze, img_size)
-        for name in ("linear", "stages", "partial", "full")
-    }
-    ft_sizes = {st["finetune.image_size"] or model_size for k, st in settings.items() if k in ("partial", "full")}
-    cost = forward_cost(cfg.model, ft_sizes, fs)
     budget = cfg.auto.budget_minutes * 60 if cfg.auto.budget_minutes else None
+
+    def settings_at(over_budget: bool):
+        img_size, why = image_size_for(native["median_short_side"], model_size, over_budget)
+        at = {n: planned_settings(n, cfg, pinned, n_train, unfreeze, img_size) for n in PLANNED}
+        return at, why, {at[n]["finetune.image_size"] or model_size for n in ("partial", "full")}
+
+    settings, img_reason, ft_sizes = settings_at(False)
+    small_settings, small_reason, small_sizes = settings_at(True)
+    cost = forward_cost(cfg.model, ft_sizes | small_sizes, fs)  # one record: the same key as before for both
+    if budget is not None and predict_seconds("partial", settings["partial"], n_train, n_val, cost, {}, None) > budget:
+        settings, img_reason = small_settings, small_reason
+    if "finetune.image_size" in pinned:
+        img_reason = f"{settings['partial']['finetune.image_size'] or model_size} px (pinned)"
 
     # the table's answer (the fallback when nothing better was measured)
     if not size["large"]:
