@@ -36,8 +36,12 @@ rows (2026-12-02 (5)): the image-size floor went from 64 to 128 px (partial at 6
 on eurosat and digits); the pilot's batch shrinks with its share of the images so that it takes
 about the full run's optimizer steps (its under-trained finetune had under-predicted partial on
 flowers, eurosat and digits); and the pilot runs on every core, as the full run does (on one thread
-its timings over-predicted partial by 1.45-1.85x). None changed a choice of the suite. The script checks that the
-constants are unchanged from those it recorded and says so.
+its timings over-predicted partial by 1.45-1.85x). None changed a choice of the suite. And one
+made after a held-out row failed (2026-12-03): flowers100px, finetuned at 128 px, had auto choose
+linear (0.880) against partial's 0.922 at 224 px (regret 0.041); finetuning now runs at the model's
+size, the native-derived size only to fit a --budget (auto -> partial 0.922, regret 0.000; digits
+and eurosat re-run: choices unchanged). The script checks that the constants are unchanged from
+those it recorded and says so.
 """
 
 from __future__ import annotations
