@@ -7,11 +7,13 @@ chose, its regret (best accuracy minus auto's) and its cost relative to trying e
 `partial@plan` is partial with the settings auto's plan gives it (its image size and blocks), run
 as `fit --strategy auto --among partial --pilot off` and charged its time after the plan.
 
-Datasets (9): hymenoptera, flowers, flowers10 / flowers100 (10 / 100 images per class), digits
+Datasets (10): hymenoptera, flowers, flowers10 / flowers100 (10 / 100 images per class), digits
 (scikit-learn, 8x8 scans at 32 px), lfw (scikit-image lfw_subset, 25 px), eurosat (Sentinel-2 tiles,
-64 px, 400 per class), eurosat50 (50 per class) and flowers100px (412 per class resized to 100 px:
-the size and resolution of the issue's unseen 2062-image hand-photo set). Datasets without a split use fit's default
-(val 0.2, seed 0; flowers10 and eurosat50: val 0.3).
+64 px, 400 per class), eurosat50 (50 per class), flowers100px (412 per class resized to 100 px:
+the size and resolution of the issue's unseen 2062-image hand-photo set) and eurosat200 (200 per
+class: the hand-photo set's size, classes and table cell -- little data, small images, a domain
+unlike ImageNet -- added 2026-12-03 after the last rule change and run with it frozen). Datasets
+without a split use fit's default (val 0.2, seed 0; flowers10 and eurosat50: val 0.3).
 
 Every (dataset, strategy) pair is one `fit`, stored in --results (one JSON file, rewritten
 atomically after each pair) as soon as it ends, so rows run separately and resume: a stored pair is
@@ -67,7 +69,8 @@ from transferzoo.zoo.fileio import write_json
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TRANSFERZOO_SHARED", REPO.parent / "shared" / "datasets"))
 DATASETS = (
-    "hymenoptera", "flowers", "flowers10", "flowers100", "digits", "lfw", "eurosat", "eurosat50", "flowers100px"
+    "hymenoptera", "flowers", "flowers10", "flowers100", "digits", "lfw", "eurosat", "eurosat50", "flowers100px",
+    "eurosat200",
 )
 STRATEGIES = ("auto", "linear", "stages", "partial", "full", "partial@plan")
 # `partial` runs with the strategy's defaults (224 px, the top block); `partial@plan` with the settings
@@ -100,8 +103,8 @@ def folder(name: str, work: Path) -> Path:
         return subsample_folder(SHARED / "flowers", work / name, int(name[7:]))
     if name == "eurosat":
         return SHARED / "eurosat-rgb"
-    if name == "eurosat50":
-        return subsample_folder(SHARED / "eurosat-rgb", work / name, 50)
+    if name in ("eurosat50", "eurosat200"):
+        return subsample_folder(SHARED / "eurosat-rgb", work / name, int(name[7:]))
     if name == "flowers100px":
         return small_copy(SHARED / "flowers", work / name, per_class=412, side=100)
     return SHARED / name
