@@ -148,10 +148,11 @@ PLANNED = {
 }
 # Finetuning input size. The model's own (224 px for lite0) unless a --budget cannot fit it: upscaled
 # small images finetune better at the scale the pretrained filters were trained on. Measured
-# 2026-12-02/03, partial at fit's defaults otherwise: flowers resized to 100 px (the suite's
-# flowers100px, top block, 6 epochs) 0.893 at 128 px vs 0.922 at 224; eurosat (64 px, 3 epochs) 0.911
-# at 64, 0.933 at 128 (4 of 8 blocks), 0.935 at 224 (top block); digits (32 px, 4 blocks) 0.677 at 64
-# vs 0.838 at 128. Until 2026-12-03 the plan finetuned at the native short side (at least this
+# 2026-12-02/03, partial, same blocks at each size: flowers resized to 100 px (the suite's
+# flowers100px, top block, 6 epochs) 0.893 at 128 px vs 0.922 at 224; 4 of 8 blocks, 3 epochs:
+# eurosat (64 px) 0.911 at 64, 0.933 at 128, 0.945 at 224; digits (32 px) 0.677 / 0.838 / 0.861; lfw
+# (25 px) 0.925 at 128 vs 1.000 at 224; eurosat50 0.787 vs 0.733 (the one loss, 150 val images).
+# Until 2026-12-03 the plan finetuned at the native short side (at least this
 # floor) to save compute; the flowers100px row showed what that cost (auto regret 0.041), so the
 # smaller size is now only the budget's fallback. Floor: at 64 px the stride-32 top sees 2x2 maps.
 MIN_IMAGE_SIZE = 128
