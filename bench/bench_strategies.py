@@ -94,20 +94,28 @@ RULE = {
 }
 
 
+# the ../shared/datasets folder each derived dataset is made from (digits and lfw ship with packages)
+SOURCE = {
+    "flowers10": "flowers",
+    "flowers100": "flowers",
+    "flowers100px": "flowers",
+    "eurosat": "eurosat-rgb",
+    "eurosat50": "eurosat-rgb",
+    "eurosat200": "eurosat-rgb",
+}
+
+
 def folder(name: str, work: Path) -> Path:
     if name == "digits":
         return write_digits(work / "digits") if not (work / "digits").exists() else work / "digits"
     if name == "lfw":
         return write_lfw_subset(work / "lfw") if not (work / "lfw").exists() else work / "lfw"
-    if name in ("flowers10", "flowers100"):
-        return subsample_folder(SHARED / "flowers", work / name, int(name[7:]))
-    if name == "eurosat":
-        return SHARED / "eurosat-rgb"
-    if name in ("eurosat50", "eurosat200"):
-        return subsample_folder(SHARED / "eurosat-rgb", work / name, int(name[7:]))
+    src = SHARED / SOURCE.get(name, name)
     if name == "flowers100px":
-        return small_copy(SHARED / "flowers", work / name, per_class=412, side=100)
-    return SHARED / name
+        return small_copy(src, work / name, per_class=412, side=100)
+    if name in ("flowers10", "flowers100", "eurosat50", "eurosat200"):  # N per class
+        return subsample_folder(src, work / name, int(name.lstrip("abcdefghijklmnopqrstuvwxyz")))
+    return src
 
 
 def small_copy(src: Path, dst: Path, per_class: int, side: int) -> Path:
@@ -306,8 +314,7 @@ def main() -> None:
     if not args.table_only:
         work = Path(tempfile.mkdtemp(prefix="bench_strategies_"))
         for d in args.only:
-            parent = {"eurosat": "eurosat-rgb", "eurosat50": "eurosat-rgb", "flowers100px": "flowers"}
-            src = SHARED / parent.get(d, d.rstrip("0123456789") or d)
+            src = SHARED / SOURCE.get(d, d)
             if d not in ("digits", "lfw") and not src.is_dir():
                 print(f"skip {d}: {src} not found", file=sys.stderr)
                 continue
