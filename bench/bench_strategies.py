@@ -7,7 +7,9 @@ chose, its regret (best accuracy minus auto's) and its cost relative to trying e
 `partial@plan` is partial with the settings auto's plan gives it (its image size and blocks), run
 as `fit --strategy auto --among partial --pilot off` and charged its time after the plan.
 
-Datasets (10): hymenoptera, flowers, flowers10 / flowers100 (10 / 100 images per class), digits
+Datasets (11): hymenoptera, flowers, flowers10 / flowers100 / flowers200 (10 / 100 / 200 images per
+class; flowers200, added 2026-12-03 with the rule frozen, is the size of the issue's unseen
+everyday-photo set: ~160 training images per class, similar to ImageNet), digits
 (scikit-learn, 8x8 scans at 32 px), lfw (scikit-image lfw_subset, 25 px), eurosat (Sentinel-2 tiles,
 64 px, 400 per class), eurosat50 (50 per class), flowers100px (412 per class resized to 100 px:
 the size and resolution of the issue's unseen 2062-image hand-photo set) and eurosat200 (200 per
@@ -70,7 +72,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TRANSFERZOO_SHARED", REPO.parent / "shared" / "datasets"))
 DATASETS = (
     "hymenoptera", "flowers", "flowers10", "flowers100", "digits", "lfw", "eurosat", "eurosat50", "flowers100px",
-    "eurosat200",
+    "eurosat200", "flowers200",
 )
 STRATEGIES = ("auto", "linear", "stages", "partial", "full", "partial@plan")
 # `partial` runs with the strategy's defaults (224 px, the top block); `partial@plan` with the settings
@@ -99,6 +101,7 @@ SOURCE = {
     "flowers10": "flowers",
     "flowers100": "flowers",
     "flowers100px": "flowers",
+    "flowers200": "flowers",
     "eurosat": "eurosat-rgb",
     "eurosat50": "eurosat-rgb",
     "eurosat200": "eurosat-rgb",
@@ -113,7 +116,7 @@ def folder(name: str, work: Path) -> Path:
     src = SHARED / SOURCE.get(name, name)
     if name == "flowers100px":
         return small_copy(src, work / name, per_class=412, side=100)
-    if name in ("flowers10", "flowers100", "eurosat50", "eurosat200"):  # N per class
+    if name in ("flowers10", "flowers100", "flowers200", "eurosat50", "eurosat200"):  # N per class
         return subsample_folder(src, work / name, int(name.lstrip("abcdefghijklmnopqrstuvwxyz")))
     return src
 
