@@ -59,7 +59,7 @@ def main() -> None:
                     cfg.model,
                     ft_cfg,
                     lambda hold, pil: np.zeros(len(hold), bool),
-                    n_holdout=cfg.auto.pilot_holdout,
+                    n_holdout=planner.holdout_size(len(splits.train), cfg.auto.pilot_holdout, 0.9)[0],
                     n_pilot=cfg.auto.pilot_images,
                     seed=cfg.data.seed,
                 )

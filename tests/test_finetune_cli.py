@@ -317,6 +317,32 @@ def test_the_pilot_is_cut_to_a_share_of_partials_predicted_time_or_skipped():
     assert planner.pilot_size(st, 600, 300, cost, {}, 20.0, bounded=False)[0] == 600  # --pilot on: all of them
 
 
+def test_the_pilots_holdout_grows_from_a_quarter_to_a_third_to_reach_the_resolution():
+    """A quarter of the training images (at most auto.pilot_holdout); when that measures the probe's
+    accuracy more coarsely than PILOT_RESOLUTION, as many as reach it, up to a third (the pilot still
+    trains on twice what it is scored on); and pilot_rows holds out that many, stratified."""
+    import numpy as np
+
+    from transferzoo.transfer import planner
+    from transferzoo.transfer.finetune.pilot import pilot_rows
+
+    R = planner.PILOT_RESOLUTION
+    assert planner.holdout_size(20000, 300, 0.9)[0] == 300  # the cap
+    n, se = planner.holdout_size(1600, 300, 0.9)
+    assert n == 300 and se == pytest.approx(math.sqrt(0.09 / 300))  # a quarter is 400: capped, fine enough
+    n, se = planner.holdout_size(800, 300, 0.905)  # flowers200: a quarter, 200, measures it to +-0.0207
+    assert n == math.ceil(0.905 * 0.095 / R**2) == 215 and se <= R
+    n, se = planner.holdout_size(244, 300, 0.95)  # hymenoptera: even a third (81) is too coarse
+    assert n == 81 and se > R
+    n, se = planner.holdout_size(244, 300, 1.0)  # fine already: a quarter; never a zero variance, 99 %'s at least
+    assert n == 61 and se == pytest.approx(math.sqrt(0.01 * 0.99 / 61))
+    assert planner.holdout_size(244, 50, 0.95)[0] == 50  # the user's cap holds while growing too
+    y = np.repeat(np.arange(5), 160)
+    hold, pil = pilot_rows(y, 215, 600, seed=0)
+    assert len(hold) == 215 and len(pil) == 585 and not set(hold) & set(pil)
+    assert np.bincount(y[hold]).tolist() == [43] * 5
+
+
 def test_plan_budget_removes_what_does_not_fit(digits, tmp_path, capsys):
     """--budget removes every strategy predicted to take longer; when nothing fits, the cheapest
     strategy auto may choose is taken and the plan says so. Each strategy comes with its predicted

@@ -2,7 +2,8 @@
 to the probe on the same held-out training images, so the plan can see whether finetuning pays on
 *this* data (and what a full run costs) instead of guessing from size and similarity.
 
-    holdout H (<= auto.pilot_holdout training images, stratified) | pilot set P (<= auto.pilot_images others)
+    holdout H (the plan's holdout_size: a quarter to a third, <= auto.pilot_holdout; stratified)
+        | pilot set P (<= auto.pilot_images others)
     probe:    the plan's best feature set and penalty, fit on P's cached features -> accuracy on H
     finetune: the planned `partial` recipe (same epochs, 1 cached view) on P, with the batch
               shrunk so it takes about the full run's optimizer steps (`pilot_batch`) -> accuracy on H
@@ -29,9 +30,9 @@ from .finetuner import Finetuner
 
 def pilot_rows(y: np.ndarray, n_holdout: int, n_pilot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(holdout, pilot) index arrays into `y`, disjoint, each stratified by class: the holdout takes
-    a quarter of the images (at most n_holdout), the pilot set up to n_pilot of the rest."""
+    about n_holdout images (the plan sizes it: planner.holdout_size), the pilot set up to n_pilot of the rest."""
     rng = np.random.default_rng([seed, 11])
-    hold_share = min(0.25, n_holdout / len(y))
+    hold_share = min(0.5, n_holdout / len(y))
     pilot_share = min(1.0, n_pilot / max(1, len(y) * (1 - hold_share)))
     hold, pilot = [], []
     for c in np.unique(y):
