@@ -7,14 +7,15 @@ chose, its regret (best accuracy minus auto's) and its cost relative to trying e
 `partial@plan` is partial with the settings auto's plan gives it (its image size and blocks), run
 as `fit --strategy auto --among partial --pilot off` and charged its time after the plan.
 
-Datasets (11): hymenoptera, flowers, flowers10 / flowers100 / flowers200 (10 / 100 / 200 images per
+Datasets (12): hymenoptera, flowers, flowers10 / flowers100 / flowers200 (10 / 100 / 200 images per
 class; flowers200, added 2026-12-03 with the rule frozen, is the size of the issue's unseen
 everyday-photo set: ~160 training images per class, similar to ImageNet), digits
 (scikit-learn, 8x8 scans at 32 px), lfw (scikit-image lfw_subset, 25 px), eurosat (Sentinel-2 tiles,
 64 px, 400 per class), eurosat50 (50 per class), flowers100px (412 per class resized to 100 px:
-the size and resolution of the issue's unseen 2062-image hand-photo set) and eurosat200 (200 per
+the size and resolution of the issue's unseen 2062-image hand-photo set), eurosat200 (200 per
 class: the hand-photo set's size, classes and table cell -- little data, small images, a domain
-unlike ImageNet -- added 2026-12-03 after the last rule change and run with it frozen). Datasets
+unlike ImageNet -- added 2026-12-03 after the last rule change and run with it frozen) and
+eurosat100 (100 per class, added held out after the pilot's cost cap changed). Datasets
 without a split use fit's default (val 0.2, seed 0; flowers10 and eurosat50: val 0.3).
 
 Every (dataset, strategy) pair is one `fit`, stored in --results (one JSON file, rewritten
@@ -47,8 +48,12 @@ size, the native-derived size only to fit a --budget (auto -> partial 0.922, reg
 and eurosat re-run: choices unchanged). And one after flowers200 failed held out (2026-12-03): the
 pilot's holdout grows from a quarter up to a third to reach the 0.02 resolution (`replay` lists the
 stored rows it reaches: flowers200 only; re-run, its pilot was then skipped by the cost gate and the
-choice, linear, stayed). The script checks that the constants are unchanged from
-those it recorded and says so.
+choice, linear, stayed), and then the pilot's cost cap became the larger of a quarter of partial and
+what the plan's predictions leave within auto's target of half of trying everything
+(`planner.pilot_spare_seconds`; `replay` lists the rows it reaches: flowers200, whose pilot now runs
+and chooses partial, 0.925, regret 0.000, and flowers100px, whose pilot grew from 450 to 600 images,
+choice unchanged; both re-run). eurosat100 (100 per class) was added after that and run with the rule
+frozen. The script checks that the constants are unchanged from those it recorded and says so.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -75,7 +81,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TRANSFERZOO_SHARED", REPO.parent / "shared" / "datasets"))
 DATASETS = (
     "hymenoptera", "flowers", "flowers10", "flowers100", "digits", "lfw", "eurosat", "eurosat50", "flowers100px",
-    "eurosat200", "flowers200",
+    "eurosat200", "flowers200", "eurosat100",
 )
 STRATEGIES = ("auto", "linear", "stages", "partial", "full", "partial@plan")
 # `partial` runs with the strategy's defaults (224 px, the top block); `partial@plan` with the settings
@@ -93,6 +99,7 @@ RULE = {
     "pilot_cost_share": planner.PILOT_COST_SHARE,
     "pilot_min_share": planner.PILOT_MIN_SHARE,
     "pilot_holdout_share": [planner.HOLD_SHARE, round(planner.HOLD_SHARE_MAX, 4)],
+    "pilot_cost_cap": f"the larger of the share and what keeps auto within {planner.AUTO_COST_SHARE} of all",
     "tie_break": "the table's choice, else the cheaper",
     "pilot_batch": "the full run's, scaled to the pilot's share of the images (same optimizer steps)",
     "pilot_threads": "every core, as the full run",
@@ -109,6 +116,7 @@ SOURCE = {
     "eurosat": "eurosat-rgb",
     "eurosat50": "eurosat-rgb",
     "eurosat200": "eurosat-rgb",
+    "eurosat100": "eurosat-rgb",
 }
 
 
@@ -120,7 +128,7 @@ def folder(name: str, work: Path) -> Path:
     src = SHARED / SOURCE.get(name, name)
     if name == "flowers100px":
         return small_copy(src, work / name, per_class=412, side=100)
-    if name in ("flowers10", "flowers100", "flowers200", "eurosat50", "eurosat200"):  # N per class
+    if name in ("flowers10", "flowers100", "flowers200", "eurosat50", "eurosat200", "eurosat100"):  # N per class
         return subsample_folder(src, work / name, int(name.lstrip("abcdefghijklmnopqrstuvwxyz")))
     return src
 
@@ -158,6 +166,10 @@ def feature_pass(data: Path, cfg: FitConfig) -> float:
     ctx = FitContext(data, cfg, load_splits(data, cfg, lambda m: None), None, lambda m: None, t)
     extract(ctx)
     return round(time.perf_counter() - t, 1)
+
+
+# the pilot's cost evidence, kept with each auto row so that `replay` can re-check the cost gate
+PILOT_COST_KEYS = ("pilot_predicted_seconds", "pilot_cost_cap_seconds", "pilot_spare_seconds", "pilot_planned_images")
 
 
 def run_one(name: str, strategy: str, data: Path, cache: Path, feat_s: float | None, work: Path, args) -> dict:
@@ -198,6 +210,7 @@ def run_one(name: str, strategy: str, data: Path, cache: Path, feat_s: float | N
             "learning_curve": p["evidence"]["learning_curve"],
             "settings": p["settings"],
             "seconds": p["seconds"],
+            **{k: p["evidence"].get(k) for k in PILOT_COST_KEYS},
         }
     return row
 
@@ -272,7 +285,35 @@ def replay(store: dict) -> list[str]:
             n, se = planner.holdout_size(a["num_train"], FitConfig().auto.pilot_holdout, best_cv)
             if se <= planner.PILOT_RESOLUTION:
                 out.append(f"{d}: the pilot, skipped, would now run ({n} held out, +-{se:.3f}): re-run the row")
+        if (why := pilot_cap_change(a)) is not None:
+            out.append(f"{d}: {why}: re-run the row")
     return out
+
+
+def pilot_cap_change(a: dict) -> str | None:
+    """Would the pilot's current cost cap (the larger of the share of partial and the spare seconds
+    within auto's cost target) have run a pilot the stored row skipped for cost, or given one it cut
+    more images? From the row's stored predictions; rows stored before the cap's evidence was kept
+    give the plan's time before the pilot as its whole time less the pilot's."""
+    p = a["plan"]
+    pred = {n: v["predicted_seconds"] for n, v in p["strategies"].items()}
+    before_pilot = p["seconds"] - ((p["pilot"] or {}).get("seconds") or 0.0)
+    spare = p.get("pilot_spare_seconds")
+    if spare is None:
+        spare = planner.pilot_spare_seconds(pred, a["feature_seconds"] or 0.0, before_pilot)
+    fixed = planner.FINETUNE_FIXED_SECONDS
+    share = fixed + planner.PILOT_COST_SHARE * (pred["partial"] - fixed)
+    if spare <= share:
+        return None
+    note = p["pilot_note"] or ""
+    if p["pilot"] is None and (m := re.search(r"predicted to take (\d+) s, over", note)):
+        cost = p.get("pilot_predicted_seconds") or float(m.group(1))
+        return f"the pilot, skipped for cost ({cost:.0f} s), fits the {spare:.0f} s spare" if cost <= spare else None
+    if p["pilot"] is not None:
+        full = min(FitConfig().auto.pilot_images, a["num_train"] - p["pilot"]["holdout_images"])
+        if p["pilot"]["pilot_images"] < full:
+            return f"the pilot, cut to {p['pilot']['pilot_images']} of {full} images, may take {spare:.0f} s now"
+    return None
 
 
 def prediction_table(store: dict) -> str:

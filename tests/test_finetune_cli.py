@@ -316,6 +316,34 @@ def test_the_pilot_is_cut_to_a_share_of_partials_predicted_time_or_skipped():
             assert n == math.ceil(planner.PILOT_MIN_SHARE * 600) and t > cap
     assert planner.pilot_size(st, 600, 300, cost, {}, 20.0, bounded=False)[0] == 600  # --pilot on: all of them
 
+    # the other bound: what the plan's predictions leave within auto's cost target. With it the
+    # "skipped" case runs, on the most images that fit it; below the share's cap it changes nothing.
+    partial = planner.predict_seconds("partial", st, 800, 200, cost, {}, None)
+    share_cap = planner.pilot_size(st, 600, 300, cost, {}, partial)[2]
+    spare = (secs(450) + secs(451)) / 2
+    n, t, cap = planner.pilot_size(st, 600, 300, cost, {}, partial, spare_seconds=spare)
+    assert cap == pytest.approx(spare, abs=0.1) and cap > share_cap and t == secs(n)
+    assert 300 < n < 600 and secs(n) <= cap < secs(n + 1)  # the floor was over the share's cap: now 450-odd
+    assert planner.pilot_size(st, 600, 300, cost, {}, partial, spare_seconds=share_cap / 2)[2] == share_cap
+
+
+def test_the_pilots_spare_seconds_keep_auto_within_half_of_trying_everything():
+    """pilot_spare_seconds: features + plan + pilot + the costliest strategy a pilot leads to is
+    AUTO_COST_SHARE of features + all four strategies, by the plan's predictions."""
+    from transferzoo.transfer import planner
+
+    pred = {"linear": 15.0, "stages": 46.0, "partial": 106.0, "full": 289.0}  # flowers200's plan
+    spare = planner.pilot_spare_seconds(pred, features_seconds=18.0, plan_seconds=5.0)
+    auto = 18.0 + 5.0 + spare + 106.0
+    assert auto == pytest.approx(planner.AUTO_COST_SHARE * (18.0 + sum(pred.values())), abs=0.1)
+    assert spare == pytest.approx(0.5 * (18 + 456) - 18 - 5 - 106, abs=0.1)  # 108 s
+    # where stages is the costliest a pilot can lead to, that is what auto pays after it; full never is
+    pred_stages = dict(pred, stages=200.0, partial=50.0)
+    assert planner.pilot_spare_seconds(pred_stages, 0.0, 0.0) == pytest.approx(0.5 * 554 - 200, abs=0.1)
+    # nothing to spare where partial is predicted above full (eurosat's plan): the share's cap rules
+    eurosat = {"linear": 33.2, "stages": 75.6, "partial": 356.5, "full": 309.3}
+    assert planner.pilot_spare_seconds(eurosat, features_seconds=38.8, plan_seconds=20.0) < 0
+
 
 def test_the_pilots_holdout_grows_from_a_quarter_to_a_third_to_reach_the_resolution():
     """A quarter of the training images (at most auto.pilot_holdout); when that measures the probe's

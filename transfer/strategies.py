@@ -60,7 +60,9 @@ def plan(data, cfg: FitConfig | None = None, log=None, val_baselines: bool = Tru
     extract(ctx)
     audit = plan_hook(ctx)
     with torch_threads(1):
-        p = make_plan(ctx.splits, ctx.features, ctx.rows["train"], cfg, log, pinned=pinned)
+        p = make_plan(
+            ctx.splits, ctx.features, ctx.rows["train"], cfg, log, pinned, ctx.timings["features_seconds"]
+        )
         if val_baselines:
             p["val_baselines"] = baselines_on_val(ctx.features, ctx.rows["train"], ctx.rows["val"], ctx.splits, p, cfg)
     p["data"] = {k: v for k, v in ctx.splits.summary().items() if k != "skipped"}
@@ -89,7 +91,9 @@ def fit(data, cfg: FitConfig | None = None, out=None, log=None, resume: bool = F
     if strategy == "auto":
         t = time.perf_counter()
         with torch_threads(1):
-            ctx.plan = make_plan(ctx.splits, ctx.features, ctx.rows["train"], cfg, log, pinned=pinned)
+            ctx.plan = make_plan(
+                ctx.splits, ctx.features, ctx.rows["train"], cfg, log, pinned, ctx.timings["features_seconds"]
+            )
         ctx.timings["plan_seconds"] = round(time.perf_counter() - t, 3)
         strategy = ctx.planned_strategy = ctx.plan["strategy"]
         ctx.cfg = apply_plan(cfg, ctx.plan)
