@@ -60,9 +60,7 @@ def plan(data, cfg: FitConfig | None = None, log=None, val_baselines: bool = Tru
     extract(ctx)
     audit = plan_hook(ctx)
     with torch_threads(1):
-        p = make_plan(
-            ctx.splits, ctx.features, ctx.rows["train"], cfg, log, pinned, ctx.timings["features_seconds"]
-        )
+        p = make_plan(ctx.splits, ctx.features, ctx.rows["train"], cfg, log, pinned, ctx.timings["features_seconds"])
         if val_baselines:
             p["val_baselines"] = baselines_on_val(ctx.features, ctx.rows["train"], ctx.rows["val"], ctx.splits, p, cfg)
     p["data"] = {k: v for k, v in ctx.splits.summary().items() if k != "skipped"}
