@@ -434,3 +434,30 @@ def test_a_tie_goes_to_the_table_else_to_the_cheaper():
     assert decide(strategies(0.918 + 1.1 * TIE), allowed, pilot, "stages", "x")[0] == "partial"
     # no pilot: the table
     assert decide(strategies(None), allowed, None, "stages", "little data, different -> stages")[0] == "stages"
+
+
+def test_partials_predicted_epoch_cost_is_the_measured_step_of_the_blocks_it_trains(tmp_path, monkeypatch):
+    """measured_top_step times a training step of the top k blocks on the prefix's output (kept as a
+    record: the second call builds nothing), and predict_seconds uses it for partial's epochs where
+    it was measured, a quarter of a whole-model step where it was not."""
+    from transferzoo.transfer import planner
+    from transferzoo.transfer.config import FitConfig
+    from transferzoo.zoo import assembly as za
+
+    monkeypatch.setenv("TRANSFERZOO_CACHE", str(tmp_path))
+    one = planner.measured_top_step("efficientnet_lite0", [64], 1, 2)
+    four = planner.measured_top_step("efficientnet_lite0", [64], 4, 2)
+    assert 0 < one[64] and four[64] > 2 * one[64]  # 4 of 8 blocks cost several times the top one
+    monkeypatch.setattr(za, "build", lambda *a, **k: pytest.fail("the stored record was not used"))
+    assert planner.measured_top_step("efficientnet_lite0", [64], 4, 2) == four
+
+    st = planner.planned_settings("partial", FitConfig(), frozenset(), 1000, unfreeze=4, image_size=64)
+    c = {"forward": 0.004, "forward_backward": 0.012}
+    measured = {64: dict(c, top_step={"4": 0.02})}
+    epochs, views = st["finetune.epochs"], st["finetune.views"]
+    prefix = 0.004 * (1000 * views + 200)
+    fixed = planner.FINETUNE_FIXED_SECONDS
+    got = planner.predict_seconds("partial", st, 1000, 200, measured, {}, None)
+    assert got == pytest.approx(prefix + 0.02 * epochs * 1000 + fixed, abs=0.1)
+    fallback = planner.predict_seconds("partial", st, 1000, 200, {64: c}, {}, None)
+    assert fallback == pytest.approx(prefix + 0.012 * 0.25 * epochs * 1000 + fixed, abs=0.1)

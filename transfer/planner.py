@@ -292,9 +292,10 @@ def learning_curve(X: np.ndarray, y: np.ndarray, num_classes: int, lam: float, s
 FORWARD_BACKWARD = 3.0  # a training step costs about 3 forward passes (forward + backward, the usual rule)
 
 
-def forward_cost(model_name: str, sizes, fs: FeatureSet | None = None, batch: int = 4) -> dict:
+def forward_cost(model_name: str, sizes, fs: FeatureSet | None = None, batch: int = 4, unfreeze=()) -> dict:
     """Seconds per image of a forward pass of the whole model at each input size, on this machine;
-    a training step is FORWARD_BACKWARD times that. Measured on one thread (a busy machine makes
+    a whole-model training step is FORWARD_BACKWARD times that, and the step of the top `unfreeze`
+    blocks on the cached prefix is measured too (`measured_top_step`). Measured on one thread (a busy machine makes
     multi-threaded timings of a few images meaningless: threads wait on each other) with random
     weights and inputs (cost does not depend on them), once per machine and software
     (`measured_forward`), then calibrated: by the feature pass of this run when it computed enough
@@ -307,10 +308,13 @@ def forward_cost(model_name: str, sizes, fs: FeatureSet | None = None, batch: in
         scale, how = fs.timings["compute_seconds"] / computed / one[model_size], f"feature pass of {computed} images"
     else:
         scale, how = 1.0 / (os.cpu_count() or 1), f"one thread / {os.cpu_count() or 1} cores"
+    # the top blocks' training step for each number of blocks partial may train, calibrated alike
+    top = {k: measured_top_step(model_name, sorted(one), k, batch) for k in sorted(set(unfreeze))}
     return {
         size: {
             "forward": round(t * scale, 5),
             "forward_backward": round(FORWARD_BACKWARD * t * scale, 5),
+            "top_step": {str(k): None if top[k][size] is None else round(top[k][size] * scale, 5) for k in top},
             "calibration": how,
         }
         for size, t in one.items()
@@ -358,6 +362,46 @@ def measured_forward(model_name: str, sizes: list[int], batch: int) -> dict[int,
     return one
 
 
+def measured_top_step(model_name: str, sizes: list[int], unfreeze: int, batch: int) -> dict[int, float | None]:
+    """One-thread seconds per image of a training step (forward + backward) of what partial trains
+    with its top `unfreeze` blocks, on the frozen prefix's output, at each size: the per-epoch cost
+    of partial and its pilot once the prefix is cached. Before 2026-12-03 the plan took that as a
+    quarter of a whole-model step whatever the blocks, and the stored pilots measured 0.22x a forward
+    pass per image and epoch with the top block and 2.0-2.5x with 4 of 8 (eurosat100's pilot ran
+    2.4x its predicted time). None where the backbone cannot be cut (partial then streams whole
+    images). Kept as a record in the cache, as `measured_forward`."""
+    import torch
+
+    key = {"model": zoo.get(model_name).timm_name, "sizes": sizes, "unfreeze": unfreeze, "batch": batch, **_machine()}
+    path = cache_root() / "costs" / f"{zoo.get(model_name).name}.top{unfreeze}.json"
+    stored = read_record(path, key)
+    if stored is not None:
+        return {int(k): (None if v is None else float(v)) for k, v in stored.items()}
+    from transferzoo.zoo import assembly as za
+
+    from .finetune.freeze import unfreeze_top
+    from .finetune.prefix_cache import split_backbone
+
+    model = za.build(za.ModelSpec(model_name, 2), pretrained=False)
+    unfreeze_top(model, unfreeze)
+    split = split_backbone(model)
+    one: dict[int, float | None] = {}
+    with torch_threads(1):
+        for size in sizes:
+            if split is None:
+                one[size] = None
+                continue
+            with torch.no_grad():
+                h = split.prefix(torch.randn(batch, 3, size, size))
+            split.suffix.train()
+            for i in range(2):  # the first call: allocations, kernel selection
+                t = time.perf_counter()
+                split.suffix(h).sum().backward()
+            one[size] = (time.perf_counter() - t) / batch
+    write_record(path, key, {str(k): v for k, v in one.items()})
+    return one
+
+
 def predict_seconds(strategy: str, settings: dict, n_train: int, n_val: int, cost: dict, probes: dict, pilot) -> float:
     """Predicted wall seconds of a strategy after the plan (features, when cached, are shared)."""
     if strategy in ("linear", "stages"):
@@ -374,8 +418,11 @@ def predict_seconds(strategy: str, settings: dict, n_train: int, n_val: int, cos
         views = settings["finetune.views"]
         if pilot and pilot.get("prefix_seconds_per_image") is not None:
             prefix, step = pilot["prefix_seconds_per_image"], pilot["train_seconds_per_image_epoch"]
-        else:  # no pilot: the prefix is most of a forward pass, the top blocks' training a part of a step
-            prefix, step = c["forward"], c["forward_backward"] * 0.25
+        else:  # no pilot: the prefix is most of a forward pass; the top blocks' step as measured here
+            prefix = c["forward"]
+            step = (c.get("top_step") or {}).get(str(settings["finetune.unfreeze"]))
+            if step is None:  # not measured (the backbone cannot be cut): a part of a whole-model step
+                step = c["forward_backward"] * 0.25
         return round(prefix * (n_train * views + n_val) + step * epochs * n_train + FINETUNE_FIXED_SECONDS, 1)
     return round(epochs * (n_train * c["forward_backward"] + n_val * c["forward"]) + FINETUNE_FIXED_SECONDS, 1)
 
@@ -522,7 +569,9 @@ def make_plan(
 
     settings, img_reason, ft_sizes = settings_at(False)
     small_settings, small_reason, small_sizes = settings_at(True)
-    cost = forward_cost(cfg.model, ft_sizes | small_sizes, fs)  # one record: the same key as before for both
+    # one record: the same key as before for both sizes
+    ks = {at["partial"]["finetune.unfreeze"] for at in (settings, small_settings)} - {None}
+    cost = forward_cost(cfg.model, ft_sizes | small_sizes, fs, unfreeze=ks)
     if budget is not None and predict_seconds("partial", settings["partial"], n_train, n_val, cost, {}, None) > budget:
         settings, img_reason = small_settings, small_reason
     if "finetune.image_size" in pinned:
