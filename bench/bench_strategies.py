@@ -132,7 +132,7 @@ def folder(name: str, work: Path) -> Path:
     src = SHARED / SOURCE.get(name, name)
     if name == "flowers100px":
         return small_copy(src, work / name, per_class=412, side=100)
-    if name in ("flowers10", "flowers100", "flowers200", "eurosat50", "eurosat200", "eurosat100"):  # N per class
+    if name in SOURCE:  # N per class of the source folder
         return subsample_folder(src, work / name, int(name.lstrip("abcdefghijklmnopqrstuvwxyz")))
     return src
 
@@ -307,9 +307,7 @@ def pilot_cap_change(a: dict) -> str | None:
     pred = {n: v["predicted_seconds"] for n, v in p["strategies"].items()}
     before_pilot = p["seconds"] - ((p["pilot"] or {}).get("seconds") or 0.0)
     spare = planner.pilot_spare_seconds(pred, a["feature_seconds"] or 0.0, before_pilot)
-    fixed = planner.FINETUNE_FIXED_SECONDS
-    share = fixed + planner.PILOT_COST_SHARE * (pred["partial"] - fixed)
-    if spare <= share:
+    if spare <= planner.pilot_share_seconds(pred["partial"]):
         return None
     note = p["pilot_note"] or ""
     if p["pilot"] is None and (m := re.search(r"predicted to take (\d+) s, over", note)):
