@@ -7,7 +7,7 @@ chose, its regret (best accuracy minus auto's) and its cost relative to trying e
 `partial@plan` is partial with the settings auto's plan gives it (its image size and blocks), run
 as `fit --strategy auto --among partial --pilot off` and charged its time after the plan.
 
-Datasets (12): hymenoptera, flowers, flowers10 / flowers100 / flowers200 (10 / 100 / 200 images per
+Datasets (14): hymenoptera, flowers, flowers10 / flowers100 / flowers200 (10 / 100 / 200 images per
 class; flowers200, added 2026-12-03 with the rule frozen, is the size of the issue's unseen
 everyday-photo set: ~160 training images per class, similar to ImageNet), digits
 (scikit-learn, 8x8 scans at 32 px), lfw (scikit-image lfw_subset, 25 px), eurosat (Sentinel-2 tiles,
@@ -15,8 +15,12 @@ everyday-photo set: ~160 training images per class, similar to ImageNet), digits
 the size and resolution of the issue's unseen 2062-image hand-photo set), eurosat200 (200 per
 class: the hand-photo set's size, classes and table cell -- little data, small images, a domain
 unlike ImageNet -- added 2026-12-03 after the last rule change and run with it frozen) and
-eurosat100 (100 per class, added held out after the pilot's cost cap changed). Datasets
-without a split use fit's default (val 0.2, seed 0; flowers10 and eurosat50: val 0.3).
+eurosat100 (100 per class, added held out after the pilot's cost cap changed), and two added
+2026-12-03 (fourth session) with the rule frozen, each on an axis no other row varies:
+hymenoptera64 (hymenoptera's own split, every image resized to 64 px: little data, photos like
+ImageNet's, at low resolution) and flowersimb (a long tail: the first 400 / 200 / 100 / 50 / 25
+images of the five classes). Datasets without a split use fit's default (val 0.2, seed 0; flowers10
+and eurosat50: val 0.3).
 
 Every (dataset, strategy) pair is one `fit`, stored in --results (one JSON file, rewritten
 atomically after each pair) as soon as it ends, so rows run separately and resume: a stored pair is
@@ -84,7 +88,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TRANSFERZOO_SHARED", REPO.parent / "shared" / "datasets"))
 DATASETS = (
     "hymenoptera", "flowers", "flowers10", "flowers100", "digits", "lfw", "eurosat", "eurosat50", "flowers100px",
-    "eurosat200", "flowers200", "eurosat100",
+    "eurosat200", "flowers200", "eurosat100", "hymenoptera64", "flowersimb",
 )
 STRATEGIES = ("auto", "linear", "stages", "partial", "full", "partial@plan")
 # `partial` runs with the strategy's defaults (224 px, the top block); `partial@plan` with the settings
@@ -121,7 +125,11 @@ SOURCE = {
     "eurosat50": "eurosat-rgb",
     "eurosat200": "eurosat-rgb",
     "eurosat100": "eurosat-rgb",
+    "hymenoptera64": "hymenoptera",
+    "flowersimb": "flowers",
 }
+# flowersimb: the first N images of each class (in the folder's sorted class order), a long tail
+IMBALANCED = (400, 200, 100, 50, 25)
 
 
 def folder(name: str, work: Path) -> Path:
@@ -132,23 +140,39 @@ def folder(name: str, work: Path) -> Path:
     src = SHARED / SOURCE.get(name, name)
     if name == "flowers100px":
         return small_copy(src, work / name, per_class=412, side=100)
+    if name == "hymenoptera64":  # its own train/val split, every image resized to 64 px
+        for split in ("train", "val"):
+            small_copy(src / split, work / name / split, per_class=None, side=64)
+        return work / name
+    if name == "flowersimb":
+        return small_copy(src, work / name, per_class=IMBALANCED, side=None)
     if name in SOURCE:  # N per class of the source folder
         return subsample_folder(src, work / name, int(name.lstrip("abcdefghijklmnopqrstuvwxyz")))
     return src
 
 
-def small_copy(src: Path, dst: Path, per_class: int, side: int) -> Path:
-    """The first `per_class` images of each class of `src`, resized to side x side (JPEG): the size
-    and resolution of the issue's unseen hand-photo set (2062 images of 100 px, default split)."""
-    from PIL import Image
+def small_copy(src: Path, dst: Path, per_class, side: int | None) -> Path:
+    """The first `per_class` images of each class of `src` (one count for every class, a tuple of
+    one per class in sorted order, or None for all), resized to side x side and saved as JPEG (side
+    None: linked as they are): e.g. the size and resolution of the issue's unseen hand-photo set (2062 images of
+    100 px, default split). Files PIL cannot open (hymenoptera's deliberate non-image) are left out."""
+    from PIL import Image, UnidentifiedImageError
 
-    for cdir in sorted(p for p in src.iterdir() if p.is_dir()):
+    for i, cdir in enumerate(sorted(p for p in src.iterdir() if p.is_dir())):
         (dst / cdir.name).mkdir(parents=True, exist_ok=True)
-        for f in sorted(cdir.iterdir())[:per_class]:
-            out = dst / cdir.name / (f.stem + ".jpg")
-            if not out.exists():
+        n = per_class[i] if isinstance(per_class, tuple) else per_class
+        for f in sorted(cdir.iterdir())[:n]:
+            out = dst / cdir.name / (f.name if side is None else f.stem + ".jpg")
+            if out.exists() or out.is_symlink():
+                continue
+            if side is None:
+                out.symlink_to(f)
+                continue
+            try:
                 with Image.open(f) as im:
                     im.convert("RGB").resize((side, side), Image.BICUBIC).save(out, quality=90)
+            except UnidentifiedImageError:
+                continue
     return dst
 
 
