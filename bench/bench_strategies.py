@@ -7,7 +7,7 @@ chose, its regret (best accuracy minus auto's) and its cost relative to trying e
 `partial@plan` is partial with the settings auto's plan gives it (its image size and blocks), run
 as `fit --strategy auto --among partial --pilot off` and charged its time after the plan.
 
-Datasets (14): hymenoptera, flowers, flowers10 / flowers100 / flowers200 (10 / 100 / 200 images per
+Datasets (15): hymenoptera, flowers, flowers10 / flowers100 / flowers200 (10 / 100 / 200 images per
 class; flowers200, added 2026-12-03 with the rule frozen, is the size of the issue's unseen
 everyday-photo set: ~160 training images per class, similar to ImageNet), digits
 (scikit-learn, 8x8 scans at 32 px), lfw (scikit-image lfw_subset, 25 px), eurosat (Sentinel-2 tiles,
@@ -15,12 +15,13 @@ everyday-photo set: ~160 training images per class, similar to ImageNet), digits
 the size and resolution of the issue's unseen 2062-image hand-photo set), eurosat200 (200 per
 class: the hand-photo set's size, classes and table cell -- little data, small images, a domain
 unlike ImageNet -- added 2026-12-03 after the last rule change and run with it frozen) and
-eurosat100 (100 per class, added held out after the pilot's cost cap changed), and two added
+eurosat100 (100 per class, added held out after the pilot's cost cap changed), and three added
 2026-12-03 (fourth session) with the rule frozen, each on an axis no other row varies:
 hymenoptera64 (hymenoptera's own split, every image resized to 64 px: little data, photos like
-ImageNet's, at low resolution) and flowersimb (a long tail: the first 400 / 200 / 100 / 50 / 25
-images of the five classes). Datasets without a split use fit's default (val 0.2, seed 0; flowers10
-and eurosat50: val 0.3).
+ImageNet's, at low resolution), flowersimb (a long tail: the first 400 / 200 / 100 / 50 / 25
+images of the five classes) and eurosat32px (100 per class resized to 32 px, CIFAR's size: a
+domain unlike ImageNet at half eurosat's resolution). Datasets without a split use fit's default
+(val 0.2, seed 0; flowers10 and eurosat50: val 0.3).
 
 Every (dataset, strategy) pair is one `fit`, stored in --results (one JSON file, rewritten
 atomically after each pair) as soon as it ends, so rows run separately and resume: a stored pair is
@@ -88,7 +89,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TRANSFERZOO_SHARED", REPO.parent / "shared" / "datasets"))
 DATASETS = (
     "hymenoptera", "flowers", "flowers10", "flowers100", "digits", "lfw", "eurosat", "eurosat50", "flowers100px",
-    "eurosat200", "flowers200", "eurosat100", "hymenoptera64", "flowersimb",
+    "eurosat200", "flowers200", "eurosat100", "hymenoptera64", "flowersimb", "eurosat32px",
 )
 STRATEGIES = ("auto", "linear", "stages", "partial", "full", "partial@plan")
 # `partial` runs with the strategy's defaults (224 px, the top block); `partial@plan` with the settings
@@ -127,6 +128,7 @@ SOURCE = {
     "eurosat100": "eurosat-rgb",
     "hymenoptera64": "hymenoptera",
     "flowersimb": "flowers",
+    "eurosat32px": "eurosat-rgb",
 }
 # flowersimb: the first N images of each class (in the folder's sorted class order), a long tail
 IMBALANCED = (400, 200, 100, 50, 25)
@@ -144,6 +146,8 @@ def folder(name: str, work: Path) -> Path:
         for split in ("train", "val"):
             small_copy(src / split, work / name / split, per_class=None, side=64)
         return work / name
+    if name == "eurosat32px":  # 100 per class at 32 px (CIFAR's size), a domain unlike ImageNet
+        return small_copy(src, work / name, per_class=100, side=32)
     if name == "flowersimb":
         return small_copy(src, work / name, per_class=IMBALANCED, side=None)
     if name in SOURCE:  # N per class of the source folder
