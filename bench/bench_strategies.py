@@ -7,7 +7,7 @@ chose, its regret (best accuracy minus auto's) and its cost relative to trying e
 `partial@plan` is partial with the settings auto's plan gives it (its image size and blocks), run
 as `fit --strategy auto --among partial --pilot off` and charged its time after the plan.
 
-Datasets (15): hymenoptera, flowers, flowers10 / flowers100 / flowers200 (10 / 100 / 200 images per
+Datasets (16): hymenoptera, flowers, flowers10 / flowers100 / flowers200 (10 / 100 / 200 images per
 class; flowers200, added 2026-12-03 with the rule frozen, is the size of the issue's unseen
 everyday-photo set: ~160 training images per class, similar to ImageNet), digits
 (scikit-learn, 8x8 scans at 32 px), lfw (scikit-image lfw_subset, 25 px), eurosat (Sentinel-2 tiles,
@@ -15,12 +15,14 @@ everyday-photo set: ~160 training images per class, similar to ImageNet), digits
 the size and resolution of the issue's unseen 2062-image hand-photo set), eurosat200 (200 per
 class: the hand-photo set's size, classes and table cell -- little data, small images, a domain
 unlike ImageNet -- added 2026-12-03 after the last rule change and run with it frozen) and
-eurosat100 (100 per class, added held out after the pilot's cost cap changed), and three added
+eurosat100 (100 per class, added held out after the pilot's cost cap changed), and four added
 2026-12-03 (fourth session) with the rule frozen, each on an axis no other row varies:
 hymenoptera64 (hymenoptera's own split, every image resized to 64 px: little data, photos like
 ImageNet's, at low resolution), flowersimb (a long tail: the first 400 / 200 / 100 / 50 / 25
 images of the five classes) and eurosat32px (100 per class resized to 32 px, CIFAR's size: a
-domain unlike ImageNet at half eurosat's resolution). Datasets without a split use fit's default
+domain unlike ImageNet at half eurosat's resolution); then mixed15 (the five flowers classes and
+the ten eurosat classes at 100 each: more classes than any other row, half of them ImageNet-like
+photos and half satellite tiles, mixed resolutions). Datasets without a split use fit's default
 (val 0.2, seed 0; flowers10 and eurosat50: val 0.3).
 
 Every (dataset, strategy) pair is one `fit`, stored in --results (one JSON file, rewritten
@@ -89,7 +91,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TRANSFERZOO_SHARED", REPO.parent / "shared" / "datasets"))
 DATASETS = (
     "hymenoptera", "flowers", "flowers10", "flowers100", "digits", "lfw", "eurosat", "eurosat50", "flowers100px",
-    "eurosat200", "flowers200", "eurosat100", "hymenoptera64", "flowersimb", "eurosat32px",
+    "eurosat200", "flowers200", "eurosat100", "hymenoptera64", "flowersimb", "eurosat32px", "mixed15",
 )
 STRATEGIES = ("auto", "linear", "stages", "partial", "full", "partial@plan")
 # `partial` runs with the strategy's defaults (224 px, the top block); `partial@plan` with the settings
@@ -148,6 +150,10 @@ def folder(name: str, work: Path) -> Path:
         return work / name
     if name == "eurosat32px":  # 100 per class at 32 px (CIFAR's size), a domain unlike ImageNet
         return small_copy(src, work / name, per_class=100, side=32)
+    if name == "mixed15":  # 15 classes, 100 each: the 5 flowers and the 10 eurosat classes together
+        for part in ("flowers", "eurosat-rgb"):
+            small_copy(SHARED / part, work / name, per_class=100, side=None)
+        return work / name
     if name == "flowersimb":
         return small_copy(src, work / name, per_class=IMBALANCED, side=None)
     if name in SOURCE:  # N per class of the source folder
