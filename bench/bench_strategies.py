@@ -131,6 +131,7 @@ SOURCE = {
     "hymenoptera64": "hymenoptera",
     "flowersimb": "flowers",
     "eurosat32px": "eurosat-rgb",
+    "mixed15": ("flowers", "eurosat-rgb"),
 }
 # flowersimb: the first N images of each class (in the folder's sorted class order), a long tail
 IMBALANCED = (400, 200, 100, 50, 25)
@@ -141,6 +142,10 @@ def folder(name: str, work: Path) -> Path:
         return write_digits(work / "digits") if not (work / "digits").exists() else work / "digits"
     if name == "lfw":
         return write_lfw_subset(work / "lfw") if not (work / "lfw").exists() else work / "lfw"
+    if name == "mixed15":  # 15 classes, 100 each: the 5 flowers and the 10 eurosat classes together
+        for part in SOURCE[name]:
+            small_copy(SHARED / part, work / name, per_class=100, side=None)
+        return work / name
     src = SHARED / SOURCE.get(name, name)
     if name == "flowers100px":
         return small_copy(src, work / name, per_class=412, side=100)
@@ -150,10 +155,6 @@ def folder(name: str, work: Path) -> Path:
         return work / name
     if name == "eurosat32px":  # 100 per class at 32 px (CIFAR's size), a domain unlike ImageNet
         return small_copy(src, work / name, per_class=100, side=32)
-    if name == "mixed15":  # 15 classes, 100 each: the 5 flowers and the 10 eurosat classes together
-        for part in ("flowers", "eurosat-rgb"):
-            small_copy(SHARED / part, work / name, per_class=100, side=None)
-        return work / name
     if name == "flowersimb":
         return small_copy(src, work / name, per_class=IMBALANCED, side=None)
     if name in SOURCE:  # N per class of the source folder
@@ -406,9 +407,10 @@ def main() -> None:
     if not args.table_only:
         work = Path(tempfile.mkdtemp(prefix="bench_strategies_"))
         for d in args.only:
-            src = SHARED / SOURCE.get(d, d)
-            if d not in ("digits", "lfw") and not src.is_dir():
-                print(f"skip {d}: {src} not found", file=sys.stderr)
+            srcs = SOURCE.get(d, d)
+            missing = [SHARED / x for x in ((srcs,) if isinstance(srcs, str) else srcs) if not (SHARED / x).is_dir()]
+            if d not in ("digits", "lfw") and missing:
+                print(f"skip {d}: {', '.join(map(str, missing))} not found", file=sys.stderr)
                 continue
             todo = [s for s in args.strategies if args.force or f"{d}/{s}" not in store["rows"]]
             if not todo:
