@@ -133,8 +133,20 @@ SOURCE = {
     "eurosat32px": "eurosat-rgb",
     "mixed15": ("flowers", "eurosat-rgb"),
 }
-# flowersimb: the first N images of each class (in the folder's sorted class order), a long tail
-IMBALANCED = (400, 200, 100, 50, 25)
+# datasets copied from their sources by `small_copy`: (images per class, or one count per class in
+# sorted class order, or None for all; side in px to resize to, or None to link the files as they are)
+COPIES = {
+    "flowers100px": (412, 100),  # the size and resolution of the issue's unseen 100 px hand photos
+    "hymenoptera64": (None, 64),  # its own train/val split, at 64 px
+    "eurosat32px": (100, 32),  # CIFAR's size, a domain unlike ImageNet
+    "flowersimb": ((400, 200, 100, 50, 25), None),  # a long tail
+    "mixed15": (100, None),  # the 5 flowers and the 10 eurosat classes in one folder
+}
+
+
+def sources(name: str) -> tuple[str, ...]:
+    src = SOURCE.get(name, name)
+    return (src,) if isinstance(src, str) else src
 
 
 def folder(name: str, work: Path) -> Path:
@@ -142,21 +154,11 @@ def folder(name: str, work: Path) -> Path:
         return write_digits(work / "digits") if not (work / "digits").exists() else work / "digits"
     if name == "lfw":
         return write_lfw_subset(work / "lfw") if not (work / "lfw").exists() else work / "lfw"
-    if name == "mixed15":  # 15 classes, 100 each: the 5 flowers and the 10 eurosat classes together
-        for part in SOURCE[name]:
-            small_copy(SHARED / part, work / name, per_class=100, side=None)
+    if name in COPIES:
+        for src in sources(name):
+            small_copy(SHARED / src, work / name, *COPIES[name])
         return work / name
     src = SHARED / SOURCE.get(name, name)
-    if name == "flowers100px":
-        return small_copy(src, work / name, per_class=412, side=100)
-    if name == "hymenoptera64":  # its own train/val split, every image resized to 64 px
-        for split in ("train", "val"):
-            small_copy(src / split, work / name / split, per_class=None, side=64)
-        return work / name
-    if name == "eurosat32px":  # 100 per class at 32 px (CIFAR's size), a domain unlike ImageNet
-        return small_copy(src, work / name, per_class=100, side=32)
-    if name == "flowersimb":
-        return small_copy(src, work / name, per_class=IMBALANCED, side=None)
     if name in SOURCE:  # N per class of the source folder
         return subsample_folder(src, work / name, int(name.lstrip("abcdefghijklmnopqrstuvwxyz")))
     return src
@@ -165,10 +167,15 @@ def folder(name: str, work: Path) -> Path:
 def small_copy(src: Path, dst: Path, per_class, side: int | None) -> Path:
     """The first `per_class` images of each class of `src` (one count for every class, a tuple of
     one per class in sorted order, or None for all), resized to side x side and saved as JPEG (side
-    None: linked as they are): e.g. the size and resolution of the issue's unseen hand-photo set (2062 images of
-    100 px, default split). Files PIL cannot open (hymenoptera's deliberate non-image) are left out."""
+    None: linked as they are). A folder split into train/ and val/ is copied split by split. Files
+    PIL cannot open (hymenoptera's deliberate non-image) are left out."""
     from PIL import Image, UnidentifiedImageError
 
+    splits = [d for d in ("train", "val", "test") if (src / d).is_dir()]
+    if splits:
+        for d in splits:
+            small_copy(src / d, dst / d, per_class, side)
+        return dst
     for i, cdir in enumerate(sorted(p for p in src.iterdir() if p.is_dir())):
         (dst / cdir.name).mkdir(parents=True, exist_ok=True)
         n = per_class[i] if isinstance(per_class, tuple) else per_class
@@ -407,8 +414,7 @@ def main() -> None:
     if not args.table_only:
         work = Path(tempfile.mkdtemp(prefix="bench_strategies_"))
         for d in args.only:
-            srcs = SOURCE.get(d, d)
-            missing = [SHARED / x for x in ((srcs,) if isinstance(srcs, str) else srcs) if not (SHARED / x).is_dir()]
+            missing = [SHARED / x for x in sources(d) if not (SHARED / x).is_dir()]
             if d not in ("digits", "lfw") and missing:
                 print(f"skip {d}: {', '.join(map(str, missing))} not found", file=sys.stderr)
                 continue
