@@ -25,11 +25,11 @@ the ten eurosat classes at 100 each: more classes than any other row, half of th
 photos and half satellite tiles, mixed resolutions). Two more, added 2026-12-07 with the rule frozen
 (unchanged since mixed15 ran; a pilot caching the full run's two augmented views instead of one was
 tried on mixed15 and left out: seeds 0 and 1 measured -0.033 and -0.003 against -0.037 and 0.000):
-eurosat5c (eurosat's first five classes in sorted order, 300 each: fewer classes
-and more images per class than any other eurosat row) and flowers64 (flowers at 300 per class
-resized to 64 px: ImageNet-like photos at low resolution with four times hymenoptera64's images).
-Datasets without a split use fit's default
-(val 0.2, seed 0; flowers10 and eurosat50: val 0.3).
+eurosat5c (eurosat's first five classes in sorted order, 300 each: fewer classes and more images
+per class than any other eurosat row) and flowers64 (flowers at 300 per class
+resized to 64 px: ImageNet-like photos at low resolution with four times hymenoptera64's images;
+defined but not yet run: about an hour on the 2026-12-07 machine). Datasets without a split use
+fit's default (val 0.2, seed 0; flowers10 and eurosat50: val 0.3).
 
 Every (dataset, strategy) pair is one `fit`, stored in --results (one JSON file, rewritten
 atomically after each pair) as soon as it ends, so rows run separately and resume: a stored pair is
