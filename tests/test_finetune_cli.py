@@ -461,3 +461,23 @@ def test_partials_predicted_epoch_cost_is_the_measured_step_of_the_blocks_it_tra
     assert got == pytest.approx(prefix + 0.02 * epochs * 1000 + fixed, abs=0.1)
     fallback = planner.predict_seconds("partial", st, 1000, 200, {64: c}, {}, None)
     assert fallback == pytest.approx(prefix + 0.012 * 0.25 * epochs * 1000 + fixed, abs=0.1)
+
+
+def test_a_whole_model_step_costs_at_least_the_prefix_forward_and_the_top_blocks_step(monkeypatch):
+    """forward_cost's whole-model step (full's epochs) is FORWARD_BACKWARD forward passes, or the
+    forward pass plus the top blocks' measured step where that is more, so the plan never predicts
+    full faster than partial training a part of the same model (CI once saw 40.0 s against 40.2 s)."""
+    from transferzoo.transfer import planner
+    from transferzoo.transfer.config import FitConfig
+
+    f = 0.004
+    monkeypatch.setattr(planner, "measured_forward", lambda m, sizes, b: {s: f for s in sizes})
+    for top in (0.002, 0.02):  # below and above (FORWARD_BACKWARD - 1) forward passes
+        monkeypatch.setattr(planner, "measured_top_step", lambda m, sizes, k, b, top=top: {s: top for s in sizes})
+        cost = planner.forward_cost("efficientnet_lite0", [224], None, unfreeze={4})
+        scale = 1.0 / (os.cpu_count() or 1)
+        want = max(planner.FORWARD_BACKWARD * f, f + top) * scale
+        assert cost[224]["forward_backward"] == pytest.approx(want, abs=1e-5)
+        st = {n: planner.planned_settings(n, FitConfig(), frozenset(), 1000, 4, None) for n in ("partial", "full")}
+        partial, full = (planner.predict_seconds(n, st[n], 1000, 250, cost, {}, None) for n in ("partial", "full"))
+        assert partial < full

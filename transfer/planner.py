@@ -294,8 +294,9 @@ FORWARD_BACKWARD = 3.0  # a training step costs about 3 forward passes (forward 
 
 def forward_cost(model_name: str, sizes, fs: FeatureSet | None = None, batch: int = 4, unfreeze=()) -> dict:
     """Seconds per image of a forward pass of the whole model at each input size, on this machine;
-    a whole-model training step is FORWARD_BACKWARD times that, and the step of the top `unfreeze`
-    blocks on the cached prefix is measured too (`measured_top_step`). Measured on one thread (a busy machine makes
+    a whole-model training step is FORWARD_BACKWARD times that, or the forward pass plus the
+    measured step of the top `unfreeze` blocks on the cached prefix (`measured_top_step`) where that
+    is more. Measured on one thread (a busy machine makes
     multi-threaded timings of a few images meaningless: threads wait on each other) with random
     weights and inputs (cost does not depend on them), once per machine and software
     (`measured_forward`), then calibrated: by the feature pass of this run when it computed enough
@@ -310,10 +311,19 @@ def forward_cost(model_name: str, sizes, fs: FeatureSet | None = None, batch: in
         scale, how = 1.0 / (os.cpu_count() or 1), f"one thread / {os.cpu_count() or 1} cores"
     # the top blocks' training step for each number of blocks partial may train, calibrated alike
     top = {k: measured_top_step(model_name, sorted(one), k, batch) for k in sorted(set(unfreeze))}
+
+    def whole_step(size: int, t: float) -> float:
+        # a whole-model step costs at least the forward pass below the trained blocks plus their
+        # measured step: FORWARD_BACKWARD alone under-states it at small sizes (measured on one
+        # thread: 2.75x a forward pass at 224 px, 3.59x at 128, 4.28x at 64: bench/bench_step_cost.py),
+        # where a plan then predicted full no slower than 4-block partial (CI: 40.0 s against 40.2 s)
+        steps = [top[k][size] for k in top if top[k][size] is not None]
+        return max([FORWARD_BACKWARD * t] + [t + s for s in steps])
+
     return {
         size: {
             "forward": round(t * scale, 5),
-            "forward_backward": round(FORWARD_BACKWARD * t * scale, 5),
+            "forward_backward": round(whole_step(size, t) * scale, 5),
             "top_step": {str(k): None if top[k][size] is None else round(top[k][size] * scale, 5) for k in top},
             "calibration": how,
         }
