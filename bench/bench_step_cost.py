@@ -6,7 +6,10 @@ The plan predicts full's epochs as FORWARD_BACKWARD (3) one-thread forward passe
 by the run's feature-pass calibration (transfer.planner.forward_cost). This bench measures, in one
 process and on one thread (as the plan measures), a forward pass in eval mode and a training step
 (train mode, forward + backward) of the whole model per image at each size, and prints the step's
-ratio to the forward pass next to the constant. It then lists, from the suite's stored rows
+ratio to the forward pass next to the constant, with the plan's own measurement of partial's step
+(planner.measured_top_step, top 1 and top 4 blocks on the cached prefix's output, measured afresh
+in a temporary cache): the plan takes a whole-model step as the larger of FORWARD_BACKWARD forward
+passes and one forward pass plus the top blocks' step. It then lists, from the suite's stored rows
 (bench/results/strategies.json), full's measured own seconds over the plan's prediction.
 """
 
@@ -14,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,7 +55,9 @@ def main() -> None:
     model = za.build(za.ModelSpec(args.model, 10), pretrained=False)
     print(f"{args.model}, one thread, batch {args.batch}, best of {args.repeats}: seconds per image")
     assumed = planner.FORWARD_BACKWARD
-    print(f"{'size':>5} {'forward':>9} {'train step':>11} {'ratio':>6}   (the plan assumes {assumed:g})")
+    head = f"{'size':>5} {'forward':>9} {'train step':>11} {'ratio':>6}   (the plan assumes {assumed:g})"
+    print(head + "  top-1 / top-4 step")
+    os.environ["TRANSFERZOO_CACHE"] = tempfile.mkdtemp(prefix="bench_step_cost_")  # measure, do not reuse
     for size in args.sizes:
         x = torch.randn(args.batch, 3, size, size)
 
@@ -64,7 +71,9 @@ def main() -> None:
             model(x).sum().backward()
 
         f, s = per_image(forward, args.batch, args.repeats), per_image(step, args.batch, args.repeats)
-        print(f"{size:>5} {f:>9.4f} {s:>11.4f} {s / f:>6.2f}")
+        tops = [planner.measured_top_step(args.model, [size], k, args.batch)[size] for k in (1, 4)]
+        top = " / ".join("-" if t is None else f"{t / f:.2f}" for t in tops)
+        print(f"{size:>5} {f:>9.4f} {s:>11.4f} {s / f:>6.2f}   {top:>31} forward passes")
 
     if args.results.exists():
         rows = json.loads(args.results.read_text())["rows"]

@@ -315,7 +315,7 @@ def forward_cost(model_name: str, sizes, fs: FeatureSet | None = None, batch: in
     def whole_step(size: int, t: float) -> float:
         # a whole-model step costs at least the forward pass below the trained blocks plus their
         # measured step: FORWARD_BACKWARD alone under-states it at small sizes (measured on one
-        # thread: 2.75x a forward pass at 224 px, 3.59x at 128, 4.28x at 64: bench/bench_step_cost.py),
+        # thread: 2.75-3.36x a forward pass at 224 px, 3.6-5.2x at 128, 3.9-4.3x at 64: bench/bench_step_cost.py),
         # where a plan then predicted full no slower than 4-block partial (CI: 40.0 s against 40.2 s)
         steps = [top[k][size] for k in top if top[k][size] is not None]
         return max([FORWARD_BACKWARD * t] + [t + s for s in steps])
