@@ -296,9 +296,9 @@ def forward_cost(model_name: str, sizes, fs: FeatureSet | None = None, batch: in
     """Seconds per image of a forward pass of the whole model at each input size, on this machine;
     a whole-model training step is FORWARD_BACKWARD times that, or the forward pass plus the
     measured step of the top `unfreeze` blocks on the cached prefix (`measured_top_step`) where that
-    is more. Measured on one thread (a busy machine makes
-    multi-threaded timings of a few images meaningless: threads wait on each other) with random
-    weights and inputs (cost does not depend on them), once per machine and software
+    is more. Measured on one thread (a busy machine makes multi-threaded timings of a few images
+    meaningless: threads wait on each other) with random weights and inputs (cost does not depend
+    on them), once per machine and software
     (`measured_forward`), then calibrated: by the feature pass of this run when it computed enough
     images (the same engine the prefix cache uses), else divided by the cores. The time
     predictions scale these."""
