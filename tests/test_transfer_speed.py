@@ -35,7 +35,7 @@ def test_fit_profile_lists_every_phase_cold_then_cached(digits_dir, tmp_path, ca
     assert main(argv) == 0
     cold = _profile(capsys.readouterr().err)
     for phase in (
-        "imports: torch, onnxruntime, transfer",
+        "imports: the transfer stack (numpy, onnxruntime, ...)",
         "scan the folder",
         "features: build + check the engine (or load it)",
         "features: inference",
@@ -69,3 +69,28 @@ def test_finetuning_eta():
     # once epochs have been timed (evaluation included) they set the pace of the rest
     assert run_seconds_left(10.0, 5, 10, 2, [30.0, 34.0]) == pytest.approx(10.0 + 64.0)
     assert [fmt_seconds(s) for s in (0.4, 12, 245, 3720)] == ["0s", "12s", "4m05s", "1h02m"]
+
+
+def test_a_run_on_cached_features_imports_neither_torch_nor_timm(digits_dir, tmp_path):
+    """`fit --strategy auto` (plan, audit, CV, kNN, model file) on cached features and a cached
+    backbone runs on numpy, scipy and safetensors alone: torch's import is 1-2.5 s of a 3-7 s
+    run here. The first run (features computed, ONNX engine exported) loads both."""
+    conf = tmp_path / "fast.yaml"
+    conf.write_text("probe: {cv_folds: 2, cv_repeats: 1, lambdas: [0.1, 1.0]}\n")
+    code = (
+        "import sys, json; from transferzoo.cli import main; "
+        f"rc = main(['fit', {str(digits_dir)!r}, '--strategy', 'auto', '--config', {str(conf)!r}, "
+        f"'--cache-dir', {str(tmp_path / 'c')!r}, '--out', sys.argv[1], '--no-progress']); "
+        "print(json.dumps([rc, 'torch' in sys.modules, 'timm' in sys.modules]))"
+    )
+    env = {**__import__("os").environ, "TRANSFERZOO_CACHE": str(tmp_path / "zc")}
+
+    def run(out):
+        p = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, env=env)
+        assert p.returncode == 0, p.stderr[-3000:]
+        return __import__("json").loads(p.stdout.strip().splitlines()[-1])
+
+    assert run(tmp_path / "r1") == [0, True, True]
+    assert run(tmp_path / "r2") == [0, False, False]
+    # the model written without torch is the one a torch run wrote, byte for byte
+    assert (tmp_path / "r1" / "model.safetensors").read_bytes() == (tmp_path / "r2" / "model.safetensors").read_bytes()

@@ -7,14 +7,16 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
 
 from .config import FitConfig
 from .data import DataSplits, scan_folder
 from .features.engine import Extractor, FeatureSet
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -87,11 +89,13 @@ def extract(ctx: FitContext, extractor: Extractor | None = None) -> FeatureSet:
     ctx.features, ctx.extractor = fs, ex
     ctx.timings["features_seconds"] = round(time.perf_counter() - t, 3)
     ctx.timings["feature_engine"] = fs.engine
-    ctx.timings["feature_device"] = ex.device
+    # every feature from the cache: no device ran (and asking auto which one would import torch)
+    device = ex.device if fs.timings["computed_images"] else "none (cached)"
+    ctx.timings["feature_device"] = device
     ctx.timings["features"] = fs.timings
     n = len(order)
     ctx.log(
-        f"features: {n} images in {ctx.timings['features_seconds']:.1f} s ({fs.engine} on {ex.device}; "
+        f"features: {n} images in {ctx.timings['features_seconds']:.1f} s ({fs.engine} on {device}; "
         f"{fs.timings['cached_images']} from cache)"
     )
     return fs

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from transferzoo import zoo
 from transferzoo.zoo.images import IMAGE_EXTENSIONS, MAX_PIXELS
@@ -327,8 +326,10 @@ def _check_nonempty(samples: list[Sample], classes: list[str], folder: Path, wha
         )
 
 
-class ImageDataset(torch.utils.data.Dataset):
-    """(transformed image, class index) pairs; decoding with `zoo.load_rgb` (EXIF, RGB, bomb-safe)."""
+class ImageDataset:
+    """(transformed image, class index) pairs; decoding with `zoo.load_rgb` (EXIF, RGB, bomb-safe).
+    A map-style dataset for torch's DataLoader (which needs only __len__ and __getitem__), so that
+    scanning a folder does not import torch."""
 
     def __init__(self, samples: list[Sample], transform):
         self.samples = list(samples)
@@ -337,7 +338,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i) -> tuple:
         s = self.samples[i]
         img = zoo.load_rgb(s.path)
         return (self.transform(img) if self.transform is not None else img), s.label

@@ -332,10 +332,10 @@ def forward_cost(model_name: str, sizes, fs: FeatureSet | None = None, batch: in
 
 
 def _machine() -> dict:
-    """What a per-image cost measured here depends on: the CPU, its core count, torch's version."""
+    """What a per-image cost measured here depends on: the CPU, its core count, torch's version
+    (read from its metadata: a plan on cached features and costs imports no torch)."""
     import platform
-
-    import torch
+    from importlib.metadata import version
 
     cpu = platform.processor()
     try:
@@ -343,20 +343,20 @@ def _machine() -> dict:
             cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__}
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": version("torch")}
 
 
 def measured_forward(model_name: str, sizes: list[int], batch: int) -> dict[int, float]:
     """One-thread seconds per image of the model's forward pass at each size, measured once per
     (model, sizes, machine, torch) and kept as a record in the cache: building the model needs timm
     (2 s to import), which a run on cached features otherwise never loads."""
-    import torch
-
     key = {"model": zoo.get(model_name).timm_name, "sizes": sizes, "batch": batch, **_machine()}
     path = cache_root() / "costs" / f"{zoo.get(model_name).name}.json"
     stored = read_record(path, key)
     if stored is not None:
         return {int(k): float(v) for k, v in stored.items()}
+    import torch
+
     from transferzoo.zoo import assembly as za
 
     one = {}
@@ -380,13 +380,13 @@ def measured_top_step(model_name: str, sizes: list[int], unfreeze: int, batch: i
     pass per image and epoch with the top block and 2.0-2.5x with 4 of 8 (eurosat100's pilot ran
     2.4x its predicted time). None where the backbone cannot be cut (partial then streams whole
     images). Kept as a record in the cache, as `measured_forward`."""
-    import torch
-
     key = {"model": zoo.get(model_name).timm_name, "sizes": sizes, "unfreeze": unfreeze, "batch": batch, **_machine()}
     path = cache_root() / "costs" / f"{zoo.get(model_name).name}.top{unfreeze}.json"
     stored = read_record(path, key)
     if stored is not None:
         return {int(k): (None if v is None else float(v)) for k, v in stored.items()}
+    import torch
+
     from transferzoo.zoo import assembly as za
 
     from .finetune.freeze import unfreeze_top

@@ -14,11 +14,11 @@ import os
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
 import yaml
 
-from transferzoo.zoo import assembly as za
 from transferzoo.zoo.fileio import atomic_commit, json_bytes, remove_stale_temps, write_json
+from transferzoo.zoo.spec import ModelSpec
 
 from .data import DataSplits, Sample
 
@@ -30,7 +30,13 @@ def _tsv(samples: list[Sample], root: Path) -> str:
     return "".join(f"{os.path.relpath(s.path, root)}\t{s.label}\n" for s in samples)
 
 
-def _safetensors_bytes(state: dict[str, torch.Tensor]) -> bytes:
+def _safetensors_bytes(state: dict) -> bytes:
+    """The model file: torch tensors (finetuning) or numpy arrays (a probe on cached features,
+    written without torch); the same format either way."""
+    if all(isinstance(v, np.ndarray) for v in state.values()):
+        from safetensors.numpy import save as save_numpy
+
+        return save_numpy({k: np.ascontiguousarray(v) for k, v in state.items()}, metadata={"format": "pt"})
     from safetensors.torch import save
 
     # contiguous, de-aliased copies: safetensors refuses shared storage
@@ -41,8 +47,8 @@ def _safetensors_bytes(state: dict[str, torch.Tensor]) -> bytes:
 def write_run(
     run_dir,
     *,
-    spec: za.ModelSpec,
-    state: dict[str, torch.Tensor],
+    spec: ModelSpec,
+    state: dict,
     labels,
     preprocessing,
     weights: dict,
@@ -119,9 +125,12 @@ def write_run(
     return run_dir
 
 
-def load_model(run_dir) -> tuple[za.TransferModel, dict]:
-    """Rebuild the trained model from a run directory (as export does) -> (model in eval mode, run.json)."""
+def load_model(run_dir):
+    """Rebuild the trained model from a run directory (as export does) -> (the
+    `zoo.assembly.TransferModel` in eval mode, run.json)."""
     from safetensors.torch import load_file
+
+    from transferzoo.zoo import assembly as za
 
     run_dir = Path(run_dir)
     run = json.loads((run_dir / "run.json").read_text())

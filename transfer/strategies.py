@@ -19,7 +19,7 @@ from .audit.run import fit_hook, plan_hook
 from .config import FitConfig
 from .context import FitContext, FitResult, extract, load_splits
 from .planner import apply_plan, baselines_on_val, make_plan
-from .threads import torch_threads
+from .threads import compute_threads
 
 
 # imported when used: a probe run never loads the finetuning stack (its optimisers, data loaders,
@@ -59,7 +59,7 @@ def plan(data, cfg: FitConfig | None = None, log=None, val_baselines: bool = Tru
     ctx = FitContext(Path(data), cfg, load_splits(data, cfg, log), None, log, t0)
     extract(ctx)
     audit = plan_hook(ctx)
-    with torch_threads(1):
+    with compute_threads(1):
         p = make_plan(ctx.splits, ctx.features, ctx.rows["train"], cfg, log, pinned, ctx.timings["features_seconds"])
         if val_baselines:
             p["val_baselines"] = baselines_on_val(ctx.features, ctx.rows["train"], ctx.rows["val"], ctx.splits, p, cfg)
@@ -88,7 +88,7 @@ def fit(data, cfg: FitConfig | None = None, out=None, log=None, resume: bool = F
     fit_hook(ctx)  # transfer.audit: the findings for report.md, and what to leave out (--exclude ...)
     if strategy == "auto":
         t = time.perf_counter()
-        with torch_threads(1):
+        with compute_threads(1):
             ctx.plan = make_plan(
                 ctx.splits, ctx.features, ctx.rows["train"], cfg, log, pinned, ctx.timings["features_seconds"]
             )
@@ -117,9 +117,12 @@ def fit(data, cfg: FitConfig | None = None, out=None, log=None, resume: bool = F
 
 
 def write(ctx: FitContext, result: FitResult) -> Path:
-    from transferzoo.zoo import assembly as za
-
     from .rundir import write_run
+
+    if result.weights is None:  # a finetuned model: its weights' provenance (torch is loaded already)
+        from transferzoo.zoo import assembly as za
+
+        result.weights = za.weights_provenance(result.model)
 
     plan = ctx.plan or {
         "strategy": result.summary["strategy"],
@@ -132,7 +135,7 @@ def write(ctx: FitContext, result: FitResult) -> Path:
         state=result.state if result.state is not None else result.model.state_dict(),
         labels=ctx.splits.classes,
         preprocessing=zoo.preprocessing(ctx.cfg.model),
-        weights=result.weights if result.weights is not None else za.weights_provenance(result.model),
+        weights=result.weights,
         summary=result.summary,
         config=ctx.cfg.to_dict(),
         plan=plan,

@@ -10,7 +10,9 @@ package stands on.
     tf = zoo.transforms("efficientnet_lite0")   # timm eval transform
 
 What it holds: the registry (`registry`), weight sources (`sources`), what timm knows about an entry
-(`model_info`), model building (`factory`, `assembly`, `spec`), the layer table (`layers`); and the shared
+(`model_info`), model building (`factory`, `assembly`, `spec`), the pretrained backbone tensors kept in
+the cache (`backbones`, numpy: a head trained on cached features is saved without torch), the layer
+table (`layers`); and the shared
 foundations: errors a user can act on (`errors`), typed configuration (`config`), atomic files and
 digests (`fileio`), safe image decoding (`images`), onnxruntime sessions (`runtime`).
 

@@ -5,7 +5,6 @@ built from its description (`zoo.spec.ModelSpec`). The state dict keys are `back
 from __future__ import annotations
 
 import functools
-import hashlib
 
 import torch
 import torch.nn as nn
@@ -31,13 +30,16 @@ def activation(name: str) -> nn.Module:
 def make_head(in_features: int, num_classes: int, spec: HeadSpec) -> nn.Module:
     if spec.kind == "linear":
         layers: list[nn.Module] = [nn.Dropout(spec.dropout)] if spec.dropout else []
-        return nn.Sequential(*layers, nn.Linear(in_features, num_classes))
-    return nn.Sequential(
-        nn.Linear(in_features, spec.hidden),
-        activation(spec.activation),
-        nn.Dropout(spec.dropout),
-        nn.Linear(spec.hidden, num_classes),
-    )
+        head = nn.Sequential(*layers, nn.Linear(in_features, num_classes))
+    else:
+        head = nn.Sequential(
+            nn.Linear(in_features, spec.hidden),
+            activation(spec.activation),
+            nn.Dropout(spec.dropout),
+            nn.Linear(spec.hidden, num_classes),
+        )
+    assert tuple(i for i, m in enumerate(head) if isinstance(m, nn.Linear)) == spec.linear_positions(), head
+    return head
 
 
 class TransferModel(nn.Module):
@@ -96,38 +98,16 @@ def weights_provenance(model: nn.Module) -> dict:
 def pretrained_backbone(spec: ModelSpec, weights=None) -> tuple[dict[str, torch.Tensor], dict, TransferModel | None]:
     """The `backbone.*` tensors of `build(spec)` with pretrained weights, the weights' provenance
     ({"name", "source", "location", "sha256"}), and the model itself when it had to be built.
+    Kept in the cache (`zoo.backbones`, checksummed): reused, nothing is built."""
+    from safetensors.torch import save
 
-    A frozen backbone is the same tensors in every run on the same weights, so they are kept in the
-    cache (`cache_root()/backbones`, safetensors, keyed by the timm model, its version, the stages
-    and the weights' sha256; the file's own sha256 checked before reuse): a run that trains only a
-    head on cached features then writes its model without building one (which needs timm).
-    """
-    from safetensors.torch import load, save
+    from . import backbones
 
-    from . import sources
-    from .fileio import atomic_write, cache_root, read_record, write_record
-    from .model_info import timm_version
-    from .registry import get
-
-    entry = get(spec.model)
-    sha = sources.weights_sha256(entry, weights)
-    which = "top" if spec.stages is None else "stages" + "-".join(map(str, spec.stages))
-    stem = cache_root() / "backbones" / f"{entry.name}-{which}-{sha[:16]}"
-    key = {"timm_name": entry.timm_name, "timm": timm_version()[0], "stages": spec.stages, "weights_sha256": sha}
-    rec = read_record(stem.with_suffix(".json"), key)
-    blob = stem.with_suffix(".safetensors")
-    if rec is not None and blob.is_file():
-        data = blob.read_bytes()
-        if hashlib.sha256(data).hexdigest() == rec["file_sha256"]:
-            return load(data), rec["provenance"], None
+    hit = backbones.cached(spec, weights)
+    if hit is not None:
+        return {k: torch.from_numpy(v) for k, v in hit[0].items()}, hit[1], None
     model = build(spec, pretrained=True, weights=weights)
     state = {f"backbone.{k}": v.detach().contiguous().clone() for k, v in model.backbone.state_dict().items()}
     prov = weights_provenance(model)
-    data = save(state, metadata={"format": "pt"})
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        atomic_write(blob, data)
-    except OSError:  # a read-only cache: built again next time
-        return state, prov, model
-    write_record(stem.with_suffix(".json"), key, {"file_sha256": digest, "provenance": prov})
+    backbones.store(spec, weights, save(state, metadata={"format": "pt"}), prov)
     return state, prov, model

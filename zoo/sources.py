@@ -20,8 +20,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from .errors import ChecksumMismatchError, WeightsUnavailableError, ZooError
 from .fileio import sha256_file
 from .registry import ModelEntry, PackageWeights
@@ -73,6 +71,7 @@ def read_state_dict(path: str | os.PathLike) -> dict:
 def target_shapes(timm_arch: str) -> dict[str, tuple]:
     """Key -> shape of timm's model, built on the meta device (no memory, no init cost)."""
     import timm
+    import torch
 
     with torch.device("meta"):
         model = timm.create_model(timm_arch, pretrained=False)
@@ -131,6 +130,8 @@ def _torch_hub_cache_file(entry: ModelEntry) -> Path | None:
     url = timm.models.get_pretrained_cfg(entry.timm_name).url
     if not url:
         return None
+    import torch.hub
+
     path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
     return path if path.is_file() else None
 

@@ -28,6 +28,13 @@ class HeadSpec(Config):
     activation: str = setting("relu", choices=ACTIVATIONS + (LOG_SOFTMAX,))
     dropout: float = setting(0.0, ge=0.0, lt=1.0)
 
+    def linear_positions(self) -> tuple[int, ...]:
+        """Where `zoo.assembly.make_head` puts the Linear layers of its Sequential: the head's state
+        dict keys are `{i}.weight` / `{i}.bias` for these i (so a head is written without torch)."""
+        if self.kind == "linear":
+            return (1,) if self.dropout else (0,)
+        return (0, 3)
+
     def check(self):
         if self.kind == "mlp" and self.hidden <= 0:
             raise ConfigError("hidden", "an 'mlp' head needs hidden > 0")

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from transferzoo.transfer.threads import torch_threads
+from transferzoo.transfer.threads import compute_threads
 
 from . import findings as F
 from .config import AuditConfig
@@ -70,7 +70,7 @@ def audit_features(splits, fs, keys: list[str] | None, cfg: AuditConfig | None =
                     if a < b:
                         same_key.add((a, b))
     Z = F.normalise_rows(fs.get(NEAR_FEATURE)[rows])
-    with torch_threads(1):  # on a shared machine one thread beats a contended pool
+    with compute_threads(1):  # on a shared machine one thread beats a contended pool
         pairs, sims, top2_idx, top2_sim, knn = F.similarity_scan(Z, y, C, cfg.near_same_photo)
     t_scan = time.perf_counter()
     pix = F.pixel_twins(paths, pairs, sims, same_key)
@@ -137,7 +137,7 @@ def audit_features(splits, fs, keys: list[str] | None, cfg: AuditConfig | None =
     # -- label issues: confident learning on out-of-fold probabilities -----------------------------
     t_lab = time.perf_counter()
     X = fs.get(LABEL_FEATURE)[rows]
-    with torch_threads(1):  # small L-BFGS problems: one thread is fastest, and on a loaded machine by far
+    with compute_threads(1):  # small L-BFGS problems: one thread is fastest, and on a loaded machine by far
         P = F.out_of_fold_probabilities(X, y, C, rep, folds=cfg.folds, lam=PROBE_LAMBDA, seed=splits.seed)
     issues = F.label_issues(P, y, cfg.label_min_margin)
     label_items = [

@@ -19,7 +19,6 @@ no image files except to confirm a same-pixels candidate pair (`pixel_twins`).
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from transferzoo.transfer.probe.cv import stratified_folds
 from transferzoo.transfer.probe.linear import ProbeSpec, fit_probe
@@ -73,10 +72,10 @@ def similarity_scan(Z: np.ndarray, labels: np.ndarray, num_classes: int, high: f
     pi, pj, ps = [], [], []
     cols = [np.flatnonzero(labels == c) for c in range(num_classes)]
     Z = np.ascontiguousarray(Z, dtype=np.float32)
-    Zt = torch.from_numpy(Z).T  # torch's matmul: the caller sets its threads (numpy's BLAS pool ignores them)
+    Zt = Z.T  # the caller bounds BLAS's threads (threads.compute_threads)
     for start in range(0, n, SCAN_BLOCK):
         stop = min(n, start + SCAN_BLOCK)
-        S = (torch.from_numpy(Z[start:stop]) @ Zt).numpy()  # [b, n]
+        S = Z[start:stop] @ Zt  # [b, n]
         rows = np.arange(stop - start)
         S[rows, start + rows] = -np.inf  # not its own neighbour
         if n > 2:

@@ -3,7 +3,9 @@
 - `engine`: the feature module (every stage's pooled output + the pre-logits features in one pass),
   run by onnxruntime (exported once and verified against PyTorch) or eager PyTorch, on the CPU or
   (`features.device`) a CUDA GPU checked against the CPU, with decoding in background threads;
-  `Extractor.extract` fills and reads the cache;
+  `Extractor.extract` fills and reads the cache (all cached: torch is never imported);
+- `torch_engine`: the feature module itself and the PyTorch engines (CPU, CUDA bf16), loaded only
+  when a backbone is built;
 - `cache`: the on-disk, memory-mapped feature cache keyed by image content, model, weights and
   preprocessing;
 - `costs`: measured per-image costs on this machine (decode, features, training step) and the wall

@@ -18,7 +18,6 @@ stays flat whatever the number of images. Features go to the on-disk cache (`fea
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -29,13 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn as nn
 
 from transferzoo import zoo
-from transferzoo.export.onnx_export import verified_session
 from transferzoo.transfer.config import FeatureConfig
-from transferzoo.transfer.threads import torch_threads
 from transferzoo.zoo import runtime, sources
 from transferzoo.zoo.fileio import file_digest, write_json
 from transferzoo.zoo.images import normalise
@@ -59,52 +54,7 @@ def output_dims(model_name: str) -> dict[str, int]:
     return dims
 
 
-class FeatureModule(nn.Module):
-    """Pooled stage outputs + pooled pre-logits features of a timm model, in one pass."""
-
-    def __init__(self, model: nn.Module, stage_modules: list[str]):
-        super().__init__()
-        self.model = model
-        self.stage_modules = list(stage_modules)
-        self._taps = [model.get_submodule(n) for n in self.stage_modules]
-
-    def forward(self, x: torch.Tensor):
-        outs: list[torch.Tensor] = []
-        hooks = [m.register_forward_hook(lambda _m, _i, o: outs.append(o.mean(dim=(2, 3)))) for m in self._taps]
-        try:
-            f = self.model.forward_features(x)
-        finally:
-            for h in hooks:
-                h.remove()
-        assert len(outs) == len(self._taps)
-        return (*outs, self.model.forward_head(f, pre_logits=True))
-
-
-def build_feature_module(model_name: str, weights=None) -> tuple[FeatureModule, tuple[np.ndarray, np.ndarray] | None]:
-    """(frozen feature module in eval mode, the pretrained classifier's (W, b) or None)."""
-    model = zoo.create(model_name, pretrained=True, weights=weights).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    clf = None
-    head = model.get_classifier()
-    if isinstance(head, nn.Linear) and head.out_features > 0:
-        clf = (head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy())
-    stage_modules = [s.module for s in zoo.info(model_name).stages]
-    return FeatureModule(model, stage_modules).eval(), clf
-
-
 # -- engines ------------------------------------------------------------------------------------
-class TorchEngine:
-    name = "torch"
-
-    def __init__(self, module: FeatureModule, threads: int):
-        self.module, self.threads = module, threads
-
-    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        with torch_threads(self.threads), torch.inference_mode():
-            return [o.numpy() for o in self.module(torch.from_numpy(x))]
-
-
 class OrtEngine:
     name = "onnxruntime"
 
@@ -118,6 +68,8 @@ class OrtEngine:
 
 # -- devices ------------------------------------------------------------------------------------
 def cuda_available() -> bool:
+    import torch
+
     return torch.cuda.is_available()
 
 
@@ -139,23 +91,6 @@ def resolve_device(requested: str) -> str:
     return "cpu"
 
 
-class TorchCudaEngine:
-    """Eager PyTorch on CUDA: bf16 autocast, channels-last (what tensor cores want)."""
-
-    name = "torch-cuda-bf16"
-
-    def __init__(self, module: FeatureModule):
-        self.dev = torch.device("cuda")
-        # a copy: the CPU engine it is checked against keeps the original on the CPU
-        self.module = copy.deepcopy(module).to(self.dev).to(memory_format=torch.channels_last).eval()
-
-    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-            t = torch.from_numpy(x).pin_memory().to(self.dev, non_blocking=True)
-            outs = self.module(t.contiguous(memory_format=torch.channels_last))
-        return [o.float().cpu().numpy() for o in outs]
-
-
 def gpu_engine(ex: Extractor, cpu_engine):
     """onnxruntime's CUDA provider on the exported (CPU-verified) file when it is installed, else
     torch on CUDA."""
@@ -169,6 +104,8 @@ def gpu_engine(ex: Extractor, cpu_engine):
             )
             eng.name = "onnxruntime-cuda"
             return eng
+    from .torch_engine import TorchCudaEngine
+
     return TorchCudaEngine(ex._ensure_module())
 
 
@@ -228,7 +165,9 @@ class Extractor:
         self.cfg = cfg or FeatureConfig()
         self.weights = weights
         self.threads = self.cfg.threads or os.cpu_count() or 1
-        self.device = resolve_device(self.cfg.device)
+        # auto asks torch whether CUDA is there, so only when something is computed (a run on cached
+        # features imports no torch); an explicit cuda is checked now, to fail before any work
+        self._device = None if self.cfg.device == "auto" else resolve_device(self.cfg.device)
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.pre = zoo.preprocessing(self.model_name)
         self.dims = output_dims(self.model_name)
@@ -246,6 +185,12 @@ class Extractor:
             self.classifier = (clf[:, :-1].copy(), clf[:, -1].copy())
         self.engine_info: dict = {}
 
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            self._device = resolve_device(self.cfg.device)
+        return self._device
+
     def classifier_known(self) -> bool:
         """The pretrained head is stored in the cache (or the model has none, recorded as such)."""
         return self.classifier is not None or (self.cache.dir / "no_classifier").exists()
@@ -253,6 +198,8 @@ class Extractor:
     # the engine is built lazily: a run whose features are all cached never loads the model
     def _ensure_module(self):
         if self._module is None:
+            from .torch_engine import build_feature_module
+
             self._module, clf = build_feature_module(self.model_name, self.weights)
             if clf is not None:
                 self.classifier = clf
@@ -298,6 +245,13 @@ class Extractor:
                 return engine
             except Exception as e:  # an unloadable file: export again below
                 log.warning("cached ONNX feature model unusable (%s); exporting again", e)
+        import torch
+
+        from transferzoo.export.onnx_export import verified_session
+        from transferzoo.transfer.threads import torch_threads
+
+        from .torch_engine import TorchEngine
+
         module = self._ensure_module()
         torch_engine = TorchEngine(module, self.threads)
         if self.cfg.engine == "torch":

@@ -12,11 +12,9 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn as nn
 
-from transferzoo.transfer.probe.linear import Probe
-from transferzoo.zoo import assembly as za
+from transferzoo.transfer.probe.linear import Layers, Probe, forward
+from transferzoo.zoo.spec import LOG_SOFTMAX, HeadSpec, ModelSpec
 
 from .engine import FeatureSet
 
@@ -58,42 +56,37 @@ def build(fs: FeatureSet, name: str, rows=None, view: str = "orig") -> np.ndarra
     return np.ascontiguousarray(np.concatenate(parts, axis=1)) if len(parts) > 1 else parts[0]
 
 
-def transfer_head(model_name: str, name: str, probe: Probe, classifier) -> tuple[za.ModelSpec, nn.Module]:
-    """The TransferModel spec and head (`za.make_head`, in eval mode) computing exactly `probe` on
-    feature set `name`: the model is the pretrained backbone (`za.pretrained_backbone(spec)`) + it."""
-    layers = probe.head_layers()  # [Linear] or [Linear, act, Linear], on raw features
+def transfer_head(model_name: str, name: str, probe: Probe, classifier) -> tuple[ModelSpec, dict[str, np.ndarray]]:
+    """The TransferModel spec and the state dict of its head (`zoo.assembly.make_head(spec.head)`'s
+    keys, numpy arrays) computing exactly `probe` on feature set `name`: the model is the pretrained
+    backbone (`zoo.backbones` / `zoo.assembly.pretrained_backbone(spec)`) + it."""
+    layers = probe.head_layers()  # [(W, b)] or [(W, b), (W, b)], on raw features
     if name == "imagenet":
         if len(layers) != 1:
             raise ValueError("the 'imagenet' feature set takes a linear probe only")
         w, b = classifier
-        spec = za.ModelSpec(
-            model_name,
-            probe.num_classes,
-            stages=None,
-            head=za.HeadSpec(kind="mlp", hidden=int(w.shape[0]), activation="log_softmax"),
-        )
-        head = za.make_head(za.feature_dim(spec), spec.num_classes, spec.head)
-        with torch.no_grad():
-            head[0].weight.copy_(torch.from_numpy(w))
-            head[0].bias.copy_(torch.from_numpy(b))
-            _copy(head[3], layers[0])
-        return spec, head.eval()
-    if probe.spec.head == "linear":
-        hspec = za.HeadSpec(kind="linear")
+        layers = [(np.asarray(w, np.float32), np.asarray(b, np.float32))] + layers
+        hspec = HeadSpec(kind="mlp", hidden=int(w.shape[0]), activation=LOG_SOFTMAX)
+        spec = ModelSpec(model_name, probe.num_classes, stages=None, head=hspec)
     else:
-        hspec = za.HeadSpec(kind="mlp", hidden=probe.spec.hidden, activation=probe.spec.activation)
-    spec = za.ModelSpec(model_name, probe.num_classes, stages=stages_of(name), head=hspec)
-    head = za.make_head(za.feature_dim(spec), spec.num_classes, spec.head)
-    linears = [m for m in head if isinstance(m, nn.Linear)]
-    src = [m for m in layers if isinstance(m, nn.Linear)]
-    assert len(linears) == len(src), (head, layers)
-    with torch.no_grad():
-        for dst, s in zip(linears, src):
-            _copy(dst, s)
-    return spec, head.eval()
+        if probe.spec.head == "linear":
+            hspec = HeadSpec(kind="linear")
+        else:
+            hspec = HeadSpec(kind="mlp", hidden=probe.spec.hidden, activation=probe.spec.activation)
+        spec = ModelSpec(model_name, probe.num_classes, stages=stages_of(name), head=hspec)
+    positions = hspec.linear_positions()
+    assert len(positions) == len(layers), (hspec, len(layers))
+    state = {}
+    for i, (w, b) in zip(positions, layers):
+        state[f"{i}.weight"], state[f"{i}.bias"] = np.ascontiguousarray(w), np.ascontiguousarray(b)
+    return spec, state
 
 
-def _copy(dst: nn.Linear, src: nn.Linear) -> None:
-    assert dst.weight.shape == src.weight.shape, (dst.weight.shape, src.weight.shape)
-    dst.weight.copy_(src.weight)
-    dst.bias.copy_(src.bias)
+def head_layers(hspec: HeadSpec, state: dict[str, np.ndarray]) -> Layers:
+    """The (W, b) layers of a head state dict written by `transfer_head`."""
+    return [(state[f"{i}.weight"], state[f"{i}.bias"]) for i in hspec.linear_positions()]
+
+
+def head_logits(hspec: HeadSpec, state: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
+    """What the saved head computes on `features` (the backbone's output for the head's spec)."""
+    return forward(head_layers(hspec, state), hspec.activation, np.asarray(features, np.float32))

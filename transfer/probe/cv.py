@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from .linear import DEFAULT_LAMBDAS, ProbeSpec, fit_probe, row_space, standardiser
 from .losses import batched_ce_l2, log_loss
@@ -187,24 +186,23 @@ def _cv_batched(X, y, num_classes, lambdas, spec: ProbeSpec, folds, repeats, see
             probs.append((r, z, ytr, zva, y[va]))
     B, d = len(probs), max(p[1].shape[1] for p in probs)  # folds' row spaces may differ in size: pad
     n_max = max(len(p[2]) for p in probs)
-    Z = torch.zeros(B, n_max, d)
-    Y = torch.zeros(B, n_max, dtype=torch.long)
-    Wt = torch.zeros(B, n_max)
+    Z = np.zeros((B, n_max, d), np.float32)
+    Y = np.zeros((B, n_max), np.int64)
+    Wt = np.zeros((B, n_max), np.float32)
     for i, (_, z, yy, _, _) in enumerate(probs):
-        Z[i, : len(yy), : z.shape[1]] = torch.from_numpy(z.astype(np.float32))
-        Y[i, : len(yy)] = torch.from_numpy(yy.astype(np.int64))
+        Z[i, : len(yy), : z.shape[1]] = z
+        Y[i, : len(yy)] = yy
         Wt[i, : len(yy)] = 1.0
-    W = torch.zeros(B, num_classes, d)
-    b = torch.zeros(B, 1, num_classes)
-    norm = Wt / Wt.sum(dim=1, keepdim=True)
+    W = np.zeros((B, num_classes, d), np.float32)
+    b = np.zeros((B, 1, num_classes), np.float32)
+    norm = Wt / Wt.sum(axis=1, keepdims=True)
     acc = np.zeros((repeats, len(lambdas)))
     ll = np.zeros((repeats, len(lambdas)))
     for li, lam in enumerate(lambdas):
         f = batched_ce_l2(Z, Y, norm, num_classes, lam)
-        with torch.no_grad():
-            minimize([W, b], lambda: f(W, b), spec.max_iter, gtol=1e-6 * B)
-            for i, (r, _, _, zva, yva) in enumerate(probs):
-                lg = (torch.from_numpy(zva.astype(np.float32)) @ W[i, :, : zva.shape[1]].T + b[i]).numpy()
-                acc[r, li] += float((lg.argmax(1) == yva).sum())
-                ll[r, li] += log_loss(lg, yva) * len(yva)
+        minimize([W, b], lambda: f(W, b), spec.max_iter, gtol=1e-6 * B)
+        for i, (r, _, _, zva, yva) in enumerate(probs):
+            lg = zva.astype(np.float32) @ W[i, :, : zva.shape[1]].T + b[i]
+            acc[r, li] += float((lg.argmax(1) == yva).sum())
+            ll[r, li] += log_loss(lg, yva) * len(yva)
     return acc / len(y), ll / len(y)

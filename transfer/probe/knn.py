@@ -6,26 +6,53 @@ Votes are majority, ties broken by the nearer neighbours."""
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from .linear import standardiser
 
-P = {"l2": 2.0, "l1": 1.0}
+METRICS = ("l2", "l1")
+L1_BLOCK = 1 << 22  # elements of a [rows, n, d] L1 difference block held at once (16 MB)
 
 
-def _distances(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
-    return torch.cdist(a, b, p=P[metric])
+def _distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """[len(a), len(b)] distances in float32: L2 through the Gram matrix (what torch.cdist does
+    beyond 25 rows), L1 in blocks of query rows spread over the cores (numpy's ufuncs release the
+    GIL; a block's difference array stays a few MB)."""
+    if metric not in METRICS:
+        raise ValueError(f"kNN metric must be one of {list(METRICS)}, got {metric!r}")
+    if metric == "l2":
+        d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+        return np.sqrt(np.maximum(d2, 0.0, out=d2), out=d2)
+    out = np.empty((len(a), len(b)), np.float32)
+    rows = max(1, L1_BLOCK // max(1, b.size))
+
+    def block(i: int) -> None:
+        out[i : i + rows] = np.abs(a[i : i + rows, None, :] - b[None, :, :]).sum(axis=2)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(block, range(0, len(a), rows)))
+    return out
 
 
-def _vote(neigh_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+def _nearest(d: np.ndarray, k: int) -> np.ndarray:
+    """Indices [n, k] of each row's k smallest entries, nearest first."""
+    idx = np.argpartition(d, k - 1, axis=1)[:, :k] if k < d.shape[1] else np.tile(np.arange(d.shape[1]), (len(d), 1))
+    order = np.argsort(np.take_along_axis(d, idx, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(idx, order, axis=1)
+
+
+def _vote(neigh_labels: np.ndarray, num_classes: int) -> np.ndarray:
     """neigh_labels [n, k] sorted nearest first -> predicted class [n]."""
     n, k = neigh_labels.shape
-    scores = torch.zeros(n, num_classes, dtype=torch.float64)
-    weight = 1.0 + 1e-6 * torch.arange(k, 0, -1, dtype=torch.float64)  # nearer neighbours break ties
-    scores.scatter_add_(1, neigh_labels, weight.expand(n, k).contiguous())
+    scores = np.zeros((n, num_classes))
+    weight = 1.0 + 1e-6 * np.arange(k, 0, -1, dtype=np.float64)  # nearer neighbours break ties
+    rows = np.arange(n)
+    for j in range(k):  # a neighbour's class gets its vote (columns of one row are distinct neighbours)
+        scores[rows, neigh_labels[:, j]] += weight[j]
     return scores.argmax(1)
 
 
@@ -35,24 +62,24 @@ class KNN:
     k: int
     mean: np.ndarray
     std: np.ndarray
-    train: torch.Tensor
-    labels: torch.Tensor
+    train: np.ndarray
+    labels: np.ndarray
     num_classes: int
 
     def predict(self, X: np.ndarray, chunk: int = 2048) -> np.ndarray:
         out = []
         k = min(self.k, len(self.labels))
         for i in range(0, len(X), chunk):
-            q = torch.from_numpy(((X[i : i + chunk] - self.mean) / self.std).astype(np.float32))
-            idx = _distances(q, self.train, self.metric).topk(k, dim=1, largest=False).indices
+            q = ((X[i : i + chunk] - self.mean) / self.std).astype(np.float32)
+            idx = _nearest(_distances(q, self.train, self.metric), k)
             out.append(_vote(self.labels[idx], self.num_classes))
-        return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
 def fit_knn(X: np.ndarray, y: np.ndarray, num_classes: int, metric: str = "l2", k: int = 5) -> KNN:
     mean, std = standardiser(X)
-    z = torch.from_numpy(((X - mean) / std).astype(np.float32))
-    return KNN(metric, int(k), mean, std, z, torch.from_numpy(np.asarray(y, dtype=np.int64)), num_classes)
+    z = ((X - mean) / std).astype(np.float32)
+    return KNN(metric, int(k), mean, std, z, np.asarray(y, dtype=np.int64), num_classes)
 
 
 def select_knn(
@@ -71,16 +98,16 @@ def select_knn(
     if len(y) > max_rows:
         idx = np.sort(np.random.default_rng(seed).choice(len(y), max_rows, replace=False))
     mean, std = standardiser(X[idx])
-    z = torch.from_numpy(((X[idx] - mean) / std).astype(np.float32))
-    labels = torch.from_numpy(y[idx].astype(np.int64))
+    z = ((X[idx] - mean) / std).astype(np.float32)
+    labels = y[idx].astype(np.int64)
     ks = sorted(k for k in set(int(k) for k in ks) if k < len(idx))
     table = []
     for metric in metrics:
         d = _distances(z, z, metric)
-        d.fill_diagonal_(float("inf"))  # leave one out
-        order = d.topk(max(ks), dim=1, largest=False).indices
+        np.fill_diagonal(d, np.inf)  # leave one out
+        order = _nearest(d, max(ks))
         for k in ks:
-            acc = float((_vote(labels[order[:, :k]], num_classes) == labels).double().mean())
+            acc = float((_vote(labels[order[:, :k]], num_classes) == labels).mean())
             table.append({"metric": metric, "k": k, "loo_accuracy": round(acc, 5)})
     best = max(table, key=lambda r: (r["loo_accuracy"], -r["k"]))  # ties: the smaller k
     return {

@@ -7,9 +7,9 @@
 The result is a TransferModel's state dict (the pretrained backbone + a head computing exactly the
 probe), checked against the probe's logits before it is returned: the whole model on real
 validation images when its backbone was built in this run; on a reused, checksummed backbone
-(`zoo.assembly.pretrained_backbone`, whose ONNX feature engine was checked against it on real
-images when it was built) the head on the validation features -- so a run on cached features
-never builds the network.
+(`zoo.backbones`, whose ONNX feature engine was checked against it on real images when it was
+built) the head on the validation features -- so a run on cached features never builds the
+network, and (numpy arrays, safetensors.numpy) never imports torch.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ import os
 import time
 
 import numpy as np
-import torch
 
 from transferzoo import zoo
-from transferzoo.zoo import assembly as za
+from transferzoo.zoo import backbones
 
 from ..config import FitConfig
 from ..context import FitContext, FitResult
@@ -29,7 +28,7 @@ from ..data import Sample
 from ..features import sets as featsets
 from ..features.engine import FeatureSet, image_decoder
 from ..report.markdown import confusion_matrix
-from ..threads import probe_threads, torch_threads
+from ..threads import compute_threads, probe_threads
 from .cv import cross_validate
 from .knn import fit_knn, select_knn
 from .linear import ProbeSpec, fit_probe
@@ -78,7 +77,7 @@ def run(ctx: FitContext, strategy: str) -> FitResult:
     for name in names:
         X = featsets.build(fs, name, tr)
         Xf = featsets.build(fs, name, tr, view="flip") if flip else None
-        with torch_threads(probe_threads(len(X) * (2 if flip else 1), X.shape[1], cores)):
+        with compute_threads(probe_threads(len(X) * (2 if flip else 1), X.shape[1], cores)):
             cv = cross_validate(
                 X, ytr, C, lambdas, spec, folds=cfg.probe.cv_folds, repeats=repeats, seed=cfg.data.seed, X_aug=Xf
             )
@@ -99,7 +98,7 @@ def run(ctx: FitContext, strategy: str) -> FitResult:
     if flip:
         Xfit, yfit = np.concatenate([X, featsets.build(fs, best, tr, view="flip")]), np.concatenate([ytr, ytr])
     lam = cv_table[best].best_lambda
-    with torch_threads(probe_threads(len(Xfit), X.shape[1], cores)):
+    with compute_threads(probe_threads(len(Xfit), X.shape[1], cores)):
         probe = fit_probe(Xfit, yfit, C, lam, spec, seed=cfg.data.seed)
     Xva = featsets.build(fs, best, va)
     logits = probe.logits(Xva)
@@ -122,14 +121,23 @@ def run(ctx: FitContext, strategy: str) -> FitResult:
 
     t = time.perf_counter()
     mspec, head = featsets.transfer_head(cfg.model, best, probe, fs.classifier)
-    backbone, weights, built = za.pretrained_backbone(mspec, weights=cfg.weights)
-    if built is not None:  # the backbone was built now: the whole model is checked on images
-        built.head.load_state_dict(head.state_dict())
-        parity = {"checked": "model on images", "max_abs_diff": parity_check(built, s.val[:4], logits[:4], cfg.model)}
+    hit, built = backbones.cached(mspec, cfg.weights), None
+    if hit is None:  # built now (timm and torch): the whole model is checked on images
+        from transferzoo.zoo import assembly as za
+
+        tensors, weights, built = za.pretrained_backbone(mspec, weights=cfg.weights)
+        backbone = {k: v.numpy() for k, v in tensors.items()}
+    else:
+        backbone, weights = hit
+    if built is not None:
+        diff = parity_check(built, head, s.val[:4], logits[:4], cfg.model)
+        parity = {"checked": "model on images", "max_abs_diff": diff}
     else:  # a verified cached backbone (the engine was checked against it when built): the head
         inputs = featsets.build(fs, "top" if best == "imagenet" else best, va[:4])  # what the backbone gives the head
-        parity = {"checked": "head on features", "max_abs_diff": head_parity(head, inputs, logits[:4])}
-    state = {**backbone, **{f"head.{k}": v for k, v in head.state_dict().items()}}
+        got = featsets.head_logits(mspec.head, head, inputs)
+        diff = _agree(got, logits[:4], "validation rows") if len(inputs) else None
+        parity = {"checked": "head on features", "max_abs_diff": diff}
+    state = {**backbone, **{f"head.{k}": v for k, v in head.items()}}
     ctx.timings["model_seconds"] = round(time.perf_counter() - t, 3)
 
     cm = confusion_matrix(yva, pred, C)
@@ -190,25 +198,19 @@ def _agree(got: np.ndarray, cached_logits: np.ndarray, what: str) -> float:
     return diff
 
 
-@torch.no_grad()
-def head_parity(head: torch.nn.Module, features: np.ndarray, cached_logits: np.ndarray) -> float | None:
-    """Max |head(features) - probe(features)| on a few validation rows: the saved head computes the
-    fitted probe (the feature set's layout, the ImageNet head folded in). Raises if they disagree."""
-    if not len(features):
-        return None
-    return _agree(head(torch.from_numpy(np.ascontiguousarray(features))).numpy(), cached_logits, "validation rows")
+def parity_check(model, head: dict, samples: list[Sample], cached_logits: np.ndarray, model_name: str) -> float | None:
+    """Max |TransferModel(image) - probe(cached features)| on a few real val images, with `head`
+    (the state dict to be saved) loaded into `model`: the saved model computes what was evaluated.
+    Raises if they disagree."""
+    import torch
 
+    from ..threads import torch_threads
 
-@torch.no_grad()
-def parity_check(
-    model: torch.nn.Module, samples: list[Sample], cached_logits: np.ndarray, model_name: str
-) -> float | None:
-    """Max |TransferModel(image) - probe(cached features)| on a few real val images: the saved
-    model computes what was evaluated. Raises if they disagree."""
+    model.head.load_state_dict({k: torch.from_numpy(v) for k, v in head.items()})
     if not samples:
         return None
     decode = image_decoder(model_name)
     x = torch.from_numpy(np.stack([decode(s.path) for s in samples]))
-    with torch_threads(1):  # 4 images: thread start-up costs more than it saves
+    with torch_threads(1), torch.no_grad():  # 4 images: thread start-up costs more than it saves
         got = model.eval()(x).numpy()
     return _agree(got, cached_logits, "validation images")

@@ -176,7 +176,7 @@ def print_profile(timings: dict, startup: float | None, imports: float, file=Non
     file = file or sys.stderr
     feats = timings.get("features") or {}
     rows: list[tuple[str, float | None]] = [("start-up: interpreter + command line", startup)]
-    rows.append(("imports: torch, onnxruntime, transfer", imports))
+    rows.append(("imports: the transfer stack (numpy, onnxruntime, ...)", imports))
     for label, key in _PHASES:
         v = feats.get(key.split(".", 1)[1]) if key.startswith("features.") else timings.get(key)
         rows.append((label, v))
