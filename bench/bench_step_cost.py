@@ -11,6 +11,14 @@ ratio to the forward pass next to the constant, with the plan's own measurement 
 in a temporary cache): the plan takes a whole-model step as the larger of FORWARD_BACKWARD forward
 passes and one forward pass plus the top blocks' step. It then lists, from the suite's stored rows
 (bench/results/strategies.json), full's measured own seconds over the plan's prediction.
+
+`--calibration SIZE` (default 224) tests where the rest comes from. The plan calibrates its
+one-thread torch timings by the run's feature pass, which runs in onnxruntime on every core: the
+scale (ORT per image on N threads / torch forward on 1 thread) then carries ORT's speed over torch
+into every torch estimate, and full trains in torch. At SIZE it measures ORT per image on N threads
+and on 1 (the exported model), torch's whole-model training step on N threads at the finetuning
+batch, and prints that step over the plan's prediction next to an alternative that scales the
+one-thread torch step by ORT's own N-thread / 1-thread ratio (like with like).
 """
 
 from __future__ import annotations
@@ -43,6 +51,38 @@ def per_image(fn, batch: int, repeats: int) -> float:
     return min(times) / batch
 
 
+def calibration(model, size: int, fwd1: float, step1: float, top4: float | None, args) -> None:
+    """The plan's full-step prediction and a like-with-like one against a measured N-thread step."""
+    from transferzoo.export.onnx_export import verified_session
+
+    cores = os.cpu_count() or 1
+    xf = torch.randn(8, 3, size, size)  # the feature pass's batch (features.batch_size)
+    path = Path(os.environ["TRANSFERZOO_CACHE"]) / "model.onnx"
+    sess = {n: verified_session(model.eval(), path, xf[:2], threads=n) for n in (cores, 1)}
+    name = sess[1].get_inputs()[0].name
+    ort = {n: per_image(lambda s=s: s.run(None, {name: xf.numpy()}), len(xf), args.repeats) for n, s in sess.items()}
+    xt = torch.randn(args.train_batch, 3, size, size)
+
+    def step():
+        model.train()
+        model.zero_grad(set_to_none=True)
+        model(xt).sum().backward()
+
+    torch.set_num_threads(cores)
+    measured = per_image(step, args.train_batch, max(2, args.repeats - 1))
+    torch.set_num_threads(1)
+    scale = ort[cores] / fwd1  # forward_cost's calibration by the feature pass
+    plan = max(planner.FORWARD_BACKWARD * fwd1, fwd1 + (top4 or 0.0)) * scale
+    alt = step1 * ort[cores] / ort[1]
+    print(
+        f"      calibration at {size}: ORT {ort[cores] * 1e3:.1f} ms/img on {cores} threads, {ort[1] * 1e3:.1f} on 1; "
+        f"torch forward on 1 thread {fwd1 * 1e3:.1f} (ORT is {fwd1 / ort[1]:.2f}x faster per thread)\n"
+        f"      whole-model step on {cores} threads, batch {args.train_batch}: measured {measured * 1e3:.1f} ms/img; "
+        f"the plan predicts {plan * 1e3:.1f} (measured / plan {measured / plan:.2f}); "
+        f"one-thread step x ORT's {cores}-thread speed-up predicts {alt * 1e3:.1f} ({measured / alt:.2f})"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="efficientnet_lite0")
@@ -50,6 +90,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "strategies.json")
+    ap.add_argument("--calibration", type=int, default=224, help="the size to test the calibration at (0: skip)")
+    ap.add_argument("--train-batch", type=int, default=32)
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = za.build(za.ModelSpec(args.model, 10), pretrained=False)
@@ -74,6 +116,8 @@ def main() -> None:
         tops = [planner.measured_top_step(args.model, [size], k, args.batch)[size] for k in (1, 4)]
         top = " / ".join("-" if t is None else f"{t / f:.2f}" for t in tops)
         print(f"{size:>5} {f:>9.4f} {s:>11.4f} {s / f:>6.2f}   {top:>31} forward passes")
+        if size == args.calibration:
+            calibration(model, size, f, s, tops[1], args)
 
     if args.results.exists():
         rows = json.loads(args.results.read_text())["rows"]

@@ -223,3 +223,20 @@ def test_fit_probe_in_the_row_space_is_the_full_fit(digits):
     assert np.abs(lf - lr).max() <= 1e-3 * np.abs(lr).max()  # both stop at gtol 1e-6 in float32
     assert (lf.argmax(1) == lr.argmax(1)).mean() > 0.99
     assert fast.info["objective"] == pytest.approx(ref.info["objective"], rel=1e-4)
+
+
+def test_knn_distances_match_scipy_on_ragged_tiles(digits, monkeypatch):
+    """L1 runs in tiles of query rows x training rows (and chunks over threads), L2 through the Gram
+    matrix: both equal scipy's cdist, with sizes that leave partial tiles at every edge."""
+    from scipy.spatial.distance import cdist
+
+    import transferzoo.transfer.probe.knn as knn
+
+    Xtr, _, Xva, _ = digits
+    monkeypatch.setattr(knn, "L1_TILE", 3 * 64 * 5)  # tiles of 3 query x 5 training rows: 37 x 53 leaves partial ones
+    monkeypatch.setattr(knn, "L1_QUERY_ROWS", 3)
+    a, b = Xva[:37], Xtr[:53]
+    np.testing.assert_allclose(knn._distances(a, b, "l1"), cdist(a, b, "cityblock"), rtol=1e-5)
+    np.testing.assert_allclose(knn._distances(a, b, "l2"), cdist(a, b), rtol=1e-4, atol=1e-2)
+    with pytest.raises(ValueError, match="l1"):
+        knn._distances(a, b, "cosine")

@@ -25,13 +25,25 @@ def torch_threads(n: int):
 
 @contextlib.contextmanager
 def compute_threads(n: int):
-    """numpy's BLAS limited to `n` threads for the block (OpenBLAS threads spin while they wait, so a
-    2-thread pool on a loaded 2-core machine made small matmuls and QRs 10-150x slower), and
-    torch's too when something has imported it."""
-    from threadpoolctl import threadpool_limits
+    """numpy's BLAS on `n` threads for the block, every other BLAS library on one, and torch's pool
+    on `n` when something has imported torch.
 
+    Why every other BLAS on one: scipy ships its own OpenBLAS, which L-BFGS-B's vector steps use
+    between numpy's matrix products; two pools of spinning threads on 2 cores took turns stalling
+    each other (flowers' CV: 34.8 s with both on 2 threads, 16.5 s with scipy's on 1). And why a
+    bound at all: OpenBLAS threads spin while they wait, so a 2-thread pool on a loaded 2-core
+    machine made small matmuls and QRs 10-150x slower."""
+    import scipy.optimize  # noqa: F401  (the solver's: its BLAS must be loaded to be bounded)
+    from threadpoolctl import ThreadpoolController
+
+    blas = ThreadpoolController().select(user_api="blas")
+    numpy_blas = [c.filepath for c in blas.lib_controllers if "numpy" in c.filepath]
     with contextlib.ExitStack() as stack:
-        stack.enter_context(threadpool_limits(max(1, n), user_api="blas"))
+        if numpy_blas:  # wheels: numpy's own OpenBLAS, found by its path
+            stack.enter_context(blas.limit(limits=1))
+            stack.enter_context(blas.select(filepath=numpy_blas).limit(limits=max(1, n)))
+        else:  # one shared BLAS (a system or conda build): n for all
+            stack.enter_context(blas.limit(limits=max(1, n)))
         if "torch" in sys.modules:
             stack.enter_context(torch_threads(n))
         yield

@@ -15,26 +15,38 @@ import numpy as np
 from .linear import standardiser
 
 METRICS = ("l2", "l1")
-L1_BLOCK = 1 << 22  # elements of a [rows, n, d] L1 difference block held at once (16 MB)
+L1_TILE = 1 << 18  # floats of one [query rows, train rows, dim] difference tile (1 MB: stays in cache)
+L1_QUERY_ROWS = 8
 
 
 def _distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
     """[len(a), len(b)] distances in float32: L2 through the Gram matrix (what torch.cdist does
-    beyond 25 rows), L1 in blocks of query rows spread over the cores (numpy's ufuncs release the
-    GIL; a block's difference array stays a few MB)."""
+    beyond 25 rows); L1 in cache-sized tiles, one reused buffer per thread, the query rows spread over
+    the cores (numpy's ufuncs release the GIL): 6.9 s for 3251 x 3251 x 1280 here, torch.cdist 7.5 s,
+    a whole [rows, n, d] block per query row 2.4x slower (fresh pages every time)."""
     if metric not in METRICS:
         raise ValueError(f"kNN metric must be one of {list(METRICS)}, got {metric!r}")
     if metric == "l2":
         d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
         return np.sqrt(np.maximum(d2, 0.0, out=d2), out=d2)
     out = np.empty((len(a), len(b)), np.float32)
-    rows = max(1, L1_BLOCK // max(1, b.size))
+    qb, d = L1_QUERY_ROWS, a.shape[1]
+    nb = max(1, L1_TILE // (qb * max(1, d)))
 
-    def block(i: int) -> None:
-        out[i : i + rows] = np.abs(a[i : i + rows, None, :] - b[None, :, :]).sum(axis=2)
+    def rows(lo_hi: tuple[int, int]) -> None:
+        buf = np.empty((qb, nb, d), np.float32)
+        for i in range(*lo_hi, qb):
+            q = a[i : min(lo_hi[1], i + qb), None, :]
+            for j in range(0, len(b), nb):
+                t = buf[: len(q), : min(nb, len(b) - j)]
+                np.subtract(q, b[None, j : j + nb, :], out=t)
+                np.abs(t, out=t)
+                out[i : i + len(q), j : j + t.shape[1]] = t.sum(axis=2)
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        list(pool.map(block, range(0, len(a), rows)))
+    cores = os.cpu_count() or 1
+    step = max(qb, -(-len(a) // (4 * cores)) // qb * qb)  # 4 chunks a core: even when one is slowed
+    with ThreadPoolExecutor(max_workers=cores) as pool:
+        list(pool.map(rows, [(s, min(len(a), s + step)) for s in range(0, len(a), step)]))
     return out
 
 
