@@ -58,7 +58,7 @@ def calibration(model, size: int, fwd1: float, step1: float, top4: float | None,
     cores = os.cpu_count() or 1
     xf = torch.randn(8, 3, size, size)  # the feature pass's batch (features.batch_size)
     path = Path(os.environ["TRANSFERZOO_CACHE"]) / "model.onnx"
-    sess = {n: verified_session(model.eval(), path, xf[:2], threads=n) for n in (cores, 1)}
+    sess = {n: verified_session(model.eval(), path, xf[:2], threads=n)[0] for n in (cores, 1)}
     name = sess[1].get_inputs()[0].name
     ort = {n: per_image(lambda s=s: s.run(None, {name: xf.numpy()}), len(xf), args.repeats) for n, s in sess.items()}
     xt = torch.randn(args.train_batch, 3, size, size)
