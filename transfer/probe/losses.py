@@ -16,7 +16,8 @@ def batched_ce_l2(Z: np.ndarray, y: np.ndarray, norm: np.ndarray, num_classes: i
     -> f(W [B, C, d], b [B, 1, C]) -> (objective, [dW, db]), the objective
     sum_b (sum_i norm_bi CE_bi + lam * 0.5 ||W_b||^2).
     Scores are held classes-first ([B, C, n]): the softmax then reduces over C rows of n contiguous
-    values, not over n runs of C, which for 2-10 classes is most of numpy's cost."""
+    values, not over n runs of C (10 folds of 392 x 392, 2 classes: 1.6-1.9 ms an evaluation, 2.1-2.3
+    the other way)."""
     Z = np.ascontiguousarray(Z, dtype=np.float32)
     ZT = Z.transpose(0, 2, 1)  # a view: BLAS reads it transposed
     B, n = y.shape
