@@ -60,12 +60,12 @@ def old_tree(ref: str, dest: Path) -> Path:
     return tree
 
 
-def run_fit(farm: Path | None, data: Path, cache: Path, out: Path, profile: bool) -> dict:
+def run_fit(farm: Path | None, data: Path, cache: Path, out: Path, profile: bool, strategy: str = "auto") -> dict:
     env = dict(os.environ, TRANSFERZOO_CACHE=str(cache), PYTHONDONTWRITEBYTECODE="1")
     env.pop("TRANSFERZOO_PROFILE", None)
     if farm is not None:
         env["PYTHONPATH"] = str(farm) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "transferzoo", "fit", str(data), "--strategy", "auto", "--out", str(out), "--json"]
+    cmd = [sys.executable, "-m", "transferzoo", "fit", str(data), "--strategy", strategy, "--out", str(out), "--json"]
     cmd += ["--no-progress"] + (["--profile"] if profile else [])
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
@@ -83,6 +83,7 @@ def run_fit(farm: Path | None, data: Path, cache: Path, out: Path, profile: bool
         "val_accuracy": s["val_accuracy"],
         "fit_wall_s": s["wall_seconds"],
         "err": p.stderr,
+        "summary": s,
     }
 
 

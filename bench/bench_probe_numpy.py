@@ -16,36 +16,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_cold_start as cold  # noqa: E402
 from bench_cold_start import REPO, SHARED, SUBPACKAGES, old_tree, package_farm  # noqa: E402
 
 
 def run_fit(farm: Path | None, data: Path, strategy: str, cache: Path, out: Path) -> dict:
-    env = dict(os.environ, TRANSFERZOO_CACHE=str(cache), PYTHONDONTWRITEBYTECODE="1")
-    if farm is not None:
-        env["PYTHONPATH"] = str(farm) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "transferzoo", "fit", str(data), "--strategy", strategy, "--out", str(out)]
-    cmd += ["--json", "--no-progress"]
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t = time.perf_counter()
-    p = subprocess.run(cmd, cwd=str(out.parent), env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    ru2 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if p.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr[-3000:]}")
-    s = json.loads(p.stdout)
+    r = cold.run_fit(farm, data, cache, out, profile=False, strategy=strategy)
+    s = r["summary"]
     return {
-        "wall_s": round(wall, 2),
-        "cpu_s": round((ru2.ru_utime - ru.ru_utime) + (ru2.ru_stime - ru.ru_stime), 2),
+        "wall_s": r["wall_s"],
+        "cpu_s": r["cpu_s"],
         "val_accuracy": s["val_accuracy"],
         "feature_set": s.get("feature_set"),
         "lambda": s.get("lambda"),

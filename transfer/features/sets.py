@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from transferzoo.transfer.probe.linear import Layers, Probe, forward
+from transferzoo.transfer.probe.losses import log_softmax
 from transferzoo.zoo.spec import LOG_SOFTMAX, HeadSpec, ModelSpec
 
 from .engine import FeatureSet
@@ -33,11 +34,6 @@ def stages_of(name: str) -> tuple[int, ...] | None:
     return tuple(sorted(int(p[len("stage") :]) for p in name.split("+")))
 
 
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
 def build(fs: FeatureSet, name: str, rows=None, view: str = "orig") -> np.ndarray:
     """The [n, dim] matrix of feature set `name` for `rows` (all rows when None)."""
     sel = slice(None) if rows is None else rows
@@ -51,7 +47,7 @@ def build(fs: FeatureSet, name: str, rows=None, view: str = "orig") -> np.ndarra
         if fs.classifier is None:
             raise ValueError("the 'imagenet' feature set needs the model's pretrained classifier")
         w, b = fs.classifier
-        return _log_softmax(get("top") @ w.T + b).astype(np.float32)
+        return log_softmax(get("top") @ w.T + b).astype(np.float32)
     parts = [get(f"stage{i}") for i in stages_of(name)]
     return np.ascontiguousarray(np.concatenate(parts, axis=1)) if len(parts) > 1 else parts[0]
 

@@ -22,7 +22,7 @@ import numpy as np
 from transferzoo.zoo.spec import LOG_SOFTMAX
 
 from ..config import DEFAULT_LAMBDAS  # noqa: F401  (re-exported: the probes' default grid)
-from .losses import batched_ce_l2
+from .losses import batched_ce_l2, log_softmax
 from .solver import minimize
 
 Layers = list[tuple[np.ndarray, np.ndarray]]  # (weight [out, in], bias [out]) per linear layer
@@ -76,10 +76,7 @@ def forward(layers: Layers, activation: str, z: np.ndarray) -> np.ndarray:
         w, b = layers[0]
         return z @ w.T + b
     if activation == LOG_SOFTMAX:  # the 'imagenet' feature set's head: pretrained classifier -> log-softmax
-        h = z @ layers[0][0].T + layers[0][1]
-        h -= h.max(axis=1, keepdims=True)
-        h -= np.log(np.exp(h).sum(axis=1, keepdims=True))
-        return forward(layers[1:], activation, h)
+        return forward(layers[1:], activation, log_softmax(z @ layers[0][0].T + layers[0][1]))
     import torch
 
     spec = ProbeSpec(head="mlp", hidden=layers[0][0].shape[0], activation=activation)

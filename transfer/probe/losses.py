@@ -44,8 +44,12 @@ def batched_ce_l2(Z: np.ndarray, y: np.ndarray, norm: np.ndarray, num_classes: i
     return f
 
 
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax (numpy), shifted by each row's max."""
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
 def log_loss(logits: np.ndarray, y: np.ndarray) -> float:
     """Mean softmax cross-entropy of logits against labels (numpy)."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-logp[np.arange(len(y)), y].mean())
+    return float(-log_softmax(logits)[np.arange(len(y)), y].mean())
