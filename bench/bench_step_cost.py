@@ -12,13 +12,13 @@ in a temporary cache): the plan takes a whole-model step as the larger of FORWAR
 passes and one forward pass plus the top blocks' step. It then lists, from the suite's stored rows
 (bench/results/strategies.json), full's measured own seconds over the plan's prediction.
 
-`--calibration SIZE` (default 224) tests where the rest comes from. The plan calibrates its
-one-thread torch timings by the run's feature pass, which runs in onnxruntime on every core: the
-scale (ORT per image on N threads / torch forward on 1 thread) then carries ORT's speed over torch
-into every torch estimate, and full trains in torch. At SIZE it measures ORT per image on N threads
-and on 1 (the exported model), torch's whole-model training step on N threads at the finetuning
-batch, and prints that step over the plan's prediction next to an alternative that scales the
-one-thread torch step by ORT's own N-thread / 1-thread ratio (like with like).
+`--calibration SIZE` (default 224) checks the calibration at SIZE. The plan's one-thread torch
+timings are scaled to the run by its feature pass, which runs in onnxruntime on every core. Until
+2026-12-07 one scale (ORT per image on N threads / torch forward on 1 thread) carried ORT's speed over
+torch into every torch estimate, and full trains in torch; now torch work is scaled by ORT's own
+N-thread / 1-thread ratio (like with like, planner.measured_onnx_forward). At SIZE it measures ORT per
+image on N threads and on 1 (the exported model), torch's whole-model training step on N threads at
+the finetuning batch, and prints that step over the plan's prediction, and over the old one.
 """
 
 from __future__ import annotations
@@ -70,17 +70,43 @@ def calibration(model, size: int, fwd1: float, step1: float, top4: float | None,
 
     torch.set_num_threads(cores)
     measured = per_image(step, args.train_batch, max(2, args.repeats - 1))
+    top4_measured = top_step_on_threads(args.model, size, 4, args.train_batch, cores, max(2, args.repeats - 1))
     torch.set_num_threads(1)
-    scale = ort[cores] / fwd1  # forward_cost's calibration by the feature pass
-    plan = max(planner.FORWARD_BACKWARD * fwd1, fwd1 + (top4 or 0.0)) * scale
-    alt = step1 * ort[cores] / ort[1]
+    whole = max(planner.FORWARD_BACKWARD * fwd1, fwd1 + (top4 or 0.0))  # forward_cost's whole-model step
+    plan, before = whole * ort[cores] / ort[1], whole * ort[cores] / fwd1  # the calibration now, before 2026-12-07
     print(
         f"      calibration at {size}: ORT {ort[cores] * 1e3:.1f} ms/img on {cores} threads, {ort[1] * 1e3:.1f} on 1; "
         f"torch forward on 1 thread {fwd1 * 1e3:.1f} (ORT is {fwd1 / ort[1]:.2f}x faster per thread)\n"
         f"      whole-model step on {cores} threads, batch {args.train_batch}: measured {measured * 1e3:.1f} ms/img; "
         f"the plan predicts {plan * 1e3:.1f} (measured / plan {measured / plan:.2f}); "
-        f"one-thread step x ORT's {cores}-thread speed-up predicts {alt * 1e3:.1f} ({measured / alt:.2f})"
+        f"the old calibration predicted {before * 1e3:.1f} ({measured / before:.2f}); "
+        f"the measured one-thread step {step1 * 1e3:.1f} x ORT's speed-up: {step1 * ort[cores] / ort[1] * 1e3:.1f}"
     )
+    if top4 is not None and top4_measured is not None:
+        plan4, before4 = top4 * ort[cores] / ort[1], top4 * ort[cores] / fwd1
+        print(
+            f"      partial's top-4 step on the prefix's output, {cores} threads, batch {args.train_batch}: measured "
+            f"{top4_measured * 1e3:.1f} ms/img; the plan predicts {plan4 * 1e3:.1f} ({top4_measured / plan4:.2f}); "
+            f"the old calibration {before4 * 1e3:.1f} ({top4_measured / before4:.2f})"
+        )
+
+
+def top_step_on_threads(name: str, size: int, unfreeze: int, batch: int, threads: int, repeats: int) -> float | None:
+    """A training step of partial's top `unfreeze` blocks on the prefix's output (as the pilot and
+    partial run it), per image, on `threads` threads: what measured_top_step predicts from one."""
+    from transferzoo.transfer.finetune.freeze import unfreeze_top
+    from transferzoo.transfer.finetune.prefix_cache import split_backbone
+
+    model = za.build(za.ModelSpec(name, 10), pretrained=False)
+    unfreeze_top(model, unfreeze)
+    split = split_backbone(model)
+    if split is None:
+        return None
+    with torch.no_grad():
+        h = split.prefix(torch.randn(batch, 3, size, size))
+    split.suffix.train()
+    torch.set_num_threads(threads)
+    return per_image(lambda: split.suffix(h).sum().backward(), batch, repeats)
 
 
 def main() -> None:

@@ -297,7 +297,7 @@ def test_the_pilot_is_cut_to_a_share_of_partials_predicted_time_or_skipped():
     from transferzoo.transfer.config import FitConfig
 
     st = planner.planned_settings("partial", FitConfig(), frozenset(), 3000, unfreeze=4, image_size=64)
-    cost = {64: {"forward": 0.004, "forward_backward": 0.012}}
+    cost = {64: {"prefix_forward": 0.004, "forward": 0.004, "forward_backward": 0.012}}
     one_view = dict(st, **{"finetune.views": 1})
 
     def secs(n):
@@ -452,15 +452,67 @@ def test_partials_predicted_epoch_cost_is_the_measured_step_of_the_blocks_it_tra
     assert planner.measured_top_step("efficientnet_lite0", [64], 4, 2) == four
 
     st = planner.planned_settings("partial", FitConfig(), frozenset(), 1000, unfreeze=4, image_size=64)
-    c = {"forward": 0.004, "forward_backward": 0.012}
+    c = {"prefix_forward": 0.0015, "forward": 0.004, "forward_backward": 0.012}  # the prefix runs in onnxruntime
     measured = {64: dict(c, top_step={"4": 0.02})}
     epochs, views = st["finetune.epochs"], st["finetune.views"]
-    prefix = 0.004 * (1000 * views + 200)
+    prefix = 0.0015 * (1000 * views + 200)
     fixed = planner.FINETUNE_FIXED_SECONDS
     got = planner.predict_seconds("partial", st, 1000, 200, measured, {}, None)
     assert got == pytest.approx(prefix + 0.02 * epochs * 1000 + fixed, abs=0.1)
     fallback = planner.predict_seconds("partial", st, 1000, 200, {64: c}, {}, None)
     assert fallback == pytest.approx(prefix + 0.012 * 0.25 * epochs * 1000 + fixed, abs=0.1)
+
+
+def test_torch_work_is_calibrated_by_onnxruntime_on_one_thread_not_by_its_lead_over_torch(monkeypatch, tmp_path):
+    """forward_cost scales partial's prefix (onnxruntime, like the feature pass) by the pass's seconds
+    per image, and torch's work (training steps, full's forward passes) by the pass's speed-up over
+    onnxruntime on one thread, measured once on the cached feature model and kept as a record: one
+    scale for both had carried onnxruntime's per-thread lead over torch into full's estimate (3.95x low)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from transferzoo.transfer import planner
+    from transferzoo.transfer.features.engine import FeatureSet
+
+    monkeypatch.setenv("TRANSFERZOO_CACHE", str(tmp_path / "cache"))
+    torch1 = 0.030  # torch, one thread, per image
+    monkeypatch.setattr(planner, "measured_forward", lambda m, sizes, b: {s: torch1 for s in sizes})
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 224, 224])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([helper.make_node("ReduceMean", ["x"], ["y"], keepdims=0)], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "features.onnx")
+    n = 100
+    timings = {"compute_seconds": 1.5, "engine_seconds": 0.5, "infer_seconds": 0.8, "cached_images": 0}
+    fs = FeatureSet(
+        [f"{i}.jpg" for i in range(n)],
+        np.ones(n, bool),
+        {},
+        None,
+        engine="onnxruntime",
+        timings=timings,
+        cache={"dir": str(tmp_path)},
+    )
+    cost = planner.forward_cost("efficientnet_lite0", [224], fs)[224]
+    onnx1 = planner.measured_onnx_forward("efficientnet_lite0", tmp_path / "features.onnx", 224)
+    assert onnx1 > 0 and len(list((tmp_path / "cache" / "costs").glob("*.onnx.json"))) == 1
+    assert cost["prefix_forward"] == pytest.approx((1.5 - 0.5) / n, abs=1e-5)  # the pass as run, the export out
+    assert cost["forward"] == pytest.approx(torch1 * (0.8 / n) / onnx1, rel=1e-3)
+    assert cost["forward_backward"] == pytest.approx(planner.FORWARD_BACKWARD * cost["forward"], rel=1e-3)
+    (tmp_path / "features.onnx").unlink()  # the record is reused: nothing left to measure
+    assert planner.measured_onnx_forward("efficientnet_lite0", tmp_path / "features.onnx", 224) == onnx1
+
+    # a torch feature pass is torch's own speed-up: one scale; no pass: one thread over the cores
+    fs.engine = "torch"
+    assert planner.forward_cost("efficientnet_lite0", [224], fs)[224]["forward"] == pytest.approx(1.0 / n, abs=1e-5)
+    cores = os.cpu_count() or 1
+    none = planner.forward_cost("efficientnet_lite0", [224], None)[224]
+    assert none["forward"] == none["prefix_forward"] == pytest.approx(torch1 / cores, abs=1e-5)
+    # every feature cached: no pass to calibrate by, but the prefix still runs at onnxruntime's speed
+    fs.engine, fs.timings = "cache", {"cached_images": n}
+    cached = planner.forward_cost("efficientnet_lite0", [224], fs)[224]
+    assert cached["forward"] == pytest.approx(torch1 / cores, abs=1e-5)
+    assert cached["prefix_forward"] == pytest.approx(onnx1 / cores, abs=1e-5)
 
 
 def test_a_whole_model_step_costs_at_least_the_prefix_forward_and_the_top_blocks_step(monkeypatch):

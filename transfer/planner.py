@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -298,18 +299,40 @@ def forward_cost(model_name: str, sizes, fs: FeatureSet | None = None, batch: in
     measured step of the top `unfreeze` blocks on the cached prefix (`measured_top_step`) where that
     is more. Measured on one thread (a busy machine makes multi-threaded timings of a few images
     meaningless: threads wait on each other) with random weights and inputs (cost does not depend
-    on them), once per machine and software
-    (`measured_forward`), then calibrated: by the feature pass of this run when it computed enough
-    images (the same engine the prefix cache uses), else divided by the cores. The time
-    predictions scale these."""
+    on them), once per machine and software (`measured_forward`), then calibrated to this run.
+
+    Two calibrations, because two engines do the work: partial's frozen prefix runs in onnxruntime
+    like the feature pass ("prefix_forward": the torch timing scaled by the pass's seconds per image
+    over it), every training step and full's forward passes in torch ("forward", "forward_backward",
+    "top_step": the torch timing scaled by the pass's speed-up over onnxruntime on one thread,
+    `measured_onnx_forward`, so engine speed is compared like with like). One scale for both carried
+    ORT's per-thread lead over torch (3.4x here) into every torch estimate: full's step was predicted
+    4.24x low, partial's top-4 step 2.75x low; now 1.23x low and 1.25x high (bench/bench_step_cost.py
+    --calibration 224). Without a feature pass of at least 32 images: one thread's time over the
+    cores, the prefix at onnxruntime's one-thread speed where its record or the file is there."""
     model_size = zoo.preprocessing(model_name).input_size[-1]
     one = measured_forward(model_name, sorted(set(sizes) | {model_size}), batch)
-    computed = 0 if fs is None else len(fs.paths) - fs.timings.get("cached_images", len(fs.paths))
-    if computed >= 32 and fs.timings.get("compute_seconds"):
-        scale, how = fs.timings["compute_seconds"] / computed / one[model_size], f"feature pass of {computed} images"
-    else:
-        scale, how = 1.0 / (os.cpu_count() or 1), f"one thread / {os.cpu_count() or 1} cores"
-    # the top blocks' training step for each number of blocks partial may train, calibrated alike
+    cores = os.cpu_count() or 1
+    timings = {} if fs is None else fs.timings
+    computed = 0 if fs is None else len(fs.paths) - timings.get("cached_images", len(fs.paths))
+    onnx1 = None  # onnxruntime's one-thread time, where the feature pass ran (or cached) the ONNX model
+    if fs is not None and fs.engine in ("onnxruntime", "cache"):
+        onnx1 = measured_onnx_forward(model_name, Path(fs.cache["dir"]) / "features.onnx", model_size)
+    if computed >= 32 and timings.get("compute_seconds"):
+        # the pass as run: decoding waits in, the engine's one-off export and check out
+        run = (timings["compute_seconds"] - timings.get("engine_seconds", 0.0)) / computed
+        prefix_scale = torch_scale = run / one[model_size]
+        how = f"feature pass of {computed} images ({fs.engine})"
+        if onnx1 and fs.engine == "onnxruntime" and timings.get("infer_seconds"):
+            torch_scale = timings["infer_seconds"] / computed / onnx1
+            how += f"; torch work by its speed-up over onnxruntime on one thread ({onnx1 * 1e3:.1f} ms/img)"
+    else:  # nothing to calibrate by: one thread's time over the cores, each engine at its own speed
+        torch_scale = 1.0 / cores
+        prefix_scale = torch_scale * (onnx1 / one[model_size] if onnx1 else 1.0)
+        how = f"one thread / {cores} cores" + (
+            f"; the prefix at onnxruntime's {onnx1 * 1e3:.1f} ms/img" if onnx1 else ""
+        )
+    # the top blocks' training step for each number of blocks partial may train
     top = {k: measured_top_step(model_name, sorted(one), k, batch) for k in sorted(set(unfreeze))}
 
     def whole_step(size: int, t: float) -> float:
@@ -322,9 +345,10 @@ def forward_cost(model_name: str, sizes, fs: FeatureSet | None = None, batch: in
 
     return {
         size: {
-            "forward": round(t * scale, 5),
-            "forward_backward": round(whole_step(size, t) * scale, 5),
-            "top_step": {str(k): None if top[k][size] is None else round(top[k][size] * scale, 5) for k in top},
+            "prefix_forward": round(t * prefix_scale, 5),
+            "forward": round(t * torch_scale, 5),
+            "forward_backward": round(whole_step(size, t) * torch_scale, 5),
+            "top_step": {str(k): None if top[k][size] is None else round(top[k][size] * torch_scale, 5) for k in top},
             "calibration": how,
         }
         for size, t in one.items()
@@ -370,6 +394,34 @@ def measured_forward(model_name: str, sizes: list[int], batch: int) -> dict[int,
             one[size] = (time.perf_counter() - t) / batch
     write_record(path, key, {str(k): v for k, v in one.items()})
     return one
+
+
+def measured_onnx_forward(model_name: str, onnx_path: Path, size: int, batch: int = 4) -> float | None:
+    """One-thread seconds per image of the feature pass's ONNX model in onnxruntime (random input),
+    measured once per (model, machine, onnxruntime) and kept as a record like `measured_forward`;
+    None when the file is not there to measure."""
+    from importlib.metadata import version
+
+    key = {"model": zoo.get(model_name).timm_name, "size": size, "batch": batch, **_machine()}
+    key["onnxruntime"] = version("onnxruntime")
+    path = cache_root() / "costs" / f"{zoo.get(model_name).name}.onnx.json"
+    stored = read_record(path, key)
+    if stored is not None:
+        return float(stored)
+    if not onnx_path.is_file():
+        return None
+    from transferzoo.zoo import runtime
+
+    session = runtime.session(onnx_path, 1)
+    feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal((batch, 3, size, size), np.float32)}
+    times = []
+    for _ in range(4):  # the first two calls ran 1.7x slower here (allocations, the arena): best of the last two
+        t = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - t)
+    per_image = min(times[2:]) / batch
+    write_record(path, key, per_image)
+    return per_image
 
 
 def measured_top_step(model_name: str, sizes: list[int], unfreeze: int, batch: int) -> dict[int, float | None]:
@@ -425,8 +477,8 @@ def predict_seconds(strategy: str, settings: dict, n_train: int, n_val: int, cos
         views = settings["finetune.views"]
         if pilot and pilot.get("prefix_seconds_per_image") is not None:
             prefix, step = pilot["prefix_seconds_per_image"], pilot["train_seconds_per_image_epoch"]
-        else:  # no pilot: the prefix is most of a forward pass; the top blocks' step as measured here
-            prefix = c["forward"]
+        else:  # no pilot: the prefix is most of a forward pass (onnxruntime); the top blocks' step as measured
+            prefix = c["prefix_forward"]
             step = (c.get("top_step") or {}).get(str(settings["finetune.unfreeze"]))
             if step is None:  # not measured (the backbone cannot be cut): a part of a whole-model step
                 step = c["forward_backward"] * 0.25
