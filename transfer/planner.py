@@ -325,7 +325,7 @@ def forward_cost(model_name: str, sizes, fs: FeatureSet | None = None, batch: in
     timings = {} if fs is None else fs.timings
     computed = 0 if fs is None else len(fs.paths) - timings.get("cached_images", len(fs.paths))
     onnx1 = None  # onnxruntime's one-thread time, where the feature pass ran (or cached) the ONNX model
-    if fs is not None and fs.engine in ("onnxruntime", "cache"):
+    if fs is not None and fs.engine in ("onnxruntime", "cache") and fs.cache.get("dir"):
         onnx1 = measured_onnx_forward(model_name, Path(fs.cache["dir"]) / "features.onnx", model_size)
     if computed >= 32 and timings.get("compute_seconds"):
         # the pass as run: decoding waits in, the engine's one-off export and check out
