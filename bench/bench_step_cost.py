@@ -94,12 +94,7 @@ def calibration(model, size: int, fwd1: float, step1: float, top4: float | None,
 def top_step_on_threads(name: str, size: int, unfreeze: int, batch: int, threads: int, repeats: int) -> float | None:
     """A training step of partial's top `unfreeze` blocks on the prefix's output (as the pilot and
     partial run it), per image, on `threads` threads: what measured_top_step predicts from one."""
-    from transferzoo.transfer.finetune.freeze import unfreeze_top
-    from transferzoo.transfer.finetune.prefix_cache import split_backbone
-
-    model = za.build(za.ModelSpec(name, 10), pretrained=False)
-    unfreeze_top(model, unfreeze)
-    split = split_backbone(model)
+    split = planner.partial_split(name, unfreeze)
     if split is None:
         return None
     with torch.no_grad():

@@ -412,7 +412,7 @@ def measured_onnx_forward(model_name: str, onnx_path: Path, size: int, batch: in
     from importlib.metadata import version
 
     key = {"model": zoo.get(model_name).timm_name, "size": size, "batch": batch, **_machine()}
-    key["onnxruntime"] = version("onnxruntime")
+    key["onnxruntime"] = version("onnxruntime")  # the engine measured, beside _machine's torch
     path = cache_root() / "costs" / f"{zoo.get(model_name).name}.onnx.json"
     stored = read_record(path, key)
     if stored is not None:
@@ -448,14 +448,7 @@ def measured_top_step(model_name: str, sizes: list[int], unfreeze: int, batch: i
         return {int(k): (None if v is None else float(v)) for k, v in stored.items()}
     import torch
 
-    from transferzoo.zoo import assembly as za
-
-    from .finetune.freeze import unfreeze_top
-    from .finetune.prefix_cache import split_backbone
-
-    model = za.build(za.ModelSpec(model_name, 2), pretrained=False)
-    unfreeze_top(model, unfreeze)
-    split = split_backbone(model)
+    split = partial_split(model_name, unfreeze)
     one: dict[int, float | None] = {size: None for size in sizes}
     with torch_threads(1):
         for size in sizes if split is not None else ():
@@ -468,6 +461,19 @@ def measured_top_step(model_name: str, sizes: list[int], unfreeze: int, batch: i
             one[size] = (time.perf_counter() - t) / batch
     write_record(path, key, {str(k): v for k, v in one.items()})
     return one
+
+
+def partial_split(model_name: str, unfreeze: int):
+    """The model (random weights) cut as partial trains it with its top `unfreeze` blocks: the frozen
+    prefix and the trained suffix (`prefix_cache.split_backbone`), or None where it cannot be cut."""
+    from transferzoo.zoo import assembly as za
+
+    from .finetune.freeze import unfreeze_top
+    from .finetune.prefix_cache import split_backbone
+
+    model = za.build(za.ModelSpec(model_name, 2), pretrained=False)
+    unfreeze_top(model, unfreeze)
+    return split_backbone(model)
 
 
 def predict_seconds(strategy: str, settings: dict, n_train: int, n_val: int, cost: dict, probes: dict, pilot) -> float:
