@@ -28,12 +28,11 @@ def compute_threads(n: int):
     """numpy's BLAS on `n` threads for the block, every other BLAS library on one, and torch's pool
     on `n` when something has imported torch.
 
-    Why every other BLAS on one: scipy ships its own OpenBLAS, which L-BFGS-B's vector steps use
-    between numpy's matrix products; two pools of spinning threads on 2 cores took turns stalling
-    each other (flowers' CV: 34.8 s with both on 2 threads, 16.5 s with scipy's on 1). And why a
-    bound at all: OpenBLAS threads spin while they wait, so a 2-thread pool on a loaded 2-core
-    machine made small matmuls and QRs 10-150x slower."""
-    import scipy.optimize  # noqa: F401  (the solver's: its BLAS must be loaded to be bounded)
+    Why every other BLAS on one: a second OpenBLAS (scipy's, when something in the process loaded
+    it) spinning beside numpy's on 2 cores stalled both (flowers' CV, when the solver was scipy's
+    L-BFGS-B: 34.8 s with both pools on 2 threads, 16.5 s with scipy's on 1). And why a bound at
+    all: OpenBLAS threads spin while they wait, so a 2-thread pool on a loaded 2-core machine made
+    small matmuls and QRs 10-150x slower."""
     from threadpoolctl import ThreadpoolController
 
     blas = ThreadpoolController().select(user_api="blas")

@@ -6,8 +6,8 @@
   the tests), imported only for the MLP head, hinge, L1 and elastic net;
 - `linear`: the probe (its layers as numpy arrays; linear or MLP head on standardised features,
   L-BFGS) and its folding into a head on raw features;
-- `solver`: full-batch L-BFGS (scipy's L-BFGS-B on numpy arrays; torch tensors through their numpy
-  views for the autograd path);
+- `solver`: full-batch L-BFGS on numpy arrays (torch tensors through their numpy views for the
+  autograd path);
 - `cv`: repeated stratified k-fold cross-validation over a penalty grid, all folds in one batched run;
 - `knn`: the k-nearest-neighbour baseline (L1/L2, k by leave-one-out);
 - `strategy`: the `linear` and `stages` strategies (feature set and penalty by CV; the saved model

@@ -5,7 +5,7 @@ Objective (mean over the n training rows, features standardised with the trainin
 
     loss(head(z), y) + lam * R(W)
 
-The optimiser is L-BFGS (scipy's L-BFGS-B, `solver`) over all rows at once, on the hand-written
+The optimiser is L-BFGS (`solver`, on numpy) over all rows at once, on the hand-written
 numpy `losses.batched_ce_l2` for the default probe (linear, ce, l2), and on torch's autograd for the
 rest (imported only then): for a few thousand rows of pooled features this converges in tens of
 milliseconds, far faster (and more exactly) than SGD epochs. A probe is its layers as numpy arrays;
