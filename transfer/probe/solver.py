@@ -13,6 +13,7 @@ routine, 0.5-0.65 s of a 3.5 s cached hymenoptera `fit`; and its Moré-Thuente l
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -54,7 +55,7 @@ def minimize(params: list[np.ndarray], value_and_grads: Callable, max_iter: int,
     x = np.concatenate([p.reshape(-1) for p in params]).astype(np.float64)
     f, g = fg(x)
     evals, iterations, converged = 1, 0, False
-    pairs: list[tuple[np.ndarray, np.ndarray, float]] = []  # (s, y, 1 / s.y), oldest first
+    pairs: deque[tuple[np.ndarray, np.ndarray, float]] = deque(maxlen=HISTORY)  # (s, y, 1 / s.y), oldest first
     while True:
         if not np.isfinite(f) or np.abs(g).max() <= gtol:
             converged = bool(np.isfinite(f))
@@ -85,9 +86,7 @@ def minimize(params: list[np.ndarray], value_and_grads: Callable, max_iter: int,
         s, y = xn - x, gn - g
         sy = float(s @ y)
         if sy > 1e-10 * float(y @ y):
-            pairs.append((s, y, 1.0 / sy))
-            if len(pairs) > HISTORY:
-                pairs.pop(0)
+            pairs.append((s, y, 1.0 / sy))  # the oldest drops out past HISTORY
         iterations += 1
         drop = f - fn
         x, f, g = xn, fn, gn
@@ -98,7 +97,7 @@ def minimize(params: list[np.ndarray], value_and_grads: Callable, max_iter: int,
     return {"evals": evals, "objective": f, "iterations": iterations, "converged": converged}
 
 
-def _direction(g: np.ndarray, pairs: list) -> tuple[np.ndarray, float]:
+def _direction(g: np.ndarray, pairs: deque) -> tuple[np.ndarray, float]:
     """(the L-BFGS direction -H g, its first trial step). With no pairs yet: steepest descent, the
     first step of length at most 1 (the scale of the problem is not known yet)."""
     if not pairs:
