@@ -60,13 +60,15 @@ def old_tree(ref: str, dest: Path) -> Path:
     return tree
 
 
-def run_fit(farm: Path | None, data: Path, cache: Path, out: Path, profile: bool, strategy: str = "auto") -> dict:
+def run_fit(
+    farm: Path | None, data: Path, cache: Path, out: Path, profile: bool, strategy: str = "auto", extra=()
+) -> dict:
     env = dict(os.environ, TRANSFERZOO_CACHE=str(cache), PYTHONDONTWRITEBYTECODE="1")
     env.pop("TRANSFERZOO_PROFILE", None)
     if farm is not None:
         env["PYTHONPATH"] = str(farm) + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, "-m", "transferzoo", "fit", str(data), "--strategy", strategy, "--out", str(out), "--json"]
-    cmd += ["--no-progress"] + (["--profile"] if profile else [])
+    cmd += ["--no-progress", *extra] + (["--profile"] if profile else [])
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     # run from a temporary folder, not a source tree: `-m` puts the working directory first on sys.path

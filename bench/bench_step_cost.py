@@ -19,6 +19,7 @@ torch into every torch estimate, and full trains in torch; now torch work is sca
 N-thread / 1-thread ratio (like with like, planner.measured_onnx_forward). At SIZE it measures ORT per
 image on N threads and on 1 (the exported model), torch's whole-model training step on N threads at
 the finetuning batch, and prints that step over the plan's prediction, and over the old one.
+Every torch timing is taken in the layout fit trains in (channels-last since 2026-12-07).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from transferzoo.transfer import planner  # noqa: E402
+from transferzoo.transfer.finetune.loop import MEMORY_FORMAT  # noqa: E402
 from transferzoo.zoo import assembly as za  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +63,7 @@ def calibration(model, size: int, fwd1: float, step1: float, top4: float | None,
     sess = {n: verified_session(model.eval(), path, xf[:2], threads=n)[0] for n in (cores, 1)}
     name = sess[1].get_inputs()[0].name
     ort = {n: per_image(lambda s=s: s.run(None, {name: xf.numpy()}), len(xf), args.repeats) for n, s in sess.items()}
-    xt = torch.randn(args.train_batch, 3, size, size)
+    xt = torch.randn(args.train_batch, 3, size, size).contiguous(memory_format=MEMORY_FORMAT)
 
     def step():
         model.train()
@@ -98,8 +100,8 @@ def top_step_on_threads(name: str, size: int, unfreeze: int, batch: int, threads
     if split is None:
         return None
     with torch.no_grad():
-        h = split.prefix(torch.randn(batch, 3, size, size))
-    split.suffix.train()
+        h = split.prefix(torch.randn(batch, 3, size, size)).contiguous(memory_format=MEMORY_FORMAT)
+    split.suffix.to(memory_format=MEMORY_FORMAT).train()
     torch.set_num_threads(threads)
     return per_image(lambda: split.suffix(h).sum().backward(), batch, repeats)
 
@@ -115,14 +117,14 @@ def main() -> None:
     ap.add_argument("--train-batch", type=int, default=32)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    model = za.build(za.ModelSpec(args.model, 10), pretrained=False)
+    model = za.build(za.ModelSpec(args.model, 10), pretrained=False).to(memory_format=MEMORY_FORMAT)
     print(f"{args.model}, one thread, batch {args.batch}, best of {args.repeats}: seconds per image")
     assumed = planner.FORWARD_BACKWARD
     head = f"{'size':>5} {'forward':>9} {'train step':>11} {'ratio':>6}   (the plan assumes {assumed:g})"
     print(head + "  top-1 / top-4 step")
     os.environ["TRANSFERZOO_CACHE"] = tempfile.mkdtemp(prefix="bench_step_cost_")  # measure, do not reuse
     for size in args.sizes:
-        x = torch.randn(args.batch, 3, size, size)
+        x = torch.randn(args.batch, 3, size, size).contiguous(memory_format=MEMORY_FORMAT)
 
         def forward():
             with torch.no_grad():

@@ -125,3 +125,38 @@ def test_settings_are_validated_with_actionable_messages():
     assert cfg.epochs == 3 and cfg.views == 2 and cfg.lr == 0.01 and cfg.head_lr_scale == 1
     full = FinetuneConfig().resolved("full", seed=5)
     assert full.lr == pytest.approx(1e-3 / 3) and full.head_lr_scale == 10 and full.seed == 5
+
+
+class TinyConv(nn.Module):
+    """A conv net over digits as 3-channel 8x8 images that records the layout of what it is fed."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Linear(8 * 8 * 8, 10)
+        self.seen: list[tuple[bool, bool]] = []  # (training, channels-last)
+
+    def forward(self, x):
+        nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        self.seen.append((self.training, nhwc))
+        return self.head(torch.relu(self.backbone(x)).flatten(1))
+
+
+def test_image_batches_reach_the_model_channels_last_in_training_and_validation(digits):
+    # oneDNN's NHWC kernels: a CPU training step 0.59x as long for efficientnet_lite0
+    (xt, yt), (xv, yv) = digits
+    as_images = lambda x: x.view(-1, 1, 8, 8).repeat(1, 3, 1, 1)  # noqa: E731 (NCHW, as a loader yields)
+    model = TinyConv()
+    cfg = FinetuneConfig(optimizer="adamw", lr=0.01, epochs=3, warmup_epochs=0, batch_size=100)
+    res = _run(model, cfg, ((as_images(xt), yt), (as_images(xv), yv)))
+    assert {t for t, _ in model.seen} == {True, False}  # both phases ran
+    assert all(nhwc for _, nhwc in model.seen), model.seen[:5]
+    assert res.history[-1]["val_accuracy"] > 0.5  # and it still learns (chance 0.1)
+
+
+def test_the_plan_measures_costs_in_the_layout_fit_trains_in():
+    # the planner names the layout without importing torch (a plan on cached features imports none)
+    from transferzoo.transfer import planner
+    from transferzoo.transfer.finetune.loop import MEMORY_FORMAT
+
+    assert f"torch.{planner._LAYOUT['memory_format']}" == str(MEMORY_FORMAT)

@@ -76,6 +76,8 @@ def test_full_finetune_streams_images_and_learns(hymenoptera, tmp_path):
     res = finetune(splits, "full", cfg, tmp_path / "run")
     s = res.summary
     assert s["trainable_params"] == s["total_params"] and "prefix_cache" not in s
+    # trained channels-last, handed back in the default layout (what export and safetensors take)
+    assert all(p.is_contiguous() for p in res.model.parameters())
     assert s["val_accuracy"] > 0.75, s
     hist = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(hist) == 3 and hist[-1]["train_loss"] < hist[0]["train_loss"]

@@ -379,11 +379,16 @@ def _machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": version("torch")}
 
 
+# torch's costs are measured in the memory layout fit trains in (finetune.loop.MEMORY_FORMAT); in the
+# records' key, so that a record measured channels-first (before 2026-12-07) is measured again
+_LAYOUT = {"memory_format": "channels_last"}
+
+
 def measured_forward(model_name: str, sizes: list[int], batch: int) -> dict[int, float]:
     """One-thread seconds per image of the model's forward pass at each size, measured once per
     (model, sizes, machine, torch) and kept as a record in the cache: building the model needs timm
     (2 s to import), which a run on cached features otherwise never loads."""
-    key = {"model": zoo.get(model_name).timm_name, "sizes": sizes, "batch": batch, **_machine()}
+    key = {"model": zoo.get(model_name).timm_name, "sizes": sizes, "batch": batch, **_machine(), **_LAYOUT}
     path = cache_root() / "costs" / f"{zoo.get(model_name).name}.json"
     stored = read_record(path, key)
     if stored is not None:
@@ -392,11 +397,13 @@ def measured_forward(model_name: str, sizes: list[int], batch: int) -> dict[int,
 
     from transferzoo.zoo import assembly as za
 
+    from .finetune.loop import MEMORY_FORMAT
+
     one = {}
     with torch_threads(1), torch.no_grad():
-        model = za.build(za.ModelSpec(model_name, 2), pretrained=False).eval()
+        model = za.build(za.ModelSpec(model_name, 2), pretrained=False).eval().to(memory_format=MEMORY_FORMAT)
         for size in sizes:
-            x = torch.randn(batch, 3, size, size)
+            x = torch.randn(batch, 3, size, size).contiguous(memory_format=MEMORY_FORMAT)
             model(x)  # first call: allocations, kernel selection
             t = time.perf_counter()
             model(x)
@@ -441,20 +448,23 @@ def measured_top_step(model_name: str, sizes: list[int], unfreeze: int, batch: i
     pass per image and epoch with the top block and 2.0-2.5x with 4 of 8 (eurosat100's pilot ran
     2.4x its predicted time). None where the backbone cannot be cut (partial then streams whole
     images). Kept as a record in the cache, as `measured_forward`."""
-    key = {"model": zoo.get(model_name).timm_name, "sizes": sizes, "unfreeze": unfreeze, "batch": batch, **_machine()}
+    key = {"model": zoo.get(model_name).timm_name, "sizes": sizes, "unfreeze": unfreeze, "batch": batch}
+    key.update(_machine(), **_LAYOUT)
     path = cache_root() / "costs" / f"{zoo.get(model_name).name}.top{unfreeze}.json"
     stored = read_record(path, key)
     if stored is not None:
         return {int(k): (None if v is None else float(v)) for k, v in stored.items()}
     import torch
 
+    from .finetune.loop import MEMORY_FORMAT
+
     split = partial_split(model_name, unfreeze)
     one: dict[int, float | None] = {size: None for size in sizes}
     with torch_threads(1):
         for size in sizes if split is not None else ():
             with torch.no_grad():
-                h = split.prefix(torch.randn(batch, 3, size, size))
-            split.suffix.train()
+                h = split.prefix(torch.randn(batch, 3, size, size)).contiguous(memory_format=MEMORY_FORMAT)
+            split.suffix.to(memory_format=MEMORY_FORMAT).train()
             for _ in range(2):  # the first call: allocations, kernel selection
                 t = time.perf_counter()
                 split.suffix(h).sum().backward()

@@ -11,7 +11,8 @@
   stay in eval mode (`transfer.freeze`).
 - full: every layer trains with layer-wise LR decay; images stream from disk every epoch.
 Both: warmup + schedule (`transfer.optim`), the loop's checks and checkpoints (`transfer.trainloop`),
-DDP under torchrun (`transfer.ddp`), bf16 autocast + channels-last when CUDA is present.
+DDP under torchrun (`transfer.ddp`), channels-last memory on every device (`loop.MEMORY_FORMAT`), bf16
+autocast when CUDA is present.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from . import checkpoint as ckpt
 from . import ddp as ddp_mod
 from . import prefix_cache as pc
 from .freeze import FreezeInfo, train_mode, unfreeze_top
-from .loop import LoopData, LoopResult, evaluate, run, write_jsonl
+from .loop import MEMORY_FORMAT, LoopData, LoopResult, evaluate, run, write_jsonl
 from .optim import create_optimizer, create_schedule
 
 
@@ -214,9 +215,7 @@ class Finetuner:
         self.unfreeze = unfreeze if strategy == "partial" else None
         init_new_layers(self.model.head, cfg.init)
         self.freeze: FreezeInfo = unfreeze_top(self.model, self.unfreeze)
-        self.model.to(self.device)
-        if self.device.type == "cuda":
-            self.model.to(memory_format=torch.channels_last)
+        self.model.to(self.device).to(memory_format=MEMORY_FORMAT)
         self.pre = preprocessing_for(self.model_name, cfg)
         self.train_tf, self.eval_tf = transforms_for(self.pre, cfg)
         prov = za.weights_provenance(self.model)  # by content: a moved weights file is the same start

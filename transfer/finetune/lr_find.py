@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..report.figures import figure, png
-from .loop import autocast
+from .loop import autocast, to_device
 from .optim import create_optimizer
 
 
@@ -53,7 +53,7 @@ def lr_find(ft, start: float = 1e-6, end: float = 1.0, steps: int = 100, beta: f
             lr = start * factor**step
             for g, s in zip(opt.param_groups, scales):
                 g["lr"] = lr * s
-            x, y = x.to(ft.device), y.to(ft.device)
+            x, y = to_device(x, ft.device), y.to(ft.device)
             with autocast(ft.device, ft.amp):
                 loss = criterion(ft.trainable(x).float(), y)
             opt.zero_grad(set_to_none=True)

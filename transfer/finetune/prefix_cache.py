@@ -38,6 +38,8 @@ import torch.nn as nn
 from transferzoo.export.onnx_export import verified_session
 from transferzoo.zoo.fileio import commit, file_digest, write_json
 
+from .loop import to_device
+
 
 def _chain(module: nn.Module, prefix: str = ""):
     for name, child in module.named_children():
@@ -152,9 +154,7 @@ class TorchPrefix:
         self.prefix, self.device, self.amp = prefix, device, amp
 
     def __call__(self, xb: torch.Tensor) -> np.ndarray:
-        xb = xb.to(self.device, non_blocking=True)
-        if self.device.type == "cuda":
-            xb = xb.contiguous(memory_format=torch.channels_last)
+        xb = to_device(xb, self.device)
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             return self.prefix(xb).float().cpu().numpy()
 
